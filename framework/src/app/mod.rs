@@ -1,0 +1,188 @@
+//! The application: bind, serve, register, and stop without losing a call.
+//!
+//! An [`App`] owns a registry, any number of [`GrpcServer`]s and lifecycle hooks.
+//! [`App::start`] binds every listener (so port 0 works and the bound address is what gets
+//! registered), serves, marks gRPC health SERVING and only then registers each server.
+//! Stopping runs the other way: health NOT_SERVING, unregister, wait a drain delay so clients
+//! see the removal and stop picking the instance, stop gracefully (in-flight calls finish) with
+//! a deadline, then close the registry.
+//!
+//! ```no_run
+//! # async fn demo(registry: impl jovian::Registry, server: jovian::GrpcServer) -> Result<(), jovian::Error> {
+//! jovian::App::new()
+//!     .registry(registry)
+//!     .serve(server)
+//!     .run() // until SIGINT, SIGTERM or a ShutdownHandle fires
+//!     .await
+//! # }
+//! ```
+
+mod cutoff;
+mod running;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use running::Running;
+
+use crate::client::{ClientBuilder, ServiceChannel};
+use crate::error::BoxError;
+use crate::{GrpcServer, Registry, Result};
+
+/// How long an App waits after unregistering before it stops serving, by default.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(1);
+/// How long in-flight calls get to finish once serving stops, by default.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A microservice process: servers, the registry they register in, and hooks.
+pub struct App {
+    pub(crate) name: String,
+    pub(crate) registry: Option<Arc<dyn Registry>>,
+    pub(crate) servers: Vec<GrpcServer>,
+    pub(crate) hooks: Vec<(Stage, Hook)>,
+    pub(crate) drain_delay: Duration,
+    pub(crate) shutdown_deadline: Duration,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A point in the App's life where hooks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Before any listener is bound.
+    BeforeStart,
+    /// Once every server serves and is registered.
+    AfterStart,
+    /// As stopping begins, before anything is unregistered.
+    BeforeStop,
+    /// Once every server has stopped and the registry is closed.
+    AfterStop,
+}
+
+/// A lifecycle hook: runs once, at its stage.
+pub type Hook =
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
+
+/// Stops a running [`App`] from anywhere: another task, a test, an admin endpoint.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Asks the App to stop; `run` / [`Running::wait`] then perform the orderly stop.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_shutdown(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl App {
+    /// An App with no servers, no registry and the default timings.
+    pub fn new() -> Self {
+        Self {
+            name: String::new(),
+            registry: None,
+            servers: Vec::new(),
+            hooks: Vec::new(),
+            drain_delay: DEFAULT_DRAIN_DELAY,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The application name, registered as each instance's `appId`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The registry servers register in and clients watch. Without one, servers serve but are
+    /// not registered.
+    pub fn registry(mut self, registry: impl Registry) -> Self {
+        self.registry = Some(Arc::new(registry));
+        self
+    }
+
+    /// Adds a server.
+    pub fn serve(mut self, server: GrpcServer) -> Self {
+        self.servers.push(server);
+        self
+    }
+
+    /// How long to wait between unregistering and stopping, so clients stop picking this
+    /// instance before it stops accepting calls.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// How long in-flight calls get to finish once serving stops; past it they are cut off.
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.shutdown_deadline = deadline;
+        self
+    }
+
+    /// Adds a hook to run at `stage`. A failing start hook aborts the start; a failing stop hook
+    /// is logged and the stop goes on.
+    pub fn hook<F, Fut>(mut self, stage: Stage, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.hooks.push((stage, Box::new(move || Box::pin(hook()))));
+        self
+    }
+
+    /// A handle that stops the App once it runs.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// A balanced channel to `service` over this App's registry; see [`ServiceChannel`].
+    ///
+    /// # Panics
+    /// If no registry was set.
+    pub async fn client(&self, service: &str) -> Result<ServiceChannel> {
+        let registry = self
+            .registry
+            .clone()
+            .expect("App::client needs App::registry first");
+        ClientBuilder::new(registry).build(service).await
+    }
+
+    /// Binds, serves and registers every server, runs the after-start hooks, and returns the
+    /// running App.
+    pub async fn start(self) -> Result<Running> {
+        Running::start(self).await
+    }
+
+    /// Starts, then runs until SIGINT, SIGTERM, a [`ShutdownHandle`] or a failing server, and
+    /// stops in order.
+    pub async fn run(self) -> Result<()> {
+        self.start().await?.wait().await
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::BeforeStart => "before-start",
+            Stage::AfterStart => "after-start",
+            Stage::BeforeStop => "before-stop",
+            Stage::AfterStop => "after-stop",
+        })
+    }
+}

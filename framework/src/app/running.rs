@@ -1,0 +1,386 @@
+//! A started App: what it bound and registered, and its orderly stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use tokio_stream::StreamExt;
+
+use super::cutoff::CutOff;
+use super::{App, Hook, ShutdownHandle, Stage};
+use crate::client::{ClientBuilder, ServiceChannel};
+use crate::{Error, GrpcServer, Kind, Registry, Result, ServiceInfo};
+
+/// A started [`App`]: every server is serving and registered.
+///
+/// Stop it with [`stop`](Self::stop), or [`wait`](Self::wait) for a signal or a
+/// [`ShutdownHandle`]. Dropping it without stopping cuts the servers off at once and
+/// unregisters nothing (the registrations expire with the lease, as after a crash).
+pub struct Running {
+    registry: Option<Arc<dyn Registry>>,
+    servers: Vec<ServingServer>,
+    stop_hooks: Vec<(Stage, Hook)>,
+    drain_delay: Duration,
+    shutdown_deadline: Duration,
+    shutdown: CancellationToken,
+    failures: mpsc::UnboundedReceiver<Error>,
+}
+
+struct ServingServer {
+    info: ServiceInfo,
+    local_addr: SocketAddr,
+    health: HealthReporter,
+    grpc_services: Vec<&'static str>,
+    stop: CancellationToken,
+    cut_off: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    registered: bool,
+}
+
+impl Running {
+    /// The address `service`'s server is bound to.
+    pub fn local_addr(&self, service: &str) -> Option<SocketAddr> {
+        self.servers
+            .iter()
+            .find(|s| s.info.name == service)
+            .map(|s| s.local_addr)
+    }
+
+    /// Every server's bound address, in the order the servers were added.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.servers.iter().map(|s| s.local_addr).collect()
+    }
+
+    /// What each server registered.
+    pub fn registrations(&self) -> Vec<ServiceInfo> {
+        self.servers
+            .iter()
+            .filter(|s| s.registered)
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// The App's registry, if it has one.
+    pub fn registry(&self) -> Option<&Arc<dyn Registry>> {
+        self.registry.as_ref()
+    }
+
+    /// A handle that makes [`wait`](Self::wait) return after an orderly stop.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// A balanced channel to `service` over this App's registry.
+    ///
+    /// # Panics
+    /// If the App has no registry.
+    pub async fn client(&self, service: &str) -> Result<ServiceChannel> {
+        let registry = self
+            .registry
+            .clone()
+            .expect("Running::client needs App::registry");
+        ClientBuilder::new(registry).build(service).await
+    }
+
+    /// Waits for SIGINT, SIGTERM, a [`ShutdownHandle`] or a server failure, then stops in
+    /// order. A server failure is returned after the stop.
+    pub async fn wait(mut self) -> Result<()> {
+        let failure = tokio::select! {
+            () = termination_signal() => None,
+            () = self.shutdown.cancelled() => None,
+            Some(error) = self.failures.recv() => Some(error),
+        };
+        let stopped = self.stop().await;
+        match failure {
+            Some(error) => Err(error),
+            None => stopped,
+        }
+    }
+
+    /// Stops in order: before-stop hooks, health NOT_SERVING, unregister, drain delay,
+    /// graceful stop within the shutdown deadline, registry close, after-stop hooks. Every
+    /// step runs even when an earlier one failed; the first failure is returned.
+    pub async fn stop(mut self) -> Result<()> {
+        let mut outcome = Outcome::default();
+        self.shutdown.cancel();
+        outcome.note(run_hooks(&mut self.stop_hooks, Stage::BeforeStop).await);
+        for server in &self.servers {
+            set_health(server, ServingStatus::NotServing).await;
+        }
+        let mut unregistered_any = false;
+        if let Some(registry) = &self.registry {
+            for server in self.servers.iter_mut().filter(|s| s.registered) {
+                server.registered = false;
+                unregistered_any = true;
+                outcome.note(registry.unregister(&server.info).await);
+            }
+        }
+        if unregistered_any {
+            tokio::time::sleep(self.drain_delay).await;
+        }
+        outcome.note(stop_servers(&mut self.servers, self.shutdown_deadline).await);
+        if let Some(registry) = &self.registry {
+            outcome.note(registry.close().await);
+        }
+        outcome.note(run_hooks(&mut self.stop_hooks, Stage::AfterStop).await);
+        outcome.into_result()
+    }
+
+    pub(super) async fn start(mut app: App) -> Result<Self> {
+        let (start_hooks, stop_hooks) = app.hooks.drain(..).partition::<Vec<_>, _>(|(stage, _)| {
+            matches!(stage, Stage::BeforeStart | Stage::AfterStart)
+        });
+        let mut start_hooks = start_hooks;
+        run_hooks(&mut start_hooks, Stage::BeforeStart).await?;
+
+        let mut bound = Vec::with_capacity(app.servers.len());
+        for server in app.servers.drain(..) {
+            bound.push(bind(server, &app.name).await?);
+        }
+
+        let (failure_tx, failures) = mpsc::unbounded_channel();
+        let servers = bound
+            .into_iter()
+            .map(|b| b.serve(failure_tx.clone()))
+            .collect();
+        let mut running = Running {
+            registry: app.registry.take(),
+            servers,
+            stop_hooks,
+            drain_delay: app.drain_delay,
+            shutdown_deadline: app.shutdown_deadline,
+            shutdown: app.shutdown.clone(),
+            failures,
+        };
+        for server in &running.servers {
+            set_health(server, ServingStatus::Serving).await;
+        }
+        if let Err(error) = running.register_all().await {
+            running.abort_start().await;
+            return Err(error);
+        }
+        if let Err(error) = run_hooks(&mut start_hooks, Stage::AfterStart).await {
+            running.abort_start().await;
+            return Err(error);
+        }
+        Ok(running)
+    }
+
+    async fn register_all(&mut self) -> Result<()> {
+        let Some(registry) = &self.registry else {
+            if !self.servers.is_empty() {
+                tracing::warn!("no registry set: servers serve but nobody can discover them");
+            }
+            return Ok(());
+        };
+        for server in &mut self.servers {
+            registry.register(&server.info).await?;
+            server.registered = true;
+            tracing::info!(service = %server.info.name, address = %server.info.address, "registered");
+        }
+        Ok(())
+    }
+
+    /// Undoes a start that failed halfway: no drain (nobody saw a complete start), no hooks.
+    async fn abort_start(mut self) {
+        self.drain_delay = Duration::ZERO;
+        self.stop_hooks.clear();
+        if let Err(error) = self.stop().await {
+            tracing::warn!(%error, "cleaning up after a failed start");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for server in &self.servers {
+            server.stop.cancel();
+            server.cut_off.cancel();
+        }
+    }
+}
+
+/// A server whose listener is bound but which does not serve yet.
+struct BoundServer {
+    server: GrpcServer,
+    listener: tokio::net::TcpListener,
+    info: ServiceInfo,
+    local_addr: SocketAddr,
+}
+
+async fn bind(server: GrpcServer, app_name: &str) -> Result<BoundServer> {
+    let listener = tokio::net::TcpListener::bind(server.bind)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: server.bind,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: server.bind,
+        source,
+    })?;
+    let address = match &server.advertise {
+        Some(address) => address.clone(),
+        None if local_addr.ip().is_unspecified() => {
+            return Err(Error::Config {
+                key: format!("servers.{}.advertise", server.name()),
+                expected: "the host:port clients should dial, because the server listens on every interface".into(),
+                found: "nothing".into(),
+            });
+        }
+        None => local_addr.to_string(),
+    };
+    let mut info = server.info.clone();
+    info.address = address;
+    info.kind = Kind::Provider;
+    if info.app_id.is_empty() {
+        info.app_id = app_name.to_owned();
+    }
+    if info.hostname.is_empty() {
+        info.hostname = hostname();
+    }
+    info.validate()
+        .map_err(|source| Error::InvalidServiceInfo {
+            service: info.to_string(),
+            source,
+        })?;
+    Ok(BoundServer {
+        server,
+        listener,
+        info,
+        local_addr,
+    })
+}
+
+impl BoundServer {
+    fn serve(self, failures: mpsc::UnboundedSender<Error>) -> ServingServer {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = self.server.routes;
+        routes.add_service(health_service);
+        let stop = CancellationToken::new();
+        let cut_off = CancellationToken::new();
+        let connections_cut_off = cut_off.clone();
+        let incoming = TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .map(move |accepted| {
+                accepted.map(|stream| CutOff::new(stream, connections_cut_off.clone()))
+            });
+        let name = self.info.name.clone();
+        let signal = stop.clone().cancelled_owned();
+        let task = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_routes(routes.routes())
+                .serve_with_incoming_shutdown(incoming, signal)
+                .await;
+            if let Err(source) = served {
+                tracing::error!(service = %name, error = %source, "server failed");
+                let _ = failures.send(Error::Serve {
+                    server: name,
+                    source: source.into(),
+                });
+            }
+        });
+        ServingServer {
+            info: self.info,
+            local_addr: self.local_addr,
+            health,
+            grpc_services: self.server.grpc_services,
+            stop,
+            cut_off,
+            task: Some(task),
+            registered: false,
+        }
+    }
+}
+
+async fn set_health(server: &ServingServer, status: ServingStatus) {
+    server.health.set_service_status("", status).await;
+    for name in &server.grpc_services {
+        server.health.set_service_status(*name, status).await;
+    }
+}
+
+/// Asks every server to stop accepting and waits for in-flight calls, up to `deadline`; past it
+/// every remaining connection is cut off.
+async fn stop_servers(servers: &mut [ServingServer], deadline: Duration) -> Result<()> {
+    for server in servers.iter() {
+        server.stop.cancel();
+    }
+    let tasks: Vec<_> = servers.iter_mut().filter_map(|s| s.task.take()).collect();
+    let mut all_stopped = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(deadline, &mut all_stopped)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    for server in servers.iter() {
+        server.cut_off.cancel();
+    }
+    all_stopped.await;
+    Err(Error::ShutdownDeadline(deadline))
+}
+
+async fn run_hooks(hooks: &mut Vec<(Stage, Hook)>, stage: Stage) -> Result<()> {
+    let mut outcome = Outcome::default();
+    let (now, later): (Vec<_>, Vec<_>) = hooks.drain(..).partition(|(s, _)| *s == stage);
+    *hooks = later;
+    for (_, hook) in now {
+        outcome.note(hook().await.map_err(|source| Error::Hook { stage, source }));
+    }
+    outcome.into_result()
+}
+
+/// Keeps the first failure of a sequence of steps that must all run.
+#[derive(Default)]
+struct Outcome(Option<Error>);
+
+impl Outcome {
+    fn note(&mut self, result: Result<()>) {
+        if let Err(error) = result {
+            tracing::warn!(%error, "while stopping");
+            self.0.get_or_insert(error);
+        }
+    }
+
+    fn into_result(self) -> Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the app");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// This machine's host name, for the registry entry; empty when it cannot be read.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
+}

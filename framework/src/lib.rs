@@ -1,0 +1,36 @@
+//! gRPC microservices on tonic that find each other through a service registry.
+//!
+//! A server built with [`App`] binds, serves, and registers itself in a [`Registry`] under a
+//! lease it keeps alive; clients build a [`ServiceChannel`] that watches the registry and
+//! balances calls over the live instances on the client side, with no proxy in between.
+//!
+//! ```no_run
+//! # use jovian::{App, GrpcServer, Registry};
+//! # async fn demo(registry: impl Registry + Clone) -> Result<(), jovian::Error> {
+//! // server
+//! let app = App::new().registry(registry.clone()).serve(GrpcServer::new("greeter") /* .add_service(...) */);
+//! let running = app.start().await?;
+//! // client, anywhere that sees the same registry
+//! let channel = jovian::ClientBuilder::new(registry).build("greeter").await?;
+//! // GreeterClient::new(channel).say_hello(...).await?;
+//! running.stop().await
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod client;
+mod endpoints;
+mod error;
+mod registry;
+mod server;
+mod service;
+
+pub use app::{App, Running, ShutdownHandle, Stage};
+pub use client::{ClientBuilder, ClientOptions, ServiceChannel};
+pub use endpoints::{Endpoints, EndpointsPublisher, EndpointsWatch};
+pub use error::{BoxError, Error, Result};
+pub use registry::Registry;
+pub use server::GrpcServer;
+pub use service::{InvalidEntry, Kind, MAX_ENTRY_BYTES, ServiceInfo};

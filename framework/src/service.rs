@@ -1,0 +1,317 @@
+//! One registered instance of a service, as stored in the registry.
+//!
+//! The JSON field names are Go jupiter's, so jovian services and jupiter-style Go services can
+//! read each other's registry entries. Reading is lenient (unknown fields are ignored, missing
+//! ones take defaults, `null` reads as empty) but never panics: anything that does not decode is
+//! an [`InvalidEntry`] for the caller to skip and count.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The largest registry value [`ServiceInfo::decode`] accepts. A real entry is a few hundred
+/// bytes; anything far larger is garbage and would cost every watcher memory and time.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+
+/// One instance of a service: where it listens and how clients should treat it.
+///
+/// ```
+/// use jovian::ServiceInfo;
+///
+/// let info = ServiceInfo::new("greeter", "127.0.0.1:50051").with_zone("z1").with_weight(50);
+/// assert_eq!(info.uri(), "grpc://127.0.0.1:50051");
+/// let json = info.encode();
+/// assert_eq!(ServiceInfo::decode(json.as_bytes()).unwrap(), info);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ServiceInfo {
+    /// The service name clients look up.
+    #[serde(deserialize_with = "null_as_default")]
+    pub name: String,
+    /// The application id (free-form, jupiter's `appId`).
+    #[serde(deserialize_with = "null_as_default")]
+    pub app_id: String,
+    /// The protocol clients speak to this instance: `grpc` for jovian servers.
+    #[serde(deserialize_with = "null_as_default")]
+    pub scheme: String,
+    /// `host:port` clients connect to.
+    #[serde(deserialize_with = "null_as_default")]
+    pub address: String,
+    /// Relative share of traffic for weighted balancing (default 100).
+    #[serde(deserialize_with = "lenient_weight")]
+    pub weight: u32,
+    /// Whether clients may pick this instance; operators turn it off to drain an instance.
+    #[serde(deserialize_with = "null_as_default_true")]
+    pub enable: bool,
+    /// Whether the instance reports itself healthy.
+    #[serde(deserialize_with = "null_as_default_true")]
+    pub healthy: bool,
+    /// Free-form labels.
+    #[serde(deserialize_with = "null_as_default")]
+    pub metadata: BTreeMap<String, String>,
+    /// Region the instance runs in.
+    #[serde(deserialize_with = "null_as_default")]
+    pub region: String,
+    /// Zone the instance runs in, for zone-preferring clients.
+    #[serde(deserialize_with = "null_as_default")]
+    pub zone: String,
+    /// What the entry describes.
+    pub kind: Kind,
+    /// The instance's release version.
+    #[serde(deserialize_with = "null_as_default")]
+    pub version: String,
+    /// Run mode (free-form, e.g. `prod`).
+    #[serde(deserialize_with = "null_as_default")]
+    pub mode: String,
+    /// Host the instance runs on.
+    #[serde(deserialize_with = "null_as_default")]
+    pub hostname: String,
+    /// Deployment group: traffic never crosses deployments a client did not select.
+    #[serde(deserialize_with = "null_as_default")]
+    pub deployment: String,
+    /// Traffic group, for clients that select one.
+    #[serde(deserialize_with = "null_as_default")]
+    pub group: String,
+}
+
+impl Default for ServiceInfo {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            app_id: String::new(),
+            scheme: "grpc".to_owned(),
+            address: String::new(),
+            weight: 100,
+            enable: true,
+            healthy: true,
+            metadata: BTreeMap::new(),
+            region: String::new(),
+            zone: String::new(),
+            kind: Kind::Provider,
+            version: String::new(),
+            mode: String::new(),
+            hostname: String::new(),
+            deployment: String::new(),
+            group: String::new(),
+        }
+    }
+}
+
+/// What a registry entry describes (jupiter's numeric `kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Not known (0, or a number this version does not know).
+    Unknown,
+    /// A server offering the service (1).
+    #[default]
+    Provider,
+    /// A governor (metrics/admin) endpoint (2).
+    Governor,
+    /// A client of the service (3).
+    Consumer,
+}
+
+impl ServiceInfo {
+    /// A provider of `name` listening on `address`, with every other field at its default.
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            address: address.into(),
+            ..Self::default()
+        }
+    }
+
+    /// `scheme://address`: the key of this instance within its service.
+    pub fn uri(&self) -> String {
+        format!("{}://{}", self.scheme, self.address)
+    }
+
+    /// Whether a client may send calls to this instance.
+    pub fn is_available(&self) -> bool {
+        self.enable && self.healthy
+    }
+
+    /// Sets the zone.
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = zone.into();
+        self
+    }
+
+    /// Sets the weight.
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Adds one metadata label.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks what a registry needs before storing the entry: a name and an address that
+    /// cannot break the key layout.
+    pub fn validate(&self) -> Result<(), InvalidEntry> {
+        let bad = |what: &str| Err(InvalidEntry(what.to_owned()));
+        if self.name.is_empty() {
+            return bad("the service name is empty");
+        }
+        if self.name.contains('/') || self.name.chars().any(char::is_whitespace) {
+            return bad("the service name must not contain '/' or whitespace");
+        }
+        if self.address.is_empty() {
+            return bad("the address is empty");
+        }
+        if self.address.contains('/') || self.scheme.contains('/') {
+            return bad("the scheme and address must not contain '/'");
+        }
+        if self.scheme.is_empty() {
+            return bad("the scheme is empty");
+        }
+        Ok(())
+    }
+
+    /// The JSON a registry stores.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("ServiceInfo always serializes")
+    }
+
+    /// Reads a registry value. Fails, never panics, on anything that is not a well-formed entry
+    /// no larger than [`MAX_ENTRY_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, InvalidEntry> {
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(InvalidEntry(format!(
+                "value is {} bytes, larger than the {MAX_ENTRY_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        let info: Self = serde_json::from_slice(bytes).map_err(|e| InvalidEntry(e.to_string()))?;
+        info.validate()?;
+        Ok(info)
+    }
+}
+
+/// A registry value that is not a usable [`ServiceInfo`]; the reason says what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid service entry: {0}")]
+pub struct InvalidEntry(pub String);
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(match self {
+            Kind::Unknown => 0,
+            Kind::Provider => 1,
+            Kind::Governor => 2,
+            Kind::Consumer => 3,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Option::<u64>::deserialize(deserializer)? {
+            Some(1) => Kind::Provider,
+            Some(2) => Kind::Governor,
+            Some(3) => Kind::Consumer,
+            _ => Kind::Unknown,
+        })
+    }
+}
+
+impl fmt::Display for ServiceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.uri())
+    }
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn null_as_default_true<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(true))
+}
+
+/// Go jupiter stores the weight as a float; accept any finite non-negative number.
+fn lenient_weight<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match Option::<f64>::deserialize(deserializer)? {
+        None => Ok(100),
+        Some(w) if w.is_finite() && w >= 0.0 => Ok(w.round().min(f64::from(u32::MAX)) as u32),
+        Some(w) => Err(serde::de::Error::custom(format!(
+            "weight {w} is not a non-negative number"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_design_example_with_jupiter_field_names() {
+        let json = r#"{"name":"greeter","appId":"","scheme":"grpc","address":"127.0.0.1:50051","weight":100,
+            "enable":true,"healthy":true,"metadata":{"version":"1.2.0"},"region":"","zone":"z1",
+            "kind":1,"version":"v1","mode":"","hostname":"host-a","deployment":"","group":""}"#;
+        let info = ServiceInfo::decode(json.as_bytes()).unwrap();
+        assert_eq!(info.address, "127.0.0.1:50051");
+        assert_eq!(info.zone, "z1");
+        assert_eq!(info.kind, Kind::Provider);
+        assert_eq!(info.metadata["version"], "1.2.0");
+        assert_eq!(info.hostname, "host-a");
+        let round_trip: serde_json::Value = serde_json::from_str(&info.encode()).unwrap();
+        let original: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(round_trip, original);
+    }
+
+    #[test]
+    fn missing_and_null_fields_take_defaults_and_unknown_fields_are_ignored() {
+        let json =
+            br#"{"name":"a","address":"h:1","metadata":null,"services":{"x":1},"weight":2.6}"#;
+        let info = ServiceInfo::decode(json).unwrap();
+        assert_eq!(info.scheme, "grpc");
+        assert_eq!(info.weight, 3);
+        assert!(info.enable && info.healthy);
+        assert!(info.metadata.is_empty());
+        let no_weight = ServiceInfo::decode(br#"{"name":"a","address":"h:1"}"#).unwrap();
+        assert_eq!(no_weight.weight, 100);
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_panics() {
+        let huge = format!(
+            r#"{{"name":"a","address":"h:1","zone":"{}"}}"#,
+            "z".repeat(MAX_ENTRY_BYTES)
+        );
+        for bad in [
+            &b"not json"[..],
+            b"",
+            b"[]",
+            b"null",
+            br#"{"name":"a","address":"h:1","weight":"heavy"}"#,
+            br#"{"name":"a","address":"h:1","weight":-1}"#,
+            br#"{"name":"a","address":"h:1","enable":"yes"}"#,
+            br#"{"name":"a"}"#,
+            br#"{"name":"a/b","address":"h:1"}"#,
+            b"\xff\xfe\x00",
+            huge.as_bytes(),
+        ] {
+            assert!(
+                ServiceInfo::decode(bad).is_err(),
+                "{:?} decoded",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_kind_numbers_read_as_unknown() {
+        let info = ServiceInfo::decode(br#"{"name":"a","address":"h:1","kind":9}"#).unwrap();
+        assert_eq!(info.kind, Kind::Unknown);
+    }
+}

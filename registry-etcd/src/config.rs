@@ -1,0 +1,241 @@
+//! How to reach etcd: endpoints, prefix, lease TTL, timeouts, credentials and TLS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use jovian::Error;
+
+/// Settings of an [`EtcdRegistry`](crate::EtcdRegistry).
+///
+/// ```
+/// use std::time::Duration;
+/// use jovian_registry_etcd::EtcdConfig;
+///
+/// let config = EtcdConfig::new(["10.0.0.1:2379", "10.0.0.2:2379"])
+///     .prefix("jupiter")
+///     .ttl(Duration::from_secs(15))
+///     .credentials("svc", "secret");
+/// ```
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    /// `host:port` (or `http(s)://host:port`) of each member.
+    pub endpoints: Vec<String>,
+    /// The first path segment of every key (`jovian`; `jupiter` to share Go jupiter's registry).
+    pub prefix: String,
+    /// The lease TTL; registrations vanish this long after the process stops renewing.
+    pub ttl: Duration,
+    /// How long connecting may take before startup fails.
+    pub dial_timeout: Duration,
+    /// How long any single request may take.
+    pub request_timeout: Duration,
+    /// How often the connection is pinged (HTTP/2 keep-alive), so a frozen or partitioned
+    /// member is noticed.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+    /// User and password, when etcd has authentication enabled.
+    pub credentials: Option<(String, String)>,
+    /// TLS settings, for `https` members.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS to etcd.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// CA certificate that signed the members' certificates.
+    pub ca: Option<PathBuf>,
+    /// Client certificate, for members that require one.
+    pub cert: Option<PathBuf>,
+    /// Client certificate's private key.
+    pub key: Option<PathBuf>,
+    /// Server name to verify instead of the endpoint's host.
+    pub domain: Option<String>,
+}
+
+/// The lease TTL unless set otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+impl EtcdConfig {
+    /// Defaults for `endpoints`: prefix `jovian`, TTL 10 s, 3 s dial and request timeouts,
+    /// keep-alive pings every 3 s with a 3 s timeout.
+    pub fn new<E: Into<String>>(endpoints: impl IntoIterator<Item = E>) -> Self {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            prefix: "jovian".to_owned(),
+            ttl: DEFAULT_TTL,
+            dial_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(3),
+            keepalive_interval: Duration::from_secs(3),
+            keepalive_timeout: Duration::from_secs(3),
+            credentials: None,
+            tls: None,
+        }
+    }
+
+    /// Sets the key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the lease TTL (whole seconds, at least 1; etcd may raise very small ones).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the dial timeout.
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the HTTP/2 keep-alive interval and timeout.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Sets user and password.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Sets TLS files.
+    pub fn tls(mut self, tls: TlsFiles) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The prefix without surrounding slashes.
+    pub(crate) fn clean_prefix(&self) -> String {
+        self.prefix.trim_matches('/').to_owned()
+    }
+
+    pub(crate) fn endpoints_display(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.endpoints.is_empty() {
+            return Err(config_error(
+                "registry.endpoints",
+                "at least one host:port",
+                "none",
+            ));
+        }
+        if self.ttl < Duration::from_secs(1) || self.ttl.subsec_nanos() != 0 {
+            return Err(config_error(
+                "registry.ttl",
+                "a whole number of seconds, at least 1",
+                &format!("{:?}", self.ttl),
+            ));
+        }
+        if self.clean_prefix().is_empty() {
+            return Err(config_error(
+                "registry.prefix",
+                "a non-empty path segment",
+                "an empty prefix",
+            ));
+        }
+        Ok(())
+    }
+
+    /// etcd-client options. Request timeouts are applied per call by the registry, not here:
+    /// a channel-wide timeout would also cut off long-lived watch and keep-alive streams.
+    pub(crate) fn connect_options(&self) -> Result<ConnectOptions, Error> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.dial_timeout)
+            .with_keep_alive(self.keepalive_interval, self.keepalive_timeout)
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &self.credentials {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.options()?);
+        }
+        Ok(options)
+    }
+
+    /// Endpoint URLs with the scheme TLS calls for.
+    pub(crate) fn endpoint_urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
+        self.endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("{scheme}{e}")
+                }
+            })
+            .collect()
+    }
+}
+
+impl TlsFiles {
+    fn options(&self) -> Result<TlsOptions, Error> {
+        let mut options = TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            options =
+                options.ca_certificate(Certificate::from_pem(read_pem("registry.tls.ca", ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let cert = read_pem("registry.tls.cert", cert)?;
+                let key = read_pem("registry.tls.key", key)?;
+                options = options.identity(Identity::from_pem(cert, key));
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(config_error(
+                    "registry.tls.key",
+                    "a key file to go with tls.cert",
+                    "none",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    "registry.tls.cert",
+                    "a certificate to go with tls.key",
+                    "none",
+                ));
+            }
+        }
+        if let Some(domain) = &self.domain {
+            options = options.domain_name(domain.clone());
+        }
+        Ok(options)
+    }
+}
+
+fn read_pem(key: &str, path: &PathBuf) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| {
+        config_error(
+            key,
+            "a readable PEM file",
+            &format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+pub(crate) fn config_error(key: &str, expected: &str, found: &str) -> Error {
+    Error::Config {
+        key: key.to_owned(),
+        expected: expected.to_owned(),
+        found: found.to_owned(),
+    }
+}

@@ -1,0 +1,189 @@
+//! The etcd v3 [`Registry`]: leases that heal themselves, gap-free watches, governance
+//! overrides.
+//!
+//! Keys (see the design): providers at `/{prefix}/{name}/providers/{scheme}://{address}`,
+//! operator overrides at `/{prefix}/{name}/configurators/{scheme}://{address}`, metrics targets
+//! at `/prometheus/job/{name}/{hostname}/{address}` (a [`Kind::Governor`](jovian::Kind)
+//! registration).
+//!
+//! Each registry holds one lease (TTL 10 s by default) renewed every TTL/3. Whatever etcd goes
+//! through (restart, wiped data, revoked lease, a key deleted by hand) the registry takes a new
+//! lease if it must and puts every key back, retrying forever. Watches list, then watch from
+//! the next revision, and re-list after any interruption, so no change is missed.
+//!
+//! ```no_run
+//! # async fn demo() -> jovian::Result<()> {
+//! use jovian::{Registry, ServiceInfo};
+//! use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
+//!
+//! let registry = EtcdRegistry::connect(EtcdConfig::new(["127.0.0.1:2379"])).await?;
+//! registry.register(&ServiceInfo::new("greeter", "10.0.0.7:50051")).await?;
+//! let mut watch = registry.watch("greeter").await?;
+//! println!("{:?}", watch.current().addresses());
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod call;
+mod config;
+mod keys;
+mod session;
+mod stats;
+mod watch;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use etcd_client::{Client, GetOptions};
+use jovian::{Endpoints, EndpointsWatch, Error, Registry, Result, ServiceInfo};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{DEFAULT_TTL, EtcdConfig, TlsFiles};
+pub use stats::StatsSnapshot;
+
+use call::within;
+use keys::Keys;
+use session::Session;
+use stats::Stats;
+use watch::Watcher;
+
+/// A registry client on an etcd cluster.
+pub struct EtcdRegistry {
+    config: EtcdConfig,
+    keys: Keys,
+    session: Arc<Session>,
+    watcher: Watcher,
+    stopped: CancellationToken,
+    stats: Arc<Stats>,
+}
+
+impl EtcdRegistry {
+    /// Connects and checks that etcd answers and lets this client read the prefix. Fails within
+    /// the dial timeout with an error naming the endpoints when no member answers.
+    pub async fn connect(config: EtcdConfig) -> Result<Self> {
+        config.validate()?;
+        let options = config.connect_options()?;
+        let unreachable = |reason: String| Error::Unreachable {
+            endpoints: config.endpoints_display(),
+            reason,
+        };
+        let mut client = match within(
+            config.dial_timeout,
+            Client::connect(config.endpoint_urls(), Some(options)),
+        )
+        .await
+        {
+            Ok(client) => client,
+            Err(error) if is_auth_failure(&error) => return Err(error.into_error("authenticate")),
+            Err(error) => return Err(unreachable(error.to_string())),
+        };
+        let prefix = format!("/{}/", config.clean_prefix());
+        let probe = client.get(
+            prefix.as_str(),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        );
+        match within(config.dial_timeout, probe).await {
+            Ok(_) => {}
+            Err(error) if error.is_permission_denied() => {
+                return Err(error.into_error("read the registry prefix"));
+            }
+            Err(error) => return Err(unreachable(error.to_string())),
+        }
+        let stopped = CancellationToken::new();
+        let stats = Arc::new(Stats::default());
+        let session = Session::new(
+            client.clone(),
+            config.ttl,
+            config.request_timeout,
+            stopped.clone(),
+            stats.clone(),
+        );
+        let keys = Keys::new(config.clean_prefix());
+        let watcher = Watcher {
+            client,
+            keys: keys.clone(),
+            request_timeout: config.request_timeout,
+            stopped: stopped.clone(),
+            stats: stats.clone(),
+        };
+        Ok(Self {
+            config,
+            keys,
+            session,
+            watcher,
+            stopped,
+            stats,
+        })
+    }
+
+    /// The settings this registry runs with.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.config
+    }
+
+    /// What the registry has done to stay correct so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+impl Drop for EtcdRegistry {
+    /// Stops renewing and watching without unregistering: the keys expire with the lease, as
+    /// after a crash. Call [`close`](Registry::close) to remove them at once.
+    fn drop(&mut self) {
+        self.stopped.cancel();
+    }
+}
+
+#[async_trait]
+impl Registry for EtcdRegistry {
+    async fn register(&self, info: &ServiceInfo) -> Result<()> {
+        info.validate()
+            .map_err(|source| Error::InvalidServiceInfo {
+                service: info.to_string(),
+                source,
+            })?;
+        let (key, value) = self.keys.entry(info);
+        self.session.put(key, value).await
+    }
+
+    async fn unregister(&self, info: &ServiceInfo) -> Result<()> {
+        self.session.delete(&self.keys.entry(info).0).await
+    }
+
+    async fn list(&self, name: &str) -> Result<Endpoints> {
+        self.ensure_open()?;
+        self.watcher
+            .list(name)
+            .await
+            .map_err(|e| e.into_error("list"))
+    }
+
+    async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
+        self.ensure_open()?;
+        self.watcher
+            .watch(name)
+            .await
+            .map_err(|e| e.into_error("watch"))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.session.close().await
+    }
+}
+
+impl EtcdRegistry {
+    fn ensure_open(&self) -> Result<()> {
+        match self.stopped.is_cancelled() {
+            true => Err(Error::Closed),
+            false => Ok(()),
+        }
+    }
+}
+
+fn is_auth_failure(error: &call::CallError) -> bool {
+    matches!(error, call::CallError::Etcd(etcd_client::Error::GRpcStatus(status))
+        if status.message().contains("authentication failed") || status.code() == tonic::Code::Unauthenticated)
+}

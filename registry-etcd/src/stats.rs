@@ -1,0 +1,56 @@
+//! Counters of what the registry had to do to stay correct.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How often the registry renewed, healed and skipped things since it was created.
+#[derive(Debug, Default)]
+pub struct Stats {
+    lease_renewals: AtomicU64,
+    reregistrations: AtomicU64,
+    put_backs: AtomicU64,
+    watch_restarts: AtomicU64,
+    bad_entries: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Lease keep-alives etcd answered.
+    pub lease_renewals: u64,
+    /// Times the lease was lost and every key was put again under a new one.
+    pub reregistrations: u64,
+    /// Times a key deleted by someone else was put back.
+    pub put_backs: u64,
+    /// Times a watch was restarted (error, compaction, stream end) and the service re-listed.
+    pub watch_restarts: u64,
+    /// Registry values skipped because they were not valid entries.
+    pub bad_entries: u64,
+}
+
+impl Stats {
+    pub(crate) fn lease_renewed(&self) {
+        self.lease_renewals.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn reregistered(&self) {
+        self.reregistrations.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn put_back(&self) {
+        self.put_backs.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn watch_restarted(&self) {
+        self.watch_restarts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn bad_entry(&self) {
+        self.bad_entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            lease_renewals: self.lease_renewals.load(Ordering::Relaxed),
+            reregistrations: self.reregistrations.load(Ordering::Relaxed),
+            put_backs: self.put_backs.load(Ordering::Relaxed),
+            watch_restarts: self.watch_restarts.load(Ordering::Relaxed),
+            bad_entries: self.bad_entries.load(Ordering::Relaxed),
+        }
+    }
+}

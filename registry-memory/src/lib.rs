@@ -1,0 +1,236 @@
+//! An in-process [`Registry`] with etcd's lease semantics, for unit tests and demos.
+//!
+//! A [`MemoryStore`] plays the part of an etcd cluster; each [`MemoryRegistry`] on it plays a
+//! process's registry client, with its own lease. Registrations are bound to the lease, which
+//! the registry renews every TTL/3 in the background. When a registry is dropped without
+//! [`close`](Registry::close) (a crash) its renewals stop and its entries vanish once the TTL
+//! runs out, exactly as with etcd. Creating a store and registries is cheap: make one per test.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> jovian::Result<()> {
+//! use jovian::{Registry, ServiceInfo};
+//! use jovian_registry_memory::MemoryStore;
+//!
+//! let store = MemoryStore::new();
+//! let server_side = store.registry();
+//! let client_side = store.registry();
+//! server_side.register(&ServiceInfo::new("greeter", "127.0.0.1:50051")).await?;
+//! assert_eq!(client_side.list("greeter").await?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jovian::{Endpoints, EndpointsWatch, Error, Registry, Result, ServiceInfo};
+use tokio_util::sync::CancellationToken;
+
+use store::LeaseId;
+pub use store::MemoryStore;
+
+/// The lease TTL of a registry unless set otherwise, as for etcd.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// A registry client on a [`MemoryStore`], with its own lease.
+pub struct MemoryRegistry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: MemoryStore,
+    ttl: Duration,
+    /// Cancelled on close or drop: stops the keep-alive and ends this registry's watches.
+    stopped: CancellationToken,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    lease: Option<LeaseId>,
+    /// What this registry registered, keyed by (service, uri), to put back after a lease loss.
+    registered: BTreeMap<(String, String), ServiceInfo>,
+    closed: bool,
+}
+
+impl MemoryRegistry {
+    /// A registry on a store of its own, with the default TTL.
+    pub fn new() -> Self {
+        MemoryStore::new().registry()
+    }
+
+    pub(crate) fn on_store(store: MemoryStore, ttl: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                ttl,
+                stopped: CancellationToken::new(),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The store this registry lives on, to make sibling registries (other "processes").
+    pub fn store(&self) -> &MemoryStore {
+        &self.shared.store
+    }
+
+    /// The lease TTL.
+    pub fn ttl(&self) -> Duration {
+        self.shared.ttl
+    }
+}
+
+impl Default for MemoryRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for MemoryRegistry {
+    /// Stops renewing without unregistering: the entries expire with the lease, as after a
+    /// crash. Call [`close`](Registry::close) to remove them at once.
+    fn drop(&mut self) {
+        self.shared.stopped.cancel();
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryRegistry {
+    async fn register(&self, info: &ServiceInfo) -> Result<()> {
+        info.validate()
+            .map_err(|source| Error::InvalidServiceInfo {
+                service: info.to_string(),
+                source,
+            })?;
+        let shared = &self.shared;
+        let mut state = shared.state.lock().expect("registry state lock");
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        let lease = match state.lease {
+            Some(lease) => lease,
+            None => {
+                let lease = shared.store.grant(shared.ttl);
+                state.lease = Some(lease);
+                shared.spawn_keepalive();
+                lease
+            }
+        };
+        shared.store.put(info, lease);
+        state
+            .registered
+            .insert((info.name.clone(), info.uri()), info.clone());
+        Ok(())
+    }
+
+    async fn unregister(&self, info: &ServiceInfo) -> Result<()> {
+        let mut state = self.shared.state.lock().expect("registry state lock");
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        state.registered.remove(&(info.name.clone(), info.uri()));
+        self.shared.store.delete(&info.name, &info.uri());
+        Ok(())
+    }
+
+    async fn list(&self, name: &str) -> Result<Endpoints> {
+        self.ensure_open()?;
+        Ok(self.shared.store.snapshot(name))
+    }
+
+    async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
+        self.ensure_open()?;
+        let mut source = self.shared.store.watch(name);
+        let (publisher, watch) = EndpointsWatch::channel((*source.current()).clone());
+        let stopped = self.shared.stopped.clone();
+        // The forwarder owns this registry's publisher, so closing the registry ends the
+        // watches made through it while the store's own watch lives on for others.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stopped.cancelled() => return,
+                    () = publisher.unwatched() => return,
+                    changed = source.changed() => match changed {
+                        Ok(snapshot) => { publisher.publish((*snapshot).clone()); }
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
+        Ok(watch)
+    }
+
+    async fn close(&self) -> Result<()> {
+        let mut state = self.shared.state.lock().expect("registry state lock");
+        if state.closed {
+            return Ok(());
+        }
+        state.closed = true;
+        state.registered.clear();
+        if let Some(lease) = state.lease.take() {
+            self.shared.store.revoke(lease);
+        }
+        self.shared.stopped.cancel();
+        Ok(())
+    }
+}
+
+impl MemoryRegistry {
+    fn ensure_open(&self) -> Result<()> {
+        match self
+            .shared
+            .state
+            .lock()
+            .expect("registry state lock")
+            .closed
+        {
+            true => Err(Error::Closed),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Shared {
+    /// Renews the lease every TTL/3. Should the lease have expired anyway (the runtime stalled
+    /// for longer than the TTL), takes a new one and puts every registration back.
+    fn spawn_keepalive(self: &Arc<Self>) {
+        let shared = Arc::downgrade(self);
+        let stopped = self.stopped.clone();
+        let period = self.ttl / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stopped.cancelled() => return,
+                    () = tokio::time::sleep(period) => {}
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.renew();
+            }
+        });
+    }
+
+    fn renew(&self) {
+        let mut state = self.state.lock().expect("registry state lock");
+        let Some(lease) = state.lease else { return };
+        if self.store.keep_alive(lease, self.ttl) {
+            return;
+        }
+        tracing::warn!(
+            lease,
+            "lease expired before renewal; registering again under a new lease"
+        );
+        let lease = self.store.grant(self.ttl);
+        state.lease = Some(lease);
+        for info in state.registered.values() {
+            self.store.put(info, lease);
+        }
+    }
+}

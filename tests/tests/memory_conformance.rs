@@ -1,0 +1,5 @@
+//! The registry conformance suite on the in-memory registry.
+
+use jovian_tests::backends::MemoryBackend;
+
+jovian_tests::conformance_tests!(MemoryBackend::default());
