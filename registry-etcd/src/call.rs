@@ -13,19 +13,70 @@ use jovian::Error;
 #[derive(Debug)]
 pub(crate) enum CallError {
     /// No answer within the deadline (etcd down, frozen, or unreachable).
-    Timeout(Duration),
+    Timeout {
+        /// The deadline.
+        deadline: Duration,
+        /// What the last attempt said, if any attempt failed outright.
+        last_error: Option<String>,
+    },
     /// etcd or the transport answered with an error.
     Etcd(etcd_client::Error),
 }
 
-/// Runs `call` with `deadline`.
-pub(crate) async fn within<T>(
+/// Runs `call` until it succeeds or fails for good, all within `deadline`.
+///
+/// etcd-client balances over the members with tonic's balance channel, which keeps a dead
+/// member in rotation, so a request may land on it and fail with `Unavailable` without ever
+/// reaching etcd. Such failures (and a leader election in progress) are retried: every
+/// operation the registry makes is idempotent in effect (puts of the same value, deletes,
+/// reads, a lease grant that at worst leaves a spare lease to expire).
+pub(crate) async fn within<T, F, Fut>(deadline: Duration, mut call: F) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut last_error = None;
+    let attempts = async {
+        loop {
+            match call().await {
+                Err(error) if is_transient(&error) => {
+                    last_error = Some(error.to_string());
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    };
+    match tokio::time::timeout(deadline, attempts).await {
+        Ok(result) => result.map_err(CallError::Etcd),
+        Err(_) => Err(CallError::Timeout {
+            deadline,
+            last_error,
+        }),
+    }
+}
+
+/// Runs one attempt of `call` with `deadline`, for calls on an open stream.
+pub(crate) async fn once<T>(
     deadline: Duration,
     call: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, CallError> {
     match tokio::time::timeout(deadline, call).await {
         Ok(result) => result.map_err(CallError::Etcd),
-        Err(_) => Err(CallError::Timeout(deadline)),
+        Err(_) => Err(CallError::Timeout {
+            deadline,
+            last_error: None,
+        }),
+    }
+}
+
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+fn is_transient(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
     }
 }
 
@@ -50,7 +101,19 @@ impl CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Timeout(deadline) => write!(f, "etcd did not answer within {deadline:?}"),
+            CallError::Timeout {
+                deadline,
+                last_error: None,
+            } => write!(f, "etcd did not answer within {deadline:?}"),
+            CallError::Timeout {
+                deadline,
+                last_error: Some(last),
+            } => {
+                write!(
+                    f,
+                    "etcd did not answer within {deadline:?} (last attempt: {last})"
+                )
+            }
             CallError::Etcd(error) if self.is_permission_denied() => write!(
                 f,
                 "{error}; the etcd user's role needs readwrite permission on the registry prefix"

@@ -69,10 +69,9 @@ impl EtcdRegistry {
             endpoints: config.endpoints_display(),
             reason,
         };
-        let mut client = match within(
-            config.dial_timeout,
-            Client::connect(config.endpoint_urls(), Some(options)),
-        )
+        let client = match within(config.dial_timeout, || {
+            Client::connect(config.endpoint_urls(), Some(options.clone()))
+        })
         .await
         {
             Ok(client) => client,
@@ -80,10 +79,11 @@ impl EtcdRegistry {
             Err(error) => return Err(unreachable(error.to_string())),
         };
         let prefix = format!("/{}/", config.clean_prefix());
-        let probe = client.get(
-            prefix.as_str(),
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        );
+        let probe = || {
+            let (mut client, prefix) = (client.clone(), prefix.clone());
+            let options = GetOptions::new().with_prefix().with_count_only();
+            async move { client.get(prefix, Some(options)).await }
+        };
         match within(config.dial_timeout, probe).await {
             Ok(_) => {}
             Err(error) if error.is_permission_denied() => {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::call::{CallError, within};
+use crate::call::{CallError, once, within};
 use crate::stats::Stats;
 
 pub(crate) struct Session {
@@ -115,9 +115,12 @@ impl Session {
             return Err(Error::Closed);
         }
         writer.entries.remove(key);
-        within(self.request_timeout, self.client.clone().delete(key, None))
-            .await
-            .map_err(|e| e.into_error("unregister"))?;
+        within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            async move { client.delete(key, None).await }
+        })
+        .await
+        .map_err(|e| e.into_error("unregister"))?;
         Ok(())
     }
 
@@ -131,10 +134,10 @@ impl Session {
         writer.entries.clear();
         self.stopped.cancel();
         if let Some(lease) = writer.lease.take() {
-            match within(
-                self.request_timeout,
-                self.client.clone().lease_revoke(lease),
-            )
+            match within(self.request_timeout, || {
+                let mut client = self.client.clone();
+                async move { client.lease_revoke(lease).await }
+            })
             .await
             {
                 Err(error) if !error.is_lease_not_found() => return Err(error.into_error("close")),
@@ -200,10 +203,10 @@ impl Session {
         let trouble = |what: &str, error: &dyn std::fmt::Display| {
             Interrupted::Trouble(format!("{what}: {error}"))
         };
-        let (mut keeper, mut acks) = match within(
-            self.request_timeout,
-            self.client.clone().lease_keep_alive(lease),
-        )
+        let (mut keeper, mut acks) = match within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            async move { client.lease_keep_alive(lease).await }
+        })
         .await
         {
             Ok(pair) => pair,
@@ -300,31 +303,31 @@ impl Session {
 
     async fn grant(&self) -> Result<i64, CallError> {
         let ttl = self.ttl.as_secs() as i64;
-        let granted = within(
-            self.request_timeout,
-            self.client.clone().lease_grant(ttl, None),
-        )
+        let granted = within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            async move { client.lease_grant(ttl, None).await }
+        })
         .await?;
         tracing::debug!(lease = granted.id(), ttl, "lease granted");
         Ok(granted.id())
     }
 
     async fn lease_alive(&self, lease: i64) -> Result<bool, CallError> {
-        let answer = within(
-            self.request_timeout,
-            self.client.clone().lease_time_to_live(lease, None),
-        )
+        let answer = within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            async move { client.lease_time_to_live(lease, None).await }
+        })
         .await?;
         Ok(answer.ttl() > 0)
     }
 
     /// Writes one key bound to `lease`; returns the revision of the write.
     async fn put_key(&self, key: &str, value: &str, lease: i64) -> Result<i64, CallError> {
-        let options = PutOptions::new().with_lease(lease);
-        let response = within(
-            self.request_timeout,
-            self.client.clone().put(key, value, Some(options)),
-        )
+        let response = within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            let options = PutOptions::new().with_lease(lease);
+            async move { client.put(key, value, Some(options)).await }
+        })
         .await?;
         Ok(response.header().map_or(0, |h| h.revision()))
     }
@@ -343,13 +346,14 @@ impl Session {
                 .with_start_revision(from)
                 .with_filters([WatchFilterType::NoPut])
         };
-        let mut stream = within(
-            self.request_timeout,
-            self.client.clone().watch(first.as_str(), Some(options())),
-        )
+        let mut stream = within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            let options = options();
+            async move { client.watch(first.as_str(), Some(options)).await }
+        })
         .await?;
         for key in rest {
-            within(
+            once(
                 self.request_timeout,
                 stream.watch(key.as_str(), Some(options())),
             )

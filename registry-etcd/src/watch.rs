@@ -55,11 +55,12 @@ impl Watcher {
 
     async fn load(&self, name: &str) -> Result<ServiceView, CallError> {
         let prefix = self.keys.service(name);
-        let options = GetOptions::new().with_prefix();
-        let listed = within(
-            self.request_timeout,
-            self.client.clone().get(prefix.as_str(), Some(options)),
-        )
+        let listed = within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            let options = GetOptions::new().with_prefix();
+            let prefix = prefix.clone();
+            async move { client.get(prefix, Some(options)).await }
+        })
         .await?;
         let mut view = ServiceView::new(name, prefix);
         view.revision = listed.header().map_or(0, |h| h.revision());
@@ -107,12 +108,12 @@ impl Watcher {
             .with_prefix()
             .with_start_revision(view.revision + 1)
             .with_progress_notify();
-        let mut stream = match within(
-            self.request_timeout,
-            self.client
-                .clone()
-                .watch(view.prefix.as_str(), Some(options)),
-        )
+        let mut stream = match within(self.request_timeout, || {
+            let mut client = self.client.clone();
+            let options = options.clone();
+            let prefix = view.prefix.clone();
+            async move { client.watch(prefix, Some(options)).await }
+        })
         .await
         {
             Ok(stream) => stream,
