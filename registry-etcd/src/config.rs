@@ -158,7 +158,10 @@ impl EtcdConfig {
             .with_keep_alive(self.keepalive_interval, self.keepalive_timeout)
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &self.credentials {
-            options = options.with_user(user.clone(), password.clone());
+            // Auth tokens expire (etcd's --auth-token-ttl); a registry lives far longer.
+            options = options
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         if let Some(tls) = &self.tls {
             options = options.with_tls(tls.options()?);

@@ -1,5 +1,7 @@
 //! Counters of what the registry had to do to stay correct.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How often the registry renewed, healed and skipped things since it was created.
@@ -10,6 +12,9 @@ pub struct Stats {
     put_backs: AtomicU64,
     watch_restarts: AtomicU64,
     bad_entries: AtomicU64,
+    /// Every bad write seen, as (key, revision written): each is logged and counted once, however
+    /// many lists and watches come across it.
+    reported: Mutex<HashSet<(Vec<u8>, i64)>>,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -40,8 +45,23 @@ impl Stats {
     pub(crate) fn watch_restarted(&self) {
         self.watch_restarts.fetch_add(1, Ordering::Relaxed);
     }
-    pub(crate) fn bad_entry(&self) {
-        self.bad_entries.fetch_add(1, Ordering::Relaxed);
+    /// Logs and counts a value that is not a valid entry, unless this write was reported before.
+    pub(crate) fn bad_entry(&self, service: &str, key: &[u8], revision: i64, reason: &str) {
+        let first_time = self
+            .reported
+            .lock()
+            .expect("stats lock")
+            .insert((key.to_vec(), revision));
+        if first_time {
+            self.bad_entries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                service,
+                key = %String::from_utf8_lossy(key),
+                revision,
+                reason,
+                "skipping a registry entry that is not valid"
+            );
+        }
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {

@@ -9,11 +9,11 @@
 //! are published. Values that are not valid entries are skipped, logged once per key and
 //! counted, never fatal.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 use jovian::{Endpoints, EndpointsPublisher, EndpointsWatch, ServiceInfo};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,7 @@ impl Watcher {
         let mut view = ServiceView::new(name, prefix);
         view.revision = listed.header().map_or(0, |h| h.revision());
         for kv in listed.kvs() {
-            view.put(kv.key(), kv.value(), &self.stats);
+            view.put(kv, &self.stats);
         }
         Ok(view)
     }
@@ -89,7 +89,7 @@ impl Watcher {
                 }
                 match self.load(&view.name).await {
                     Ok(fresh) => {
-                        view.replace(fresh);
+                        view = fresh;
                         publisher.publish(view.snapshot());
                         backoff.reset();
                         break;
@@ -144,7 +144,7 @@ impl Watcher {
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
-                    EventType::Put => view.put(kv.key(), kv.value(), &self.stats),
+                    EventType::Put => view.put(kv, &self.stats),
                     EventType::Delete => view.delete(kv.key()),
                 }
                 view.revision = view.revision.max(kv.mod_revision());
@@ -161,8 +161,6 @@ struct ServiceView {
     revision: i64,
     providers: BTreeMap<String, ServiceInfo>,
     overrides: BTreeMap<String, Map<String, Value>>,
-    /// Keys whose value was found unusable: each is logged once until it changes to good.
-    bad_keys: BTreeSet<Vec<u8>>,
 }
 
 impl ServiceView {
@@ -173,39 +171,18 @@ impl ServiceView {
             revision: 0,
             providers: BTreeMap::new(),
             overrides: BTreeMap::new(),
-            bad_keys: BTreeSet::new(),
         }
     }
 
-    /// Takes a fresh listing's content, remembering which bad keys were already reported.
-    fn replace(&mut self, fresh: ServiceView) {
-        let reported = std::mem::take(&mut self.bad_keys);
-        *self = fresh;
-        self.bad_keys.extend(reported);
-    }
-
-    fn put(&mut self, key: &[u8], value: &[u8], stats: &Stats) {
-        let outcome = match Keys::classify(&self.prefix, key) {
-            Ok(KeyKind::Provider(uri)) => self.put_provider(uri, value),
-            Ok(KeyKind::Configurator(uri)) => self.put_override(uri, value),
+    fn put(&mut self, kv: &KeyValue, stats: &Stats) {
+        let outcome = match Keys::classify(&self.prefix, kv.key()) {
+            Ok(KeyKind::Provider(uri)) => self.put_provider(uri, kv.value()),
+            Ok(KeyKind::Configurator(uri)) => self.put_override(uri, kv.value()),
             Ok(KeyKind::Other) => Ok(()),
             Err(reason) => Err(reason.to_owned()),
         };
-        match outcome {
-            Ok(()) => {
-                self.bad_keys.remove(key);
-            }
-            Err(reason) => {
-                if self.bad_keys.insert(key.to_vec()) {
-                    stats.bad_entry();
-                    tracing::warn!(
-                        service = %self.name,
-                        key = %String::from_utf8_lossy(key),
-                        %reason,
-                        "skipping a registry entry that is not valid"
-                    );
-                }
-            }
+        if let Err(reason) = outcome {
+            stats.bad_entry(&self.name, kv.key(), kv.mod_revision(), &reason);
         }
     }
 
@@ -245,7 +222,6 @@ impl ServiceView {
     }
 
     fn delete(&mut self, key: &[u8]) {
-        self.bad_keys.remove(key);
         match Keys::classify(&self.prefix, key) {
             Ok(KeyKind::Provider(uri)) => {
                 self.providers.remove(uri);

@@ -91,7 +91,7 @@ async fn etcd_restarted_with_its_data_after_more_than_a_ttl() {
     let observer = EtcdRegistry::connect(EtcdConfig::new(setup.etcd.endpoints()))
         .await
         .unwrap();
-    let mut watch = observer.watch("heal").await.unwrap();
+    let watch = observer.watch("heal").await.unwrap();
     setup.etcd.kill(0);
     tokio::time::sleep(TTL + Duration::from_secs(1)).await;
     assert_eq!(
