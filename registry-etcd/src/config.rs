@@ -38,6 +38,9 @@ pub struct EtcdConfig {
     pub credentials: Option<(String, String)>,
     /// TLS settings, for `https` members.
     pub tls: Option<TlsFiles>,
+    /// How long watchers keep instances that vanished because etcd lost its data (its revision
+    /// went backwards), while their owners put them back.
+    pub reset_grace: Duration,
 }
 
 /// PEM files for TLS to etcd.
@@ -58,7 +61,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 impl EtcdConfig {
     /// Defaults for `endpoints`: prefix `jovian`, TTL 10 s, 3 s dial and request timeouts,
-    /// keep-alive pings every 3 s with a 3 s timeout.
+    /// keep-alive pings every 3 s with a 3 s timeout, instances lost with etcd's data kept 10 s.
     pub fn new<E: Into<String>>(endpoints: impl IntoIterator<Item = E>) -> Self {
         Self {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
@@ -70,6 +73,7 @@ impl EtcdConfig {
             keepalive_timeout: Duration::from_secs(3),
             credentials: None,
             tls: None,
+            reset_grace: Duration::from_secs(10),
         }
     }
 
@@ -107,6 +111,12 @@ impl EtcdConfig {
     /// Sets user and password.
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Sets how long instances lost with etcd's data are kept; zero drops them at once.
+    pub fn reset_grace(mut self, grace: Duration) -> Self {
+        self.reset_grace = grace;
         self
     }
 

@@ -105,6 +105,7 @@ impl EtcdRegistry {
             client,
             keys: keys.clone(),
             request_timeout: config.request_timeout,
+            reset_grace: config.reset_grace,
             stopped: stopped.clone(),
             stats: stats.clone(),
         };

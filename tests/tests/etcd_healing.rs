@@ -120,6 +120,29 @@ async fn etcd_restarted_with_its_data_after_more_than_a_ttl() {
 async fn etcd_restarted_with_wiped_data() {
     init_logging();
     let mut setup = setup().await;
+    let ghost = EtcdRegistry::connect(EtcdConfig::new(setup.etcd.endpoints()))
+        .await
+        .unwrap();
+    ghost
+        .register(&ServiceInfo::new("heal", "127.0.0.1:3"))
+        .await
+        .unwrap();
+    drop(ghost); // crashed before the wipe: nobody will put its key back
+    let observer_config = EtcdConfig::new(setup.etcd.endpoints())
+        .reset_grace(Duration::from_secs(3))
+        .request_timeout(Duration::from_millis(500));
+    let observer = EtcdRegistry::connect(observer_config).await.unwrap();
+    let mut watch = observer.watch("heal").await.unwrap();
+    assert_eq!(watch.current().len(), 3);
+    let smallest = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
+    let mut recorder = watch.clone();
+    let recorded = smallest.clone();
+    tokio::spawn(async move {
+        while let Ok(snapshot) = recorder.changed().await {
+            recorded.fetch_min(snapshot.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
     setup.etcd.restart_wiped().await;
     all_keys_back(
         &setup,
@@ -130,6 +153,19 @@ async fn etcd_restarted_with_wiped_data() {
     assert!(
         setup.registry.stats().reregistrations >= 1,
         "a new lease was needed"
+    );
+    let only_live = ["127.0.0.1:1", "127.0.0.1:2"];
+    jovian_tests::within(
+        Duration::from_secs(8),
+        "the crashed owner's instance to go once the reset grace ends",
+        watch.wait_for(|e| e.addresses() == only_live),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        smallest.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a live instance dropped out of a watcher's snapshot while etcd came back empty"
     );
     keys_stay_for_two_ttls(&setup).await;
 }
