@@ -1,72 +1,147 @@
-//! The instance set a [`ServiceChannel`](super::ServiceChannel) picks from, and how snapshots
-//! update it.
+//! The instance set a [`ServiceChannel`](super::ServiceChannel) picks from, how snapshots update
+//! it, and how one call is dispatched.
 //!
-//! Picks read an immutable instance list through an atomic pointer and advance one atomic
-//! counter: no lock on the call path. Updates build a new list, reusing the channel (and so the
-//! connection) of every instance that stays, and swap it in.
+//! Picks read an immutable candidate list through an atomic pointer: no lock on the call path.
+//! Each snapshot builds a new list: instances whose entry is unchanged keep their state
+//! (connection, in-flight count, latency, ejection), re-announced ones keep the connection with
+//! fresh state, new ones get a lazily connecting channel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::body::Body;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tower::ServiceExt;
+use tower::retry::budget::{Budget, TpsBudget};
 
-use super::ClientOptions;
-use crate::{Endpoints, EndpointsWatch, Registry, ServiceInfo};
+use super::instance::Instance;
+use super::options::{ClientOptions, ClientTls, HashKey, Policy};
+use super::policy::{Picker, hash};
+use super::replay::Outgoing;
+use crate::error::BoxError;
+use crate::{Endpoints, EndpointsWatch, Error, Registry, ServiceInfo};
 
 pub(super) struct Balancer {
     service: String,
     options: ClientOptions,
-    instances: ArcSwap<Vec<Instance>>,
-    next: AtomicUsize,
+    tls: Option<ClientTlsConfig>,
+    set: ArcSwap<InstanceSet>,
+    sequence: AtomicU64,
+    budget: TpsBudget,
 }
 
-#[derive(Clone)]
-struct Instance {
-    info: ServiceInfo,
-    channel: Channel,
+/// One snapshot's worth of instances, ready to pick from.
+struct InstanceSet {
+    /// Every instance that passes the filter.
+    admitted: Vec<Arc<Instance>>,
+    /// Those calls go to: the preferred zone's, or all when that zone has too few.
+    candidates: Vec<Arc<Instance>>,
+    picker: Picker,
+    registered: usize,
 }
 
 impl Balancer {
-    pub(super) fn new(service: &str, options: ClientOptions) -> Arc<Self> {
-        Arc::new(Self {
+    pub(super) fn new(service: &str, options: ClientOptions) -> crate::Result<Arc<Self>> {
+        let tls = options
+            .connection
+            .tls
+            .as_ref()
+            .map(tls_config)
+            .transpose()?;
+        let retry = &options.retry;
+        let budget = TpsBudget::new(
+            Duration::from_secs(10),
+            retry.budget_min_per_second,
+            retry.budget_ratio,
+        );
+        let set = InstanceSet::empty(&options.policy);
+        Ok(Arc::new(Self {
             service: service.to_owned(),
             options,
-            instances: ArcSwap::from_pointee(Vec::new()),
-            next: AtomicUsize::new(0),
-        })
+            tls,
+            set: ArcSwap::from_pointee(set),
+            sequence: AtomicU64::new(0),
+            budget,
+        }))
     }
 
     pub(super) fn service(&self) -> &str {
         &self.service
     }
 
+    pub(super) fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
     pub(super) fn len(&self) -> usize {
-        self.instances.load().len()
+        self.set.load().candidates.len()
     }
 
     pub(super) fn instances(&self) -> Vec<ServiceInfo> {
-        self.instances
+        self.set
             .load()
+            .candidates
             .iter()
             .map(|i| i.info.clone())
             .collect()
     }
 
-    /// The channel of the next instance in round-robin order, or `Unavailable` naming the
-    /// service when there is none.
-    pub(super) fn pick(&self) -> Result<Channel, Status> {
-        let instances = self.instances.load();
-        if instances.is_empty() {
-            return Err(Status::unavailable(format!(
-                "no available instance of service `{}` (none registered, enabled and healthy with scheme `{}`)",
-                self.service, self.options.scheme
-            )));
+    pub(super) fn ejected(&self) -> Vec<ServiceInfo> {
+        let set = self.set.load();
+        set.admitted
+            .iter()
+            .filter(|i| i.is_ejected())
+            .map(|i| i.info.clone())
+            .collect()
+    }
+
+    /// Sends one call, moving it to another instance when that is safe (see
+    /// [`RetryPolicy`](super::RetryPolicy)).
+    pub(super) async fn dispatch(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, BoxError> {
+        let key = self.hash_key(&request);
+        let idempotent = self.options.retry.is_idempotent(request.uri().path());
+        self.budget.deposit();
+        let (replayable, mut once) = match Outgoing::new(request) {
+            Outgoing::Replayable(replayable) => (Some(replayable), None),
+            Outgoing::Once(request) => (None, Some(request)),
+        };
+        let mut tried: Vec<Arc<Instance>> = Vec::new();
+        loop {
+            let set = self.set.load_full();
+            let Some(instance) = set.pick(&self.sequence, key, &tried) else {
+                return Err(self.unavailable(&set).into());
+            };
+            let request = match &replayable {
+                Some(replayable) => replayable.build(),
+                None => once
+                    .take()
+                    .expect("a request that cannot be replayed is sent once"),
+            };
+            let in_flight = instance.start_call();
+            let result = instance.channel.clone().oneshot(request).await;
+            in_flight.finish(result.is_ok());
+            let error = match result {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            let never_sent = never_reached_the_instance(&error);
+            self.eject(&set, &instance, &error);
+            tried.push(instance);
+            let may_retry = replayable.is_some()
+                && tried.len() < self.options.retry.max_attempts
+                && (never_sent || (idempotent && self.budget.withdraw()));
+            if !may_retry {
+                return Err(error.into());
+            }
+            tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
         }
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % instances.len();
-        Ok(instances[index].channel.clone())
     }
 
     /// Applies the watch's current snapshot, then every later one, until the watch ends. On
@@ -88,45 +163,200 @@ impl Balancer {
     }
 
     fn apply(&self, snapshot: &Endpoints) {
-        let current = self.instances.load();
-        let mut reusable: HashMap<&str, &Channel> = current
+        let current = self.set.load();
+        let known: HashMap<&str, &Arc<Instance>> = current
+            .admitted
             .iter()
-            .map(|i| (i.info.address.as_str(), &i.channel))
+            .map(|i| (i.info.address.as_str(), i))
             .collect();
-        let next: Vec<Instance> = snapshot
+        let filter = &self.options.filter;
+        let admitted: Vec<Arc<Instance>> = snapshot
             .instances
             .values()
-            .filter(|info| info.is_available() && info.scheme == self.options.scheme)
-            .filter_map(|info| {
-                let channel = match reusable.remove(info.address.as_str()) {
-                    Some(channel) => channel.clone(),
-                    None => self.connect_lazily(info)?,
-                };
-                Some(Instance {
-                    info: info.clone(),
-                    channel,
-                })
+            .filter(|info| filter.admits(info))
+            .filter_map(|info| match known.get(info.address.as_str()) {
+                Some(same) if same.info == *info => Some(Arc::clone(same)),
+                Some(changed) => Some(Arc::new(Instance::new(
+                    info.clone(),
+                    changed.channel.clone(),
+                ))),
+                None => self
+                    .connect_lazily(info)
+                    .map(|channel| Arc::new(Instance::new(info.clone(), channel))),
             })
             .collect();
-        tracing::debug!(service = %self.service, instances = next.len(), revision = snapshot.revision, "instance set updated");
-        self.instances.store(Arc::new(next));
+        let candidates = match &filter.zone {
+            Some(zone) => {
+                let local: Vec<_> = admitted
+                    .iter()
+                    .filter(|i| &i.info.zone == zone)
+                    .cloned()
+                    .collect();
+                if local.len() >= filter.min_zone_instances.max(1) {
+                    local
+                } else {
+                    admitted.clone()
+                }
+            }
+            None => admitted.clone(),
+        };
+        tracing::debug!(
+            service = %self.service,
+            registered = snapshot.len(),
+            candidates = candidates.len(),
+            revision = snapshot.revision,
+            "instance set updated"
+        );
+        let picker = Picker::build(&self.options.policy, &candidates);
+        self.set.store(Arc::new(InstanceSet {
+            admitted,
+            candidates,
+            picker,
+            registered: snapshot.len(),
+        }));
     }
 
     fn connect_lazily(&self, info: &ServiceInfo) -> Option<Channel> {
-        let endpoint = match Endpoint::from_shared(format!("http://{}", info.address)) {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = match Endpoint::from_shared(format!("{scheme}://{}", info.address)) {
             Ok(endpoint) => endpoint,
             Err(error) => {
-                tracing::warn!(instance = %info, %error, "skipping an instance whose address is not a valid URI authority");
+                tracing::warn!(instance = %info, %error, "skipping an instance whose address is not a valid host:port");
                 return None;
             }
         };
-        let options = &self.options;
-        let endpoint = endpoint
-            .connect_timeout(options.connect_timeout)
+        let connection = &self.options.connection;
+        let mut endpoint = endpoint
+            .connect_timeout(connection.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(options.keepalive_interval)
-            .keep_alive_timeout(options.keepalive_timeout)
+            .http2_keep_alive_interval(connection.keepalive_interval)
+            .keep_alive_timeout(connection.keepalive_timeout)
             .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            endpoint = match endpoint.tls_config(tls.clone()) {
+                Ok(endpoint) => endpoint,
+                Err(error) => {
+                    tracing::warn!(instance = %info, %error, "skipping an instance TLS cannot be set up for");
+                    return None;
+                }
+            };
+        }
         Some(endpoint.connect_lazy())
     }
+
+    /// Sets a failing instance aside for its back-off, unless it is the last one available.
+    fn eject(&self, set: &InstanceSet, instance: &Arc<Instance>, error: &tonic::transport::Error) {
+        let ejection = &self.options.ejection;
+        let period = instance.failed(ejection.base, ejection.max);
+        let others = set
+            .candidates
+            .iter()
+            .any(|c| !Arc::ptr_eq(c, instance) && !c.is_ejected());
+        if others {
+            instance.eject_for(period);
+            tracing::info!(service = %self.service, instance = %instance.info.address, ?period, %error, "instance ejected");
+        }
+    }
+
+    fn hash_key(&self, request: &http::Request<Body>) -> Option<u64> {
+        let Policy::ConsistentHash(source) = &self.options.policy else {
+            return None;
+        };
+        match source {
+            HashKey::Header(name) => request.headers().get(name).map(|v| hash(v.as_bytes())),
+            HashKey::Custom(key) => key(request).map(|k| hash(&k)),
+        }
+    }
+
+    fn unavailable(&self, set: &InstanceSet) -> Status {
+        Status::unavailable(format!(
+            "no available instance of service `{}` ({} registered, none {})",
+            self.service, set.registered, self.options.filter
+        ))
+    }
+}
+
+impl InstanceSet {
+    fn empty(policy: &Policy) -> Self {
+        Self {
+            admitted: Vec::new(),
+            candidates: Vec::new(),
+            picker: Picker::build(policy, &[]),
+            registered: 0,
+        }
+    }
+
+    /// The policy's choice if it can take the call; else the next that can in the policy's
+    /// fallback order; else, as a last resort, an ejected one not yet tried for this call.
+    fn pick(
+        &self,
+        sequence: &AtomicU64,
+        key: Option<u64>,
+        tried: &[Arc<Instance>],
+    ) -> Option<Arc<Instance>> {
+        let n = self.candidates.len();
+        if n == 0 {
+            return None;
+        }
+        let untried = |i: &Arc<Instance>| !tried.iter().any(|t| Arc::ptr_eq(t, i));
+        let first = self.picker.pick(&self.candidates, sequence, key);
+        let chosen = &self.candidates[first];
+        if !chosen.is_ejected() && untried(chosen) {
+            return Some(Arc::clone(chosen));
+        }
+        let order = self.picker.fallback_order(first, n, key);
+        let usable = |pass: usize| {
+            order
+                .iter()
+                .map(|&i| &self.candidates[i])
+                .find(|c| untried(c) && (pass == 1 || !c.is_ejected()))
+                .cloned()
+        };
+        usable(0).or_else(|| usable(1))
+    }
+}
+
+/// Whether a failed call certainly never reached the instance, so sending it elsewhere cannot
+/// run it twice: the connection could not be made, or it closed before the request was sent,
+/// or the server refused the stream unprocessed.
+fn never_reached_the_instance(error: &tonic::transport::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+fn tls_config(tls: &ClientTls) -> crate::Result<ClientTlsConfig> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Config {
+            key: format!("client.tls.{key}"),
+            expected: "a readable PEM file".into(),
+            found: format!("{}: {e}", path.display()),
+        })
+    };
+    let mut config = ClientTlsConfig::new();
+    if let Some(ca) = &tls.ca {
+        config = config.ca_certificate(Certificate::from_pem(read("ca", ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        config = config.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
+    }
+    if let Some(name) = &tls.server_name {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
 }

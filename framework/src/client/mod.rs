@@ -2,11 +2,13 @@
 //!
 //! A [`ServiceChannel`] watches the registry and keeps one lazily connected tonic `Channel` per
 //! instance. Each snapshot is applied in place as it arrives, calls flowing or not: instances
-//! that stay keep their connection, new ones get a channel that connects on first use, removed
-//! ones are dropped. A call picks an instance (round robin) and goes straight to its channel;
-//! with no instance to pick, it fails at once with `Unavailable` naming the service, never
-//! waiting. The channel is a `tower::Service` and `Clone`, so every tonic-generated client
-//! takes it.
+//! that stay keep their connection and statistics, new ones get a channel that connects on
+//! first use, removed ones are dropped. A call picks an instance by the [`Policy`] among those
+//! the [`Filter`] admits, skipping ejected ones, and goes straight to its channel; with no
+//! instance to pick it fails at once with `Unavailable` naming the service and the filter,
+//! never waiting. A call that could not reach its instance moves to another; see
+//! [`RetryPolicy`]. The channel is a `tower::Service` and `Clone`, so every tonic-generated
+//! client takes it.
 //!
 //! ```no_run
 //! # async fn demo(registry: impl jovian::Registry) -> Result<(), jovian::Error> {
@@ -16,51 +18,33 @@
 //! ```
 
 mod balancer;
+mod instance;
+mod options;
+mod policy;
+mod replay;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tonic::body::Body;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use crate::error::BoxError;
 use crate::{Registry, Result, ServiceInfo};
 use balancer::Balancer;
+pub use options::{
+    ClientOptions, ClientTls, ConnectionOptions, Ejection, Filter, HASH_KEY_HEADER, HashKey,
+    Policy, RetryPolicy,
+};
 
 /// Builds [`ServiceChannel`]s over one registry.
 #[derive(Clone)]
 pub struct ClientBuilder {
     registry: Arc<dyn Registry>,
     options: ClientOptions,
-}
-
-/// How a client connects to instances and which instances it uses.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// Only instances registered with this scheme are used.
-    pub scheme: String,
-    /// How long establishing a connection to one instance may take.
-    pub connect_timeout: Duration,
-    /// How often an idle or busy connection is pinged (HTTP/2 keep-alive), so a dead peer is
-    /// noticed.
-    pub keepalive_interval: Duration,
-    /// How long a keep-alive ping may go unanswered before the connection is closed.
-    pub keepalive_timeout: Duration,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        Self {
-            scheme: "grpc".to_owned(),
-            connect_timeout: Duration::from_secs(2),
-            keepalive_interval: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 impl ClientBuilder {
@@ -79,10 +63,18 @@ impl ClientBuilder {
     }
 
     /// A channel to `service`. Returns once the registry's current snapshot is applied, so a
-    /// call made right after goes to an instance that was registered before this call.
+    /// call made right after goes to an instance that was registered before this call; with
+    /// [`ClientOptions::wait_for_instances`], waits up to that long for a first instance.
     pub async fn build(&self, service: &str) -> Result<ServiceChannel> {
-        let watch = self.registry.watch(service).await?;
-        let balancer = Balancer::new(service, self.options.clone());
+        let mut watch = self.registry.watch(service).await?;
+        if let Some(limit) = self.options.wait_for_instances {
+            let filter = &self.options.filter;
+            let first = watch.wait_for(|e| e.instances.values().any(|i| filter.admits(i)));
+            if tokio::time::timeout(limit, first).await.is_err() {
+                tracing::warn!(service, ?limit, filter = %filter, "no instance appeared in time; calls fail until one does");
+            }
+        }
+        let balancer = Balancer::new(service, self.options.clone())?;
         // The update task owns a handle on the registry: a registry that is dropped ends its
         // watches, and this channel must keep following for as long as it is used.
         let updates = balancer.follow(watch, Arc::clone(&self.registry));
@@ -109,9 +101,19 @@ impl ServiceChannel {
         self.balancer.service()
     }
 
-    /// The instances calls may currently go to.
+    /// The instances calls may currently go to (ejected ones included).
     pub fn instances(&self) -> Vec<ServiceInfo> {
         self.balancer.instances()
+    }
+
+    /// The instances currently set aside after failures.
+    pub fn ejected(&self) -> Vec<ServiceInfo> {
+        self.balancer.ejected()
+    }
+
+    /// The options this channel runs with.
+    pub fn options(&self) -> &ClientOptions {
+        self.balancer.options()
     }
 }
 
@@ -131,13 +133,8 @@ impl Service<http::Request<Body>> for ServiceChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        match self.balancer.pick() {
-            Ok(channel) => Box::pin(async move {
-                let response = channel.oneshot(request).await?;
-                Ok(response)
-            }),
-            Err(status) => Box::pin(std::future::ready(Err(status.into()))),
-        }
+        let balancer = Arc::clone(&self.balancer);
+        Box::pin(async move { balancer.dispatch(request).await })
     }
 }
 

@@ -1,0 +1,244 @@
+//! What a client may be told: which instances to use, how to pick among them, how to connect,
+//! when to give up on an instance and when a call may be sent again.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::body::Body;
+
+/// How a [`ServiceChannel`](super::ServiceChannel) behaves.
+///
+/// ```
+/// use std::time::Duration;
+/// use jovian::client::{ClientOptions, Policy};
+///
+/// let mut options = ClientOptions::default();
+/// options.policy = Policy::WeightedRoundRobin;
+/// options.filter.group = Some("blue".into());
+/// options.filter.zone = Some("z1".into());
+/// options.retry.idempotent_methods.insert("/helloworld.Greeter/SayHello".into());
+/// options.wait_for_instances = Some(Duration::from_secs(2));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// How an instance is chosen for each call.
+    pub policy: Policy,
+    /// Which instances may be chosen at all.
+    pub filter: Filter,
+    /// How connections to instances are made.
+    pub connection: ConnectionOptions,
+    /// When a failing instance is set aside.
+    pub ejection: Ejection,
+    /// When a failed call is sent again.
+    pub retry: RetryPolicy,
+    /// How long building the channel waits for a first instance; `None` returns at once (calls
+    /// then fail fast until one appears).
+    pub wait_for_instances: Option<Duration>,
+}
+
+/// How an instance is chosen for each call.
+#[derive(Clone, Default)]
+pub enum Policy {
+    /// Each instance in turn.
+    #[default]
+    RoundRobin,
+    /// Each instance in proportion to its weight (`ServiceInfo::weight`, overrides included),
+    /// interleaved smoothly. Weight 0 takes no calls (unless every instance has weight 0).
+    WeightedRoundRobin,
+    /// Two instances at random; the one with fewer calls in flight, then the lower latency.
+    PowerOfTwoChoices,
+    /// The instance a request's key hashes to on a consistent-hash ring: a key stays on its
+    /// instance, and an instance joining or leaving moves only about 1/N of the keys. Requests
+    /// without a key go round robin.
+    ConsistentHash(HashKey),
+    /// Uniformly at random.
+    Random,
+}
+
+/// Where a consistent-hash key comes from.
+#[derive(Clone)]
+pub enum HashKey {
+    /// A request header (gRPC metadata), e.g. `x-jovian-hash-key`.
+    Header(http::HeaderName),
+    /// A function of the request.
+    Custom(KeyFn),
+}
+
+/// Computes a request's consistent-hash key.
+pub type KeyFn = Arc<dyn Fn(&http::Request<Body>) -> Option<Vec<u8>> + Send + Sync>;
+
+/// The metadata key [`HashKey::default`] reads.
+pub const HASH_KEY_HEADER: &str = "x-jovian-hash-key";
+
+impl Default for HashKey {
+    fn default() -> Self {
+        HashKey::Header(http::HeaderName::from_static(HASH_KEY_HEADER))
+    }
+}
+
+/// Which instances a client may use. Instances must also be enabled and healthy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this scheme (`grpc` unless set).
+    pub scheme: Option<String>,
+    /// Only this traffic group.
+    pub group: Option<String>,
+    /// Only this deployment.
+    pub deployment: Option<String>,
+    /// Only this version.
+    pub version: Option<String>,
+    /// Prefer instances in this zone...
+    pub zone: Option<String>,
+    /// ...as long as at least this many of them are available (default 1); otherwise use
+    /// every zone.
+    pub min_zone_instances: usize,
+}
+
+/// How connections to instances are made.
+#[derive(Clone, Debug)]
+pub struct ConnectionOptions {
+    /// How long establishing a connection may take.
+    pub connect_timeout: Duration,
+    /// How often a connection is pinged (HTTP/2 keep-alive), so a dead peer is noticed.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// TLS to the instances; plain HTTP/2 when `None`.
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS to the instances.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// CA certificate (PEM) the instances' certificates are checked against.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for instances that require one.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub key: Option<PathBuf>,
+    /// The name to verify instead of the instance's host.
+    pub server_name: Option<String>,
+}
+
+/// When a failing instance is set aside.
+///
+/// A failed connect or a transport-level failure ejects the instance for `base`, doubling on
+/// each failure in a row up to `max`. It is picked again when the time is up, or at once if
+/// the registry announces it anew. The last available instance is never ejected.
+#[derive(Clone, Debug)]
+pub struct Ejection {
+    /// The first ejection's length.
+    pub base: Duration,
+    /// The longest ejection.
+    pub max: Duration,
+}
+
+/// When a failed call is sent again.
+///
+/// A call that failed before any byte reached an instance (connection refused, connection
+/// closed before sending) always moves to another instance. A call that may have reached one
+/// is sent again only if its method is idempotent, and only while the retry budget allows.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Methods (`/package.Service/Method`, or `*` for all) that may run twice.
+    pub idempotent_methods: BTreeSet<String>,
+    /// Attempts per call at most, the first included.
+    pub max_attempts: usize,
+    /// Retries of calls that may have reached an instance, as a share of calls (0.0 to 1.0).
+    pub budget_ratio: f32,
+    /// Retries per second allowed whatever the ratio.
+    pub budget_min_per_second: u32,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            tls: None,
+        }
+    }
+}
+
+impl Default for Ejection {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            idempotent_methods: BTreeSet::new(),
+            max_attempts: 3,
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether calls to `path` may run twice.
+    pub fn is_idempotent(&self, path: &str) -> bool {
+        self.idempotent_methods.contains(path) || self.idempotent_methods.contains("*")
+    }
+}
+
+impl Filter {
+    /// The scheme instances must have.
+    pub fn scheme(&self) -> &str {
+        self.scheme.as_deref().unwrap_or("grpc")
+    }
+
+    /// Whether `info` passes every filter but the zone preference.
+    pub fn admits(&self, info: &crate::ServiceInfo) -> bool {
+        let matches =
+            |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
+        info.is_available()
+            && info.scheme == self.scheme()
+            && matches(&self.group, &info.group)
+            && matches(&self.deployment, &info.deployment)
+            && matches(&self.version, &info.version)
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "enabled, healthy, scheme {}", self.scheme())?;
+        for (name, value) in [
+            ("group", &self.group),
+            ("deployment", &self.deployment),
+            ("version", &self.version),
+        ] {
+            if let Some(value) = value {
+                write!(f, ", {name} {value}")?;
+            }
+        }
+        if let Some(zone) = &self.zone {
+            write!(f, ", zone {zone} preferred")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::RoundRobin => f.write_str("RoundRobin"),
+            Policy::WeightedRoundRobin => f.write_str("WeightedRoundRobin"),
+            Policy::PowerOfTwoChoices => f.write_str("PowerOfTwoChoices"),
+            Policy::ConsistentHash(HashKey::Header(name)) => {
+                write!(f, "ConsistentHash(header {name})")
+            }
+            Policy::ConsistentHash(HashKey::Custom(_)) => f.write_str("ConsistentHash(custom)"),
+            Policy::Random => f.write_str("Random"),
+        }
+    }
+}
