@@ -32,5 +32,5 @@ pub use client::{ClientBuilder, ClientOptions, ServiceChannel};
 pub use endpoints::{Endpoints, EndpointsPublisher, EndpointsWatch};
 pub use error::{BoxError, Error, Result};
 pub use registry::Registry;
-pub use server::GrpcServer;
+pub use server::{GrpcServer, ServerTls};
 pub use service::{InvalidEntry, Kind, MAX_ENTRY_BYTES, ServiceInfo};

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -38,6 +39,18 @@ pub struct GrpcServer {
     pub(crate) advertise: Option<String>,
     pub(crate) routes: RoutesBuilder,
     pub(crate) grpc_services: Vec<&'static str>,
+    pub(crate) tls: Option<ServerTls>,
+}
+
+/// PEM files for serving TLS.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The certificate's private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl GrpcServer {
@@ -50,7 +63,15 @@ impl GrpcServer {
             advertise: None,
             routes: Routes::builder(),
             grpc_services: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Serves TLS with these files instead of plain HTTP/2. Clients need
+    /// [`ClientTls`](crate::client::ClientTls) to call it.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The address to listen on; port 0 picks a free port.
@@ -86,6 +107,29 @@ impl GrpcServer {
         self.routes.add_service(service);
         self.grpc_services.push(S::NAME);
         self
+    }
+
+    /// tonic's TLS settings, read from the files now so a bad path fails the start.
+    pub(crate) fn tls_config(&self) -> crate::Result<Option<tonic::transport::ServerTlsConfig>> {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| crate::Error::Config {
+                key: format!("servers.{}.tls.{key}", self.name()),
+                expected: "a readable PEM file".into(),
+                found: format!("{}: {e}", path.display()),
+            })
+        };
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+            read("cert", &tls.cert)?,
+            read("key", &tls.key)?,
+        ));
+        if let Some(ca) = &tls.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read("client_ca", ca)?));
+        }
+        Ok(Some(config))
     }
 
     /// The service name this server registers under.

@@ -681,3 +681,87 @@ async fn building_can_wait_for_a_first_instance() {
         .expect("the first call after waiting succeeds");
     drop(server.await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_instances_with_a_ca_client_certificate_and_server_name() {
+    use jovian::ServerTls;
+    use jovian::client::ClientTls;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = jovian_tests::pki::Pki::generate(dir.path());
+    let store = MemoryStore::new();
+    let tls = ServerTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: Some(pki.ca.clone()),
+    };
+    let server = start(&store, greeter_server("secure").tls(tls)).await;
+    let client_tls = ClientTls {
+        ca: Some(pki.ca.clone()),
+        cert: Some(pki.client_cert.clone()),
+        key: Some(pki.client_key.clone()),
+        server_name: Some("localhost".into()),
+    };
+    let mut options = ClientOptions::default();
+    options.connection.tls = Some(client_tls.clone());
+    let secure = channel(&store, "secure", options).await;
+    assert_eq!(
+        call(&secure, None).await.expect("a TLS call"),
+        addr(&server)
+    );
+
+    let plain = channel(&store, "secure", ClientOptions::default()).await;
+    assert!(
+        call(&plain, None).await.is_err(),
+        "a plaintext client reached a TLS server"
+    );
+    let mut without_cert = ClientOptions::default();
+    without_cert.connection.tls = Some(ClientTls {
+        cert: None,
+        key: None,
+        ..client_tls
+    });
+    let anonymous = channel(&store, "secure", without_cert).await;
+    assert!(
+        call(&anonymous, None).await.is_err(),
+        "a client without a certificate got through"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tls_files_fail_the_start_and_the_build_naming_the_key() {
+    use jovian::ServerTls;
+    use jovian::client::ClientTls;
+    init_logging();
+    let store = MemoryStore::new();
+    let tls = ServerTls {
+        cert: "/nonexistent/cert.pem".into(),
+        key: "/nonexistent/key.pem".into(),
+        client_ca: None,
+    };
+    let error = App::new()
+        .serve(greeter_server("badtls").tls(tls))
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&error, jovian::Error::Config { key, .. } if key == "servers.badtls.tls.cert"),
+        "{error}"
+    );
+    let mut options = ClientOptions::default();
+    options.connection.tls = Some(ClientTls {
+        ca: Some("/nonexistent/ca.pem".into()),
+        ..ClientTls::default()
+    });
+    let error = ClientBuilder::new(store.registry())
+        .options(options)
+        .build("badtls")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&error, jovian::Error::Config { key, .. } if key == "client.tls.ca"),
+        "{error}"
+    );
+}

@@ -1,13 +1,13 @@
 //! Connecting to etcd: several endpoints with a dead one, nobody answering at startup,
 //! user/password authentication, and TLS with a client certificate.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etcd_client::Permission;
 use jovian::{Error, Registry, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry, TlsFiles};
 use jovian_tests::etcd::{EtcdCluster, EtcdOptions, free_port};
+use jovian_tests::pki::Pki;
 use jovian_tests::{eventually, init_logging, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,45 +224,4 @@ async fn tls_with_a_client_certificate() {
         matches!(&error, Error::Config { key, .. } if key == "registry.tls.ca"),
         "{error}"
     );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
-struct Pki {
-    ca: std::path::PathBuf,
-    server_cert: std::path::PathBuf,
-    server_key: std::path::PathBuf,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
-}
-
-impl Pki {
-    fn generate(dir: &Path) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::from_params(&ca_params, &ca_key);
-        let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        server_params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let server_key = KeyPair::generate().unwrap();
-        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-        let client_params = CertificateParams::new(vec!["jovian-client".to_owned()]).unwrap();
-        let client_key = KeyPair::generate().unwrap();
-        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
-        let write = |name: &str, pem: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, pem).unwrap();
-            path
-        };
-        Self {
-            ca: write("ca.pem", ca_cert.pem()),
-            server_cert: write("server.pem", server_cert.pem()),
-            server_key: write("server-key.pem", server_key.serialize_pem()),
-            client_cert: write("client.pem", client_cert.pem()),
-            client_key: write("client-key.pem", client_key.serialize_pem()),
-        }
-    }
 }

@@ -210,12 +210,23 @@ impl Drop for Running {
 /// A server whose listener is bound but which does not serve yet.
 struct BoundServer {
     server: GrpcServer,
+    builder: tonic::transport::Server,
     listener: tokio::net::TcpListener,
     info: ServiceInfo,
     local_addr: SocketAddr,
 }
 
 async fn bind(server: GrpcServer, app_name: &str) -> Result<BoundServer> {
+    let builder = match server.tls_config()? {
+        None => tonic::transport::Server::builder(),
+        Some(tls) => tonic::transport::Server::builder()
+            .tls_config(tls)
+            .map_err(|e| Error::Config {
+                key: format!("servers.{}.tls", server.name()),
+                expected: "a PEM certificate chain and its private key".into(),
+                found: e.to_string(),
+            })?,
+    };
     let listener = tokio::net::TcpListener::bind(server.bind)
         .await
         .map_err(|source| Error::Bind {
@@ -253,6 +264,7 @@ async fn bind(server: GrpcServer, app_name: &str) -> Result<BoundServer> {
         })?;
     Ok(BoundServer {
         server,
+        builder,
         listener,
         info,
         local_addr,
@@ -274,8 +286,9 @@ impl BoundServer {
             });
         let name = self.info.name.clone();
         let signal = stop.clone().cancelled_owned();
+        let mut builder = self.builder;
         let task = tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = builder
                 .add_routes(routes.routes())
                 .serve_with_incoming_shutdown(incoming, signal)
                 .await;
