@@ -33,8 +33,8 @@ impl RegistryArgs {
         Ok(match self.registry {
             RegistryKind::Memory => Arc::new(jovian_registry_memory::MemoryRegistry::new()),
             RegistryKind::Etcd => {
-                let config = jovian_registry_etcd::EtcdConfig::new(self.etcd_endpoints.clone())
-                    .prefix(self.prefix.clone());
+                let config =
+                    jovian_registry_etcd::EtcdConfig::new(self.etcd_endpoints.clone()).prefix(self.prefix.clone());
                 Arc::new(jovian_registry_etcd::EtcdRegistry::connect(config).await?)
             }
         })

@@ -24,10 +24,7 @@ pub struct Greeter;
 
 #[tonic::async_trait]
 impl proto::greeter_server::Greeter for Greeter {
-    async fn say_hello(
-        &self,
-        request: Request<HelloRequest>,
-    ) -> Result<Response<HelloReply>, Status> {
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         let address = request
             .local_addr()
             .map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());

@@ -13,10 +13,6 @@ fn demo_shows_an_even_spread_and_loses_no_call() {
         "the demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(
-        stdout.matches(": 10 calls").count(),
-        3,
-        "uneven spread:\n{stdout}"
-    );
+    assert_eq!(stdout.matches(": 10 calls").count(), 3, "uneven spread:\n{stdout}");
     assert!(stdout.contains(" ok, 0 failed"), "calls failed:\n{stdout}");
 }

@@ -54,9 +54,7 @@ async fn server_and_client_processes_find_each_other_through_etcd() {
     let etcd = EtcdCluster::single().await;
     let (first, first_addr) = start_server(&etcd);
     let (_second, second_addr) = start_server(&etcd);
-    let observer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
+    let observer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     assert_eq!(
         observer.list("greeter").await.unwrap().len(),
         2,
@@ -70,25 +68,13 @@ async fn server_and_client_processes_find_each_other_through_etcd() {
         .expect("greeter-client runs");
     let stdout = String::from_utf8_lossy(&client.stdout);
     assert!(client.status.success(), "client failed:\n{stdout}");
-    assert!(
-        stdout.contains(&format!("{first_addr}: 3 calls")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("{second_addr}: 3 calls")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("{first_addr}: 3 calls")), "{stdout}");
+    assert!(stdout.contains(&format!("{second_addr}: 3 calls")), "{stdout}");
     assert!(stdout.contains("6 ok, 0 failed"), "{stdout}");
 
     let mut first = first;
     let pid = first.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let exited = tokio::task::spawn_blocking(move || {
         let status = first.0.wait();
         (first, status)

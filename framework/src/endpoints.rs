@@ -64,10 +64,7 @@ impl Endpoints {
 
     /// The addresses of all instances, in key order.
     pub fn addresses(&self) -> Vec<&str> {
-        self.instances
-            .values()
-            .map(|i| i.address.as_str())
-            .collect()
+        self.instances.values().map(|i| i.address.as_str()).collect()
     }
 }
 
@@ -118,10 +115,7 @@ impl EndpointsWatch {
 
     /// Waits until the latest snapshot satisfies `condition` and returns it (at once if the
     /// current one does). Fails with [`Error::Closed`] if the watch ends first.
-    pub async fn wait_for(
-        &mut self,
-        condition: impl FnMut(&Endpoints) -> bool,
-    ) -> Result<Arc<Endpoints>, Error> {
+    pub async fn wait_for(&mut self, condition: impl FnMut(&Endpoints) -> bool) -> Result<Arc<Endpoints>, Error> {
         let mut condition = condition;
         let snapshot = self
             .receiver

@@ -88,9 +88,7 @@ pub enum Error {
     },
 
     /// The shutdown deadline passed with calls still running; they were cut off.
-    #[error(
-        "graceful stop did not finish within {0:?}; raise the shutdown deadline if calls legitimately run longer"
-    )]
+    #[error("graceful stop did not finish within {0:?}; raise the shutdown deadline if calls legitimately run longer")]
     ShutdownDeadline(std::time::Duration),
 }
 

@@ -21,14 +21,20 @@
 
 pub mod app;
 pub mod client;
+pub mod config;
 mod endpoints;
 mod error;
+mod governor;
+pub mod metrics;
+mod observe;
 mod registry;
 mod server;
 mod service;
+pub mod trace;
 
 pub use app::{App, Running, ShutdownHandle, Stage};
 pub use client::{ClientBuilder, ClientOptions, ServiceChannel};
+pub use config::Config;
 pub use endpoints::{Endpoints, EndpointsPublisher, EndpointsWatch};
 pub use error::{BoxError, Error, Result};
 pub use registry::Registry;

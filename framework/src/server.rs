@@ -35,7 +35,7 @@ use crate::ServiceInfo;
 /// ```
 pub struct GrpcServer {
     pub(crate) info: ServiceInfo,
-    pub(crate) bind: SocketAddr,
+    pub(crate) bind: Option<SocketAddr>,
     pub(crate) advertise: Option<String>,
     pub(crate) routes: RoutesBuilder,
     pub(crate) grpc_services: Vec<&'static str>,
@@ -54,12 +54,12 @@ pub struct ServerTls {
 }
 
 impl GrpcServer {
-    /// A server registered as `service`, listening on `127.0.0.1` at a free port until
-    /// [`bind`](Self::bind) says otherwise.
+    /// A server registered as `service`, listening where the config's `[servers.<service>]`
+    /// says, else on `127.0.0.1` at a free port, until [`bind`](Self::bind) says otherwise.
     pub fn new(service: impl Into<String>) -> Self {
         Self {
             info: ServiceInfo::new(service, ""),
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bind: None,
             advertise: None,
             routes: Routes::builder(),
             grpc_services: Vec::new(),
@@ -76,7 +76,7 @@ impl GrpcServer {
 
     /// The address to listen on; port 0 picks a free port.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.bind = addr;
+        self.bind = Some(addr);
         self
     }
 
@@ -122,10 +122,8 @@ impl GrpcServer {
                 found: format!("{}: {e}", path.display()),
             })
         };
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
-            read("cert", &tls.cert)?,
-            read("key", &tls.key)?,
-        ));
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(read("cert", &tls.cert)?, read("key", &tls.key)?));
         if let Some(ca) = &tls.client_ca {
             config = config.client_ca_root(Certificate::from_pem(read("client_ca", ca)?));
         }

@@ -271,8 +271,7 @@ mod tests {
 
     #[test]
     fn missing_and_null_fields_take_defaults_and_unknown_fields_are_ignored() {
-        let json =
-            br#"{"name":"a","address":"h:1","metadata":null,"services":{"x":1},"weight":2.6}"#;
+        let json = br#"{"name":"a","address":"h:1","metadata":null,"services":{"x":1},"weight":2.6}"#;
         let info = ServiceInfo::decode(json).unwrap();
         assert_eq!(info.scheme, "grpc");
         assert_eq!(info.weight, 3);

@@ -49,10 +49,7 @@ where
     };
     match tokio::time::timeout(deadline, attempts).await {
         Ok(result) => result.map_err(CallError::Etcd),
-        Err(_) => Err(CallError::Timeout {
-            deadline,
-            last_error,
-        }),
+        Err(_) => Err(CallError::Timeout { deadline, last_error }),
     }
 }
 
@@ -109,10 +106,7 @@ impl fmt::Display for CallError {
                 deadline,
                 last_error: Some(last),
             } => {
-                write!(
-                    f,
-                    "etcd did not answer within {deadline:?} (last attempt: {last})"
-                )
+                write!(f, "etcd did not answer within {deadline:?} (last attempt: {last})")
             }
             CallError::Etcd(error) if self.is_permission_denied() => write!(
                 f,

@@ -137,11 +137,7 @@ impl EtcdConfig {
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.endpoints.is_empty() {
-            return Err(config_error(
-                "registry.endpoints",
-                "at least one host:port",
-                "none",
-            ));
+            return Err(config_error("registry.endpoints", "at least one host:port", "none"));
         }
         if self.ttl < Duration::from_secs(1) || self.ttl.subsec_nanos() != 0 {
             return Err(config_error(
@@ -181,11 +177,7 @@ impl EtcdConfig {
 
     /// Endpoint URLs with the scheme TLS calls for.
     pub(crate) fn endpoint_urls(&self) -> Vec<String> {
-        let scheme = if self.tls.is_some() {
-            "https://"
-        } else {
-            "http://"
-        };
+        let scheme = if self.tls.is_some() { "https://" } else { "http://" };
         self.endpoints
             .iter()
             .map(|e| {
@@ -203,8 +195,7 @@ impl TlsFiles {
     fn options(&self) -> Result<TlsOptions, Error> {
         let mut options = TlsOptions::new();
         if let Some(ca) = &self.ca {
-            options =
-                options.ca_certificate(Certificate::from_pem(read_pem("registry.tls.ca", ca)?));
+            options = options.ca_certificate(Certificate::from_pem(read_pem("registry.tls.ca", ca)?));
         }
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
@@ -236,13 +227,7 @@ impl TlsFiles {
 }
 
 fn read_pem(key: &str, path: &PathBuf) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| {
-        config_error(
-            key,
-            "a readable PEM file",
-            &format!("{}: {e}", path.display()),
-        )
-    })
+    std::fs::read(path).map_err(|e| config_error(key, "a readable PEM file", &format!("{}: {e}", path.display())))
 }
 
 pub(crate) fn config_error(key: &str, expected: &str, found: &str) -> Error {

@@ -39,10 +39,7 @@ impl Keys {
     pub(crate) fn entry(&self, info: &ServiceInfo) -> (String, String) {
         match info.kind {
             Kind::Governor => (
-                format!(
-                    "/prometheus/job/{}/{}/{}",
-                    info.name, info.hostname, info.address
-                ),
+                format!("/prometheus/job/{}/{}/{}", info.name, info.hostname, info.address),
                 info.address.clone(),
             ),
             _ => (self.provider(info), info.encode()),
@@ -54,26 +51,20 @@ impl Keys {
     }
 
     /// Classifies a key found under `service_prefix`; an error says why the key is unusable.
-    pub(crate) fn classify<'k>(
-        service_prefix: &str,
-        key: &'k [u8],
-    ) -> Result<KeyKind<'k>, &'static str> {
+    pub(crate) fn classify<'k>(service_prefix: &str, key: &'k [u8]) -> Result<KeyKind<'k>, &'static str> {
         let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8")?;
         let Some(rest) = key.strip_prefix(service_prefix) else {
             return Ok(KeyKind::Other);
         };
-        let (kind, uri): (fn(&'k str) -> KeyKind<'k>, &str) =
-            if let Some(uri) = rest.strip_prefix("providers/") {
-                (KeyKind::Provider, uri)
-            } else if let Some(uri) = rest.strip_prefix("configurators/") {
-                (KeyKind::Configurator, uri)
-            } else {
-                return Ok(KeyKind::Other);
-            };
+        let (kind, uri): (fn(&'k str) -> KeyKind<'k>, &str) = if let Some(uri) = rest.strip_prefix("providers/") {
+            (KeyKind::Provider, uri)
+        } else if let Some(uri) = rest.strip_prefix("configurators/") {
+            (KeyKind::Configurator, uri)
+        } else {
+            return Ok(KeyKind::Other);
+        };
         match uri.split_once("://") {
-            Some((scheme, address))
-                if !scheme.is_empty() && !address.is_empty() && !address.contains('/') =>
-            {
+            Some((scheme, address)) if !scheme.is_empty() && !address.is_empty() && !address.contains('/') => {
                 Ok(kind(uri))
             }
             _ => Err("the key has no scheme://address part"),
@@ -89,10 +80,7 @@ mod tests {
     fn layout_matches_the_design() {
         let keys = Keys::new("jovian".into());
         let mut info = ServiceInfo::new("greeter", "127.0.0.1:50051");
-        assert_eq!(
-            keys.entry(&info).0,
-            "/jovian/greeter/providers/grpc://127.0.0.1:50051"
-        );
+        assert_eq!(keys.entry(&info).0, "/jovian/greeter/providers/grpc://127.0.0.1:50051");
         info.kind = Kind::Governor;
         info.hostname = "host-a".into();
         info.address = "127.0.0.1:9090".into();
@@ -116,10 +104,7 @@ mod tests {
             Keys::classify(p, b"/jovian/greeter/configurators/grpc://h:1"),
             Ok(KeyKind::Configurator("grpc://h:1"))
         );
-        assert_eq!(
-            Keys::classify(p, b"/jovian/greeter/consumers/x"),
-            Ok(KeyKind::Other)
-        );
+        assert_eq!(Keys::classify(p, b"/jovian/greeter/consumers/x"), Ok(KeyKind::Other));
         assert_eq!(
             Keys::classify(p, b"/jovian/greeter2/providers/grpc://h:1"),
             Ok(KeyKind::Other)

@@ -141,41 +141,48 @@ impl Drop for EtcdRegistry {
 #[async_trait]
 impl Registry for EtcdRegistry {
     async fn register(&self, info: &ServiceInfo) -> Result<()> {
-        info.validate()
-            .map_err(|source| Error::InvalidServiceInfo {
-                service: info.to_string(),
-                source,
-            })?;
-        let (key, value) = self.keys.entry(info);
-        self.session.put(key, value).await
+        let result = self.register_entry(info).await;
+        counted("register", result)
     }
 
     async fn unregister(&self, info: &ServiceInfo) -> Result<()> {
-        self.session.delete(&self.keys.entry(info).0).await
+        let result = self.session.delete(&self.keys.entry(info).0).await;
+        counted("unregister", result)
     }
 
     async fn list(&self, name: &str) -> Result<Endpoints> {
         self.ensure_open()?;
-        self.watcher
-            .list(name)
-            .await
-            .map_err(|e| e.into_error("list"))
+        counted("list", self.watcher.list(name).await.map_err(|e| e.into_error("list")))
     }
 
     async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
         self.ensure_open()?;
-        self.watcher
-            .watch(name)
-            .await
-            .map_err(|e| e.into_error("watch"))
+        counted(
+            "watch",
+            self.watcher.watch(name).await.map_err(|e| e.into_error("watch")),
+        )
     }
 
     async fn close(&self) -> Result<()> {
-        self.session.close().await
+        counted("close", self.session.close().await)
     }
 }
 
+fn counted<T>(operation: &str, result: Result<T>) -> Result<T> {
+    jovian::metrics::metrics().registry_operation(stats::KIND, operation, &result);
+    result
+}
+
 impl EtcdRegistry {
+    async fn register_entry(&self, info: &ServiceInfo) -> Result<()> {
+        info.validate().map_err(|source| Error::InvalidServiceInfo {
+            service: info.to_string(),
+            source,
+        })?;
+        let (key, value) = self.keys.entry(info);
+        self.session.put(key, value).await
+    }
+
     fn ensure_open(&self) -> Result<()> {
         match self.stopped.is_cancelled() {
             true => Err(Error::Closed),

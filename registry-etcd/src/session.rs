@@ -78,18 +78,13 @@ impl Session {
         }
         let lease = match writer.lease {
             Some(lease) => lease,
-            None => self
-                .grant()
-                .await
-                .map_err(|e| e.into_error("lease grant"))?,
+            None => self.grant().await.map_err(|e| e.into_error("lease grant"))?,
         };
         writer.lease = Some(lease);
         let revision = match self.put_key(&key, &value, lease).await {
             Ok(revision) => revision,
             Err(lost) if lost.is_lease_not_found() => {
-                self.repair(&mut writer)
-                    .await
-                    .map_err(|e| e.into_error("register"))?;
+                self.repair(&mut writer).await.map_err(|e| e.into_error("register"))?;
                 let lease = writer.lease.expect("repair leaves a lease");
                 self.put_key(&key, &value, lease)
                     .await
@@ -200,9 +195,7 @@ impl Session {
                 () = self.keys_changed.notified() => return Interrupted::KeysChanged,
             }
         };
-        let trouble = |what: &str, error: &dyn std::fmt::Display| {
-            Interrupted::Trouble(format!("{what}: {error}"))
-        };
+        let trouble = |what: &str, error: &dyn std::fmt::Display| Interrupted::Trouble(format!("{what}: {error}"));
         let (mut keeper, mut acks) = match within(self.request_timeout, || {
             let mut client = self.client.clone();
             async move { client.lease_keep_alive(lease).await }
@@ -333,11 +326,7 @@ impl Session {
     }
 
     /// One watch stream reporting deletes of each of `keys` from revision `from` on.
-    async fn watch_deletes(
-        &self,
-        keys: &[String],
-        from: i64,
-    ) -> Result<Option<WatchStream>, CallError> {
+    async fn watch_deletes(&self, keys: &[String], from: i64) -> Result<Option<WatchStream>, CallError> {
         let Some((first, rest)) = keys.split_first() else {
             return Ok(None);
         };
@@ -353,11 +342,7 @@ impl Session {
         })
         .await?;
         for key in rest {
-            once(
-                self.request_timeout,
-                stream.watch(key.as_str(), Some(options())),
-            )
-            .await?;
+            once(self.request_timeout, stream.watch(key.as_str(), Some(options()))).await?;
         }
         Ok(Some(stream))
     }

@@ -4,6 +4,11 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use jovian::metrics::metrics;
+
+/// The `registry` label of this crate's metrics.
+pub(crate) const KIND: &str = "etcd";
+
 /// How often the registry renewed, healed and skipped things since it was created.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -35,15 +40,18 @@ pub struct StatsSnapshot {
 impl Stats {
     pub(crate) fn lease_renewed(&self) {
         self.lease_renewals.fetch_add(1, Ordering::Relaxed);
+        metrics().lease_renewals.with_label_values(&[KIND]).inc();
     }
     pub(crate) fn reregistered(&self) {
         self.reregistrations.fetch_add(1, Ordering::Relaxed);
+        metrics().reregistrations.with_label_values(&[KIND]).inc();
     }
     pub(crate) fn put_back(&self) {
         self.put_backs.fetch_add(1, Ordering::Relaxed);
     }
-    pub(crate) fn watch_restarted(&self) {
+    pub(crate) fn watch_restarted(&self, service: &str) {
         self.watch_restarts.fetch_add(1, Ordering::Relaxed);
+        metrics().watch_restarts.with_label_values(&[KIND, service]).inc();
     }
     /// Logs and counts a value that is not a valid entry, unless this write was reported before.
     pub(crate) fn bad_entry(&self, service: &str, key: &[u8], revision: i64, reason: &str) {
@@ -54,6 +62,7 @@ impl Stats {
             .insert((key.to_vec(), revision));
         if first_time {
             self.bad_entries.fetch_add(1, Ordering::Relaxed);
+            metrics().bad_entries.with_label_values(&[KIND, service]).inc();
             tracing::warn!(
                 service,
                 key = %String::from_utf8_lossy(key),

@@ -85,7 +85,7 @@ impl Watcher {
                 () = publisher.unwatched() => return,
                 reason = self.stream(&mut view, &publisher) => {
                     tracing::info!(service = %view.name, %reason, "registry watch interrupted; listing again");
-                    self.stats.watch_restarted();
+                    self.stats.watch_restarted(&view.name);
                 }
             }
             loop {
@@ -150,9 +150,7 @@ impl Watcher {
                 // A progress notification: every event up to its revision has been delivered.
                 // (A creation notice's revision promises nothing, so it is not taken.)
                 if !response.created() {
-                    view.revision = view
-                        .revision
-                        .max(response.header().map_or(0, |h| h.revision()));
+                    view.revision = view.revision.max(response.header().map_or(0, |h| h.revision()));
                 }
                 continue;
             }
@@ -256,10 +254,7 @@ impl ServiceView {
         self.providers.remove(uri);
         let info = ServiceInfo::decode(value).map_err(|e| e.to_string())?;
         if info.name != self.name || info.uri() != uri {
-            return Err(format!(
-                "the value describes {info}, not the key's {}@{uri}",
-                self.name
-            ));
+            return Err(format!("the value describes {info}, not the key's {}@{uri}", self.name));
         }
         self.providers.insert(uri.to_owned(), info);
         Ok(())
@@ -268,10 +263,7 @@ impl ServiceView {
     fn put_override(&mut self, uri: &str, value: &[u8]) -> Result<(), String> {
         self.overrides.remove(uri);
         if value.len() > jovian::MAX_ENTRY_BYTES {
-            return Err(format!(
-                "override of {} bytes is larger than the limit",
-                value.len()
-            ));
+            return Err(format!("override of {} bytes is larger than the limit", value.len()));
         }
         let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(value) else {
             return Err("an override must be a JSON object".into());
@@ -300,10 +292,7 @@ impl ServiceView {
     }
 
     fn snapshot(&self) -> Endpoints {
-        let kept = self
-            .kept
-            .iter()
-            .filter(|(uri, _)| !self.providers.contains_key(*uri));
+        let kept = self.kept.iter().filter(|(uri, _)| !self.providers.contains_key(*uri));
         let instances = self
             .providers
             .iter()

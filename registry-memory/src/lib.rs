@@ -103,11 +103,10 @@ impl Drop for MemoryRegistry {
 #[async_trait]
 impl Registry for MemoryRegistry {
     async fn register(&self, info: &ServiceInfo) -> Result<()> {
-        info.validate()
-            .map_err(|source| Error::InvalidServiceInfo {
-                service: info.to_string(),
-                source,
-            })?;
+        info.validate().map_err(|source| Error::InvalidServiceInfo {
+            service: info.to_string(),
+            source,
+        })?;
         let shared = &self.shared;
         let mut state = shared.state.lock().expect("registry state lock");
         if state.closed {
@@ -123,9 +122,7 @@ impl Registry for MemoryRegistry {
             }
         };
         shared.store.put(info, lease);
-        state
-            .registered
-            .insert((info.name.clone(), info.uri()), info.clone());
+        state.registered.insert(store::entry_key(info), info.clone());
         Ok(())
     }
 
@@ -134,8 +131,9 @@ impl Registry for MemoryRegistry {
         if state.closed {
             return Err(Error::Closed);
         }
-        state.registered.remove(&(info.name.clone(), info.uri()));
-        self.shared.store.delete(&info.name, &info.uri());
+        state.registered.remove(&store::entry_key(info));
+        let (service, uri) = store::entry_key(info);
+        self.shared.store.delete(&service, &uri);
         Ok(())
     }
 
@@ -183,13 +181,7 @@ impl Registry for MemoryRegistry {
 
 impl MemoryRegistry {
     fn ensure_open(&self) -> Result<()> {
-        match self
-            .shared
-            .state
-            .lock()
-            .expect("registry state lock")
-            .closed
-        {
+        match self.shared.state.lock().expect("registry state lock").closed {
             true => Err(Error::Closed),
             false => Ok(()),
         }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use jovian::{Endpoints, EndpointsPublisher, EndpointsWatch, ServiceInfo};
+use jovian::{Endpoints, EndpointsPublisher, EndpointsWatch, Kind, ServiceInfo};
 use tokio::time::Instant;
 
 use crate::{DEFAULT_TTL, MemoryRegistry};
@@ -83,7 +83,7 @@ impl MemoryStore {
 
     pub(crate) fn put(&self, info: &ServiceInfo, lease: LeaseId) {
         let mut keyspace = self.lock();
-        let key = (info.name.clone(), info.uri());
+        let key = entry_key(info);
         let Some(owner) = keyspace.leases.get_mut(&lease) else {
             return;
         };
@@ -104,10 +104,7 @@ impl MemoryStore {
 
     pub(crate) fn delete(&self, service: &str, uri: &str) {
         let mut keyspace = self.lock();
-        let removed = keyspace
-            .services
-            .get_mut(service)
-            .and_then(|s| s.entries.remove(uri));
+        let removed = keyspace.services.get_mut(service).and_then(|s| s.entries.remove(uri));
         if let Some((_, lease)) = removed {
             if let Some(lease) = keyspace.leases.get_mut(&lease) {
                 lease.keys.remove(&(service.to_owned(), uri.to_owned()));
@@ -139,17 +136,22 @@ impl MemoryStore {
     }
 }
 
+/// Where an entry lives: providers under their service; governors (metrics targets) apart, as
+/// etcd keeps them under `/prometheus/job/`, so they are never listed as providers.
+pub(crate) fn entry_key(info: &ServiceInfo) -> (String, String) {
+    let service = match info.kind {
+        Kind::Governor => format!("/prometheus/job/{}", info.name),
+        _ => info.name.clone(),
+    };
+    (service, info.uri())
+}
+
 impl Keyspace {
     fn snapshot(&self, service: &str) -> Endpoints {
         let instances = self
             .services
             .get(service)
-            .map(|s| {
-                s.entries
-                    .values()
-                    .map(|(info, _)| info.clone())
-                    .collect::<Vec<_>>()
-            })
+            .map(|s| s.entries.values().map(|(info, _)| info.clone()).collect::<Vec<_>>())
             .unwrap_or_default();
         Endpoints::from_instances(service, self.revision, instances)
     }
@@ -174,11 +176,7 @@ impl Keyspace {
         self.revision += 1;
         for service in services {
             let snapshot = self.snapshot(&service);
-            if let Some(publisher) = self
-                .services
-                .get(&service)
-                .and_then(|s| s.publisher.as_ref())
-            {
+            if let Some(publisher) = self.services.get(&service).and_then(|s| s.publisher.as_ref()) {
                 publisher.publish(snapshot);
             }
         }

@@ -42,9 +42,7 @@ impl Backend for EtcdBackend {
 
     async fn registry(&self, ttl: Duration) -> EtcdRegistry {
         let config = EtcdConfig::new(self.0.endpoints()).ttl(ttl);
-        EtcdRegistry::connect(config)
-            .await
-            .expect("connect to the test etcd")
+        EtcdRegistry::connect(config).await.expect("connect to the test etcd")
     }
 
     /// The test cluster's 50 ms heartbeat lets etcd honour 1 s leases (its floor is 1.5

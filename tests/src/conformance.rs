@@ -64,11 +64,7 @@ fn instance(name: &str, port: u16) -> ServiceInfo {
 }
 
 fn addresses(endpoints: &Endpoints) -> BTreeSet<String> {
-    endpoints
-        .instances
-        .values()
-        .map(|i| i.address.clone())
-        .collect()
+    endpoints.instances.values().map(|i| i.address.clone()).collect()
 }
 
 fn set(ports: &[u16]) -> BTreeSet<String> {
@@ -93,10 +89,7 @@ pub async fn register_list_unregister<B: Backend>(backend: &B) {
         "an entry reads back exactly as registered"
     );
     registry.unregister(&a).await.unwrap();
-    assert_eq!(
-        addresses(&registry.list("conf-rlu").await.unwrap()),
-        set(&[1002])
-    );
+    assert_eq!(addresses(&registry.list("conf-rlu").await.unwrap()), set(&[1002]));
     registry
         .unregister(&a)
         .await
@@ -110,17 +103,10 @@ pub async fn watch_sees_adds_removals_and_updates<B: Backend>(backend: &B) {
     let observer = backend.registry(LONG_TTL).await;
     owner.register(&instance("conf-watch", 1001)).await.unwrap();
     let mut watch = observer.watch("conf-watch").await.unwrap();
-    assert_eq!(
-        addresses(&watch.current()),
-        set(&[1001]),
-        "starts with the current set"
-    );
+    assert_eq!(addresses(&watch.current()), set(&[1001]), "starts with the current set");
 
     owner.register(&instance("conf-watch", 1002)).await.unwrap();
-    wait_for(&mut watch, "the add", |e| {
-        addresses(e) == set(&[1001, 1002])
-    })
-    .await;
+    wait_for(&mut watch, "the add", |e| addresses(e) == set(&[1001, 1002])).await;
 
     let reweighted = instance("conf-watch", 1001).with_weight(20);
     owner.register(&reweighted).await.unwrap();
@@ -130,10 +116,7 @@ pub async fn watch_sees_adds_removals_and_updates<B: Backend>(backend: &B) {
     .await;
     assert_eq!(updated.len(), 2);
 
-    owner
-        .unregister(&instance("conf-watch", 1002))
-        .await
-        .unwrap();
+    owner.unregister(&instance("conf-watch", 1002)).await.unwrap();
     wait_for(&mut watch, "the removal", |e| addresses(e) == set(&[1001])).await;
     owner.close().await.unwrap();
     wait_for(&mut watch, "the removal on close", Endpoints::is_empty).await;
@@ -148,20 +131,14 @@ pub async fn burst_of_changes_ends_in_final_snapshot<B: Backend>(backend: &B) {
         owner.register(&instance("conf-burst", port)).await.unwrap();
     }
     for port in (1000..1040).filter(|p| p % 4 == 0) {
-        owner
-            .unregister(&instance("conf-burst", port))
-            .await
-            .unwrap();
+        owner.unregister(&instance("conf-burst", port)).await.unwrap();
     }
     let expected: Vec<u16> = (1000..1040).filter(|p| p % 4 != 0).collect();
     wait_for(&mut watch, "the final state of the burst", |e| {
         addresses(e) == set(&expected)
     })
     .await;
-    assert_eq!(
-        addresses(&observer.list("conf-burst").await.unwrap()),
-        set(&expected)
-    );
+    assert_eq!(addresses(&observer.list("conf-burst").await.unwrap()), set(&expected));
 }
 
 /// Services never see each other's instances, even when one name prefixes the other.
@@ -170,41 +147,16 @@ pub async fn services_are_isolated<B: Backend>(backend: &B) {
     let mut greeter = registry.watch("greeter").await.unwrap();
     let mut greeter2 = registry.watch("greeter2").await.unwrap();
     registry.register(&instance("greeter", 1001)).await.unwrap();
-    registry
-        .register(&instance("greeter2", 1002))
-        .await
-        .unwrap();
+    registry.register(&instance("greeter2", 1002)).await.unwrap();
     registry.register(&instance("greet", 1003)).await.unwrap();
-    wait_for(&mut greeter, "greeter's instance", |e| {
-        addresses(e) == set(&[1001])
-    })
-    .await;
-    wait_for(&mut greeter2, "greeter2's instance", |e| {
-        addresses(e) == set(&[1002])
-    })
-    .await;
-    assert_eq!(
-        addresses(&registry.list("greeter").await.unwrap()),
-        set(&[1001])
-    );
-    assert_eq!(
-        addresses(&registry.list("greeter2").await.unwrap()),
-        set(&[1002])
-    );
-    assert_eq!(
-        addresses(&registry.list("greet").await.unwrap()),
-        set(&[1003])
-    );
-    registry
-        .unregister(&instance("greeter2", 1002))
-        .await
-        .unwrap();
+    wait_for(&mut greeter, "greeter's instance", |e| addresses(e) == set(&[1001])).await;
+    wait_for(&mut greeter2, "greeter2's instance", |e| addresses(e) == set(&[1002])).await;
+    assert_eq!(addresses(&registry.list("greeter").await.unwrap()), set(&[1001]));
+    assert_eq!(addresses(&registry.list("greeter2").await.unwrap()), set(&[1002]));
+    assert_eq!(addresses(&registry.list("greet").await.unwrap()), set(&[1003]));
+    registry.unregister(&instance("greeter2", 1002)).await.unwrap();
     wait_for(&mut greeter2, "greeter2 emptied", Endpoints::is_empty).await;
-    assert_eq!(
-        addresses(&greeter.current()),
-        set(&[1001]),
-        "greeter is untouched"
-    );
+    assert_eq!(addresses(&greeter.current()), set(&[1001]), "greeter is untouched");
 }
 
 /// A service nobody registered lists empty and can be watched until instances appear.
@@ -213,14 +165,8 @@ pub async fn service_with_no_instances<B: Backend>(backend: &B) {
     assert!(registry.list("conf-nobody").await.unwrap().is_empty());
     let mut watch = registry.watch("conf-nobody").await.unwrap();
     assert!(watch.current().is_empty());
-    registry
-        .register(&instance("conf-nobody", 1001))
-        .await
-        .unwrap();
-    wait_for(&mut watch, "the first instance", |e| {
-        addresses(e) == set(&[1001])
-    })
-    .await;
+    registry.register(&instance("conf-nobody", 1001)).await.unwrap();
+    wait_for(&mut watch, "the first instance", |e| addresses(e) == set(&[1001])).await;
 }
 
 /// Many owners registering at once all end up listed.
@@ -241,10 +187,7 @@ pub async fn concurrent_registrations<B: Backend>(backend: &B) {
     });
     futures_util::future::join_all(registrations).await;
     let expected: Vec<u16> = (2000..2040).collect();
-    wait_for(&mut watch, "all 40 instances", |e| {
-        addresses(e) == set(&expected)
-    })
-    .await;
+    wait_for(&mut watch, "all 40 instances", |e| addresses(e) == set(&expected)).await;
 }
 
 /// An owner that stops renewing without unregistering (a crash) vanishes about one TTL later,
@@ -254,19 +197,10 @@ pub async fn crashed_owner_vanishes_after_ttl<B: Backend>(backend: &B) {
     let observer = backend.registry(LONG_TTL).await;
     let survivor = backend.registry(LONG_TTL).await;
     let crashing = backend.registry(ttl).await;
-    survivor
-        .register(&instance("conf-crash", 1001))
-        .await
-        .unwrap();
-    crashing
-        .register(&instance("conf-crash", 1002))
-        .await
-        .unwrap();
+    survivor.register(&instance("conf-crash", 1001)).await.unwrap();
+    crashing.register(&instance("conf-crash", 1002)).await.unwrap();
     let mut watch = observer.watch("conf-crash").await.unwrap();
-    wait_for(&mut watch, "both instances", |e| {
-        addresses(e) == set(&[1001, 1002])
-    })
-    .await;
+    wait_for(&mut watch, "both instances", |e| addresses(e) == set(&[1001, 1002])).await;
 
     // Outlive several renewals first: a live owner's entry must not expire.
     tokio::time::sleep(ttl * 2).await;
@@ -282,10 +216,7 @@ pub async fn crashed_owner_vanishes_after_ttl<B: Backend>(backend: &B) {
         ttl + Duration::from_secs(2),
         "the crashed owner's entry to expire",
         async {
-            watch
-                .wait_for(|e| addresses(e) == set(&[1001]))
-                .await
-                .unwrap();
+            watch.wait_for(|e| addresses(e) == set(&[1001])).await.unwrap();
         },
     )
     .await;
@@ -302,31 +233,16 @@ pub async fn close_removes_everything_and_ends_watches<B: Backend>(backend: &B) 
     let observer = backend.registry(LONG_TTL).await;
     let other = backend.registry(LONG_TTL).await;
     let closing = backend.registry(LONG_TTL).await;
-    other
-        .register(&instance("conf-close-a", 1001))
-        .await
-        .unwrap();
-    closing
-        .register(&instance("conf-close-a", 1002))
-        .await
-        .unwrap();
-    closing
-        .register(&instance("conf-close-b", 1003))
-        .await
-        .unwrap();
+    other.register(&instance("conf-close-a", 1001)).await.unwrap();
+    closing.register(&instance("conf-close-a", 1002)).await.unwrap();
+    closing.register(&instance("conf-close-b", 1003)).await.unwrap();
     let mut a = observer.watch("conf-close-a").await.unwrap();
     let mut b = observer.watch("conf-close-b").await.unwrap();
     let mut own = closing.watch("conf-close-a").await.unwrap();
-    wait_for(&mut a, "both of a's instances", |e| {
-        addresses(e) == set(&[1001, 1002])
-    })
-    .await;
+    wait_for(&mut a, "both of a's instances", |e| addresses(e) == set(&[1001, 1002])).await;
 
     closing.close().await.unwrap();
-    wait_for(&mut a, "a without the closed owner", |e| {
-        addresses(e) == set(&[1001])
-    })
-    .await;
+    wait_for(&mut a, "a without the closed owner", |e| addresses(e) == set(&[1001])).await;
     wait_for(&mut b, "b emptied", Endpoints::is_empty).await;
     let ended = within(PROPAGATION, "the closed registry's watch to end", async {
         loop {
@@ -343,23 +259,11 @@ pub async fn close_removes_everything_and_ends_watches<B: Backend>(backend: &B) 
 pub async fn registrations_of_several_owners<B: Backend>(backend: &B) {
     let first = backend.registry(LONG_TTL).await;
     let second = backend.registry(LONG_TTL).await;
-    first
-        .register(&instance("conf-owners", 1001))
-        .await
-        .unwrap();
-    second
-        .register(&instance("conf-owners", 1002))
-        .await
-        .unwrap();
-    assert_eq!(
-        addresses(&first.list("conf-owners").await.unwrap()),
-        set(&[1001, 1002])
-    );
+    first.register(&instance("conf-owners", 1001)).await.unwrap();
+    second.register(&instance("conf-owners", 1002)).await.unwrap();
+    assert_eq!(addresses(&first.list("conf-owners").await.unwrap()), set(&[1001, 1002]));
     first.close().await.unwrap();
-    assert_eq!(
-        addresses(&second.list("conf-owners").await.unwrap()),
-        set(&[1002])
-    );
+    assert_eq!(addresses(&second.list("conf-owners").await.unwrap()), set(&[1002]));
 }
 
 /// Entries that would break the key layout are refused with an error saying why.
@@ -386,24 +290,15 @@ pub async fn invalid_entries_are_rejected<B: Backend>(backend: &B) {
 /// After `close`, every operation fails with `Closed`; closing again is fine.
 pub async fn closed_registry_refuses_work<B: Backend>(backend: &B) {
     let registry = backend.registry(LONG_TTL).await;
-    registry
-        .register(&instance("conf-closed", 1001))
-        .await
-        .unwrap();
+    registry.register(&instance("conf-closed", 1001)).await.unwrap();
     registry.close().await.unwrap();
     registry.close().await.expect("closing twice is fine");
     assert!(matches!(
         registry.register(&instance("conf-closed", 1002)).await,
         Err(Error::Closed)
     ));
-    assert!(matches!(
-        registry.list("conf-closed").await,
-        Err(Error::Closed)
-    ));
-    assert!(matches!(
-        registry.watch("conf-closed").await,
-        Err(Error::Closed)
-    ));
+    assert!(matches!(registry.list("conf-closed").await, Err(Error::Closed)));
+    assert!(matches!(registry.watch("conf-closed").await, Err(Error::Closed)));
 }
 
 async fn wait_for(

@@ -150,11 +150,7 @@ impl EtcdCluster {
     /// Starts the single member again with its data directory wiped: a brand new etcd on the
     /// same address, with no keys and no leases.
     pub async fn restart_wiped(&mut self) {
-        assert_eq!(
-            self.members.len(),
-            1,
-            "wiping applies to a single-member cluster"
-        );
+        assert_eq!(self.members.len(), 1, "wiping applies to a single-member cluster");
         self.members[0].kill();
         let _ = std::fs::remove_dir_all(&self.members[0].data_dir);
         self.restart(0).await;
@@ -172,10 +168,7 @@ impl EtcdCluster {
             .unwrap()
             .revision();
         client
-            .compact(
-                revision,
-                Some(etcd_client::CompactionOptions::new().with_physical()),
-            )
+            .compact(revision, Some(etcd_client::CompactionOptions::new().with_physical()))
             .await
             .unwrap();
         revision
@@ -251,24 +244,9 @@ impl Member {
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--initial-cluster",
-                initial_cluster,
-                "--initial-cluster-state",
-                "new",
-            ])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "jovian-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "warn"])
@@ -335,15 +313,11 @@ pub fn free_port() -> u16 {
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on `PATH`. Panics with install instructions when
 /// there is none: a test that needs etcd never passes without it.
 pub fn etcd_binary() -> PathBuf {
-    locate_etcd(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH"))
-        .unwrap_or_else(|message| panic!("{message}"))
+    locate_etcd(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH")).unwrap_or_else(|message| panic!("{message}"))
 }
 
 /// Where etcd is, given the values of `ETCD_BIN` and `PATH`; or what to do about it.
-pub fn locate_etcd(
-    etcd_bin: Option<std::ffi::OsString>,
-    path: Option<std::ffi::OsString>,
-) -> Result<PathBuf, String> {
+pub fn locate_etcd(etcd_bin: Option<std::ffi::OsString>, path: Option<std::ffi::OsString>) -> Result<PathBuf, String> {
     if let Some(bin) = etcd_bin {
         let bin = PathBuf::from(bin);
         return match bin.is_file() {

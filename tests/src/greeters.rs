@@ -14,18 +14,9 @@ pub struct PeerEcho;
 
 #[tonic::async_trait]
 impl Greeter for PeerEcho {
-    async fn say_hello(
-        &self,
-        request: Request<HelloRequest>,
-    ) -> Result<Response<HelloReply>, Status> {
-        let local = request
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let remote = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let local = request.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let remote = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         Ok(Response::new(HelloReply {
             message: format!("{local} {remote}"),
         }))
@@ -39,14 +30,8 @@ pub struct Sleepy;
 
 #[tonic::async_trait]
 impl Greeter for Sleepy {
-    async fn say_hello(
-        &self,
-        request: Request<HelloRequest>,
-    ) -> Result<Response<HelloReply>, Status> {
-        let local = request
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let local = request.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let name = request.into_inner().name;
         if let Ok(ms) = name.parse::<u64>() {
             tokio::time::sleep(Duration::from_millis(ms)).await;

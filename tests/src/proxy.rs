@@ -23,9 +23,7 @@ struct State {
 impl Proxy {
     /// Starts forwarding from a free loopback port to `target`.
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("proxy listener");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy listener");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             open: AtomicBool::new(true),

@@ -34,9 +34,7 @@ async fn health(addr: SocketAddr) -> ServingStatus {
         .await
         .unwrap();
     let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
+        .check(HealthCheckRequest { service: String::new() })
         .await
         .unwrap();
     ServingStatus::try_from(response.into_inner().status).unwrap()
@@ -61,12 +59,7 @@ async fn registers_the_bound_address_once_serving() {
         .expect("the bound address is registered");
     assert_eq!(info.app_id, "svc-app");
     assert_eq!(info.kind, jovian::Kind::Provider);
-    assert!(
-        direct_hello(addr, "x")
-            .await
-            .unwrap()
-            .contains(&addr.to_string())
-    );
+    assert!(direct_hello(addr, "x").await.unwrap().contains(&addr.to_string()));
     assert_eq!(health(addr).await, ServingStatus::Serving);
     running.stop().await.unwrap();
     assert!(
@@ -137,9 +130,7 @@ async fn hooks_run_in_order_around_registration() {
     init_logging();
     let store = MemoryStore::new();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let mut app = App::new()
-        .registry(store.registry())
-        .serve(greeter_server("hooks"));
+    let mut app = App::new().registry(store.registry()).serve(greeter_server("hooks"));
     for stage in [
         Stage::AfterStop,
         Stage::BeforeStop,
@@ -267,10 +258,7 @@ async fn calls_past_the_shutdown_deadline_are_cut_off_and_reported() {
     let call = tokio::spawn(direct_hello(addr, "10000"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped = within(Duration::from_secs(5), "the stop", running.stop()).await;
-    assert!(
-        matches!(stopped, Err(Error::ShutdownDeadline(_))),
-        "{stopped:?}"
-    );
+    assert!(matches!(stopped, Err(Error::ShutdownDeadline(_))), "{stopped:?}");
     assert!(
         within(Duration::from_secs(5), "the cut-off call", call)
             .await
@@ -319,10 +307,7 @@ async fn a_graceful_stop_under_load_loses_no_call() {
         .start()
         .await
         .unwrap();
-    let channel = ClientBuilder::new(store.registry())
-        .build("load")
-        .await
-        .unwrap();
+    let channel = ClientBuilder::new(store.registry()).build("load").await.unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let callers: Vec<_> = (0..8)

@@ -26,11 +26,7 @@ async fn start(store: &MemoryStore, server: GrpcServer) -> Running {
         .unwrap()
 }
 
-async fn start_in(
-    store: &MemoryStore,
-    name: &str,
-    f: impl FnOnce(ServiceInfo) -> ServiceInfo,
-) -> Running {
+async fn start_in(store: &MemoryStore, name: &str, f: impl FnOnce(ServiceInfo) -> ServiceInfo) -> Running {
     start(store, greeter_server(name).map_info(f)).await
 }
 
@@ -52,22 +48,16 @@ fn with_policy(policy: Policy) -> ClientOptions {
 async fn call(channel: &ServiceChannel, key: Option<&str>) -> Result<String, tonic::Status> {
     let mut request = tonic::Request::new(HelloRequest { name: "t".into() });
     if let Some(key) = key {
-        request
-            .metadata_mut()
-            .insert("x-jovian-hash-key", key.parse().unwrap());
+        request.metadata_mut().insert("x-jovian-hash-key", key.parse().unwrap());
     }
-    let reply = GreeterClient::new(channel.clone())
-        .say_hello(request)
-        .await?;
+    let reply = GreeterClient::new(channel.clone()).say_hello(request).await?;
     Ok(replying_address(&reply.into_inner().message).to_owned())
 }
 
 async fn spread(channel: &ServiceChannel, calls: usize) -> BTreeMap<String, usize> {
     let mut spread = BTreeMap::new();
     for _ in 0..calls {
-        *spread
-            .entry(call(channel, None).await.unwrap())
-            .or_default() += 1;
+        *spread.entry(call(channel, None).await.unwrap()).or_default() += 1;
     }
     spread
 }
@@ -89,10 +79,7 @@ async fn random_spreads_within_tolerance() {
     let spread = spread(&channel, 600).await;
     assert_eq!(spread.len(), 3);
     // Binomial(600, 1/3): the mean is 200 and 140..260 is more than 6 standard deviations.
-    assert!(
-        spread.values().all(|&n| (140..=260).contains(&n)),
-        "{spread:?}"
-    );
+    assert!(spread.values().all(|&n| (140..=260).contains(&n)), "{spread:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,12 +165,7 @@ async fn consistent_hashing_keeps_keys_and_remaps_about_one_nth() {
     for _ in 0..4 {
         servers.push(start(&store, greeter_server("hash")).await);
     }
-    let channel = channel(
-        &store,
-        "hash",
-        with_policy(Policy::ConsistentHash(HashKey::default())),
-    )
-    .await;
+    let channel = channel(&store, "hash", with_policy(Policy::ConsistentHash(HashKey::default()))).await;
     let keys: Vec<String> = (0..400).map(|i| format!("user-{i}")).collect();
     let placement = |channel: ServiceChannel, keys: Vec<String>| async move {
         let mut placed = HashMap::new();
@@ -198,12 +180,10 @@ async fn consistent_hashing_keeps_keys_and_remaps_about_one_nth() {
         before,
         "a key moved with nothing changed"
     );
-    let per_instance = before
-        .values()
-        .fold(HashMap::<&String, usize>::new(), |mut m, s| {
-            *m.entry(s).or_default() += 1;
-            m
-        });
+    let per_instance = before.values().fold(HashMap::<&String, usize>::new(), |mut m, s| {
+        *m.entry(s).or_default() += 1;
+        m
+    });
     assert!(
         per_instance.len() == 4 && per_instance.values().all(|&n| n >= 50),
         "keys spread: {per_instance:?}"
@@ -215,10 +195,7 @@ async fn consistent_hashing_keeps_keys_and_remaps_about_one_nth() {
     })
     .await;
     let after_join = placement(channel.clone(), keys.clone()).await;
-    let moved: Vec<&String> = keys
-        .iter()
-        .filter(|k| before[*k] != after_join[*k])
-        .collect();
+    let moved: Vec<&String> = keys.iter().filter(|k| before[*k] != after_join[*k]).collect();
     assert!(
         moved.iter().all(|k| after_join[*k] == addr(&joined)),
         "keys moved between old instances"
@@ -271,15 +248,8 @@ async fn a_fully_filtered_service_fails_fast_naming_service_and_filter() {
         "{}",
         status.message()
     );
-    assert!(
-        status.message().contains("1 registered"),
-        "{}",
-        status.message()
-    );
-    assert!(
-        elapsed < Duration::from_millis(10),
-        "failing took {elapsed:?}"
-    );
+    assert!(status.message().contains("1 registered"), "{}", status.message());
+    assert!(elapsed < Duration::from_millis(10), "failing took {elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,20 +314,13 @@ async fn zone_preference_with_fallback() {
     );
 
     near_a.stop().await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the fallback to every zone",
-        || async {
-            (local.instances().len() == 2 && local.instances().iter().any(|i| i.zone == "z2"))
-                .then_some(())
-        },
-    )
+    eventually(Duration::from_secs(5), "the fallback to every zone", || async {
+        (local.instances().len() == 2 && local.instances().iter().any(|i| i.zone == "z2")).then_some(())
+    })
     .await;
     let spread_fallback = spread(&local, 20).await;
     assert_eq!(spread_fallback.len(), 2, "{spread_fallback:?}");
-    assert!(
-        spread_fallback.contains_key(&addr(&far)) && spread_fallback.contains_key(&addr(&near_b))
-    );
+    assert!(spread_fallback.contains_key(&addr(&far)) && spread_fallback.contains_key(&addr(&near_b)));
 }
 
 /// An address nothing listens on.
@@ -378,18 +341,12 @@ async fn a_refused_connection_moves_the_call_and_ejects_the_instance() {
     let channel = channel(&store, "refused", ClientOptions::default()).await;
     for _ in 0..20 {
         assert_eq!(
-            call(&channel, None)
-                .await
-                .expect("the call moved to the live instance"),
+            call(&channel, None).await.expect("the call moved to the live instance"),
             addr(&live)
         );
     }
     assert_eq!(
-        channel
-            .ejected()
-            .iter()
-            .map(|i| i.address.clone())
-            .collect::<Vec<_>>(),
+        channel.ejected().iter().map(|i| i.address.clone()).collect::<Vec<_>>(),
         vec![dead.address]
     );
 }
@@ -405,15 +362,10 @@ async fn the_last_instance_is_never_ejected() {
         .unwrap();
     let channel = channel(&store, "last", ClientOptions::default()).await;
     for _ in 0..3 {
-        let status = call(&channel, None)
-            .await
-            .expect_err("a dead instance answered");
+        let status = call(&channel, None).await.expect_err("a dead instance answered");
         assert_eq!(status.code(), Code::Unavailable);
     }
-    assert!(
-        channel.ejected().is_empty(),
-        "the only instance was ejected"
-    );
+    assert!(channel.ejected().is_empty(), "the only instance was ejected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,9 +402,7 @@ async fn an_ejected_instance_is_readmitted_when_its_back_off_ends() {
     let served_by_revived = eventually(
         Duration::from_secs(3),
         "calls to reach the revived instance",
-        || async {
-            (call(&channel, None).await.unwrap() == revived_addr.to_string()).then_some(())
-        },
+        || async { (call(&channel, None).await.unwrap() == revived_addr.to_string()).then_some(()) },
     );
     served_by_revived.await;
     assert!(channel.ejected().is_empty());
@@ -467,11 +417,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(
-        channel: &ServiceChannel,
-        callers: usize,
-        served: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
-    ) -> Self {
+    fn start(channel: &ServiceChannel, callers: usize, served: Arc<std::sync::Mutex<Vec<(Instant, String)>>>) -> Self {
         let (stop, ok, failed) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicUsize::new(0)),
@@ -521,10 +467,7 @@ impl Load {
         for caller in self.callers {
             caller.await.unwrap();
         }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 }
 
@@ -544,17 +487,9 @@ async fn kill_one_under_load(idempotent: bool) -> (usize, usize, usize) {
     load.wait_for_calls(200).await;
     drop(victim); // the server dies on the spot: listener closed, connections cut, still registered
     let killed_at = Instant::now();
-    eventually(
-        Duration::from_secs(5),
-        "the dead instance to be ejected",
-        || async {
-            channel
-                .ejected()
-                .iter()
-                .any(|i| i.address == victim_addr)
-                .then_some(())
-        },
-    )
+    eventually(Duration::from_secs(5), "the dead instance to be ejected", || async {
+        channel.ejected().iter().any(|i| i.address == victim_addr).then_some(())
+    })
     .await;
     let ejected_at = Instant::now();
     let before = load.ok.load(Ordering::Relaxed);
@@ -580,12 +515,7 @@ async fn kill_one_under_load(idempotent: bool) -> (usize, usize, usize) {
 async fn an_instance_killed_under_load_fails_no_idempotent_call() {
     init_logging();
     let (ok, failed, _) = kill_one_under_load(true).await;
-    assert_eq!(
-        failed,
-        0,
-        "{failed} idempotent calls failed out of {}",
-        ok + failed
-    );
+    assert_eq!(failed, 0, "{failed} idempotent calls failed out of {}", ok + failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,32 +539,24 @@ async fn an_instance_registered_under_load_gets_calls_within_50ms() {
     load.wait_for_calls(100).await;
     // Bind and serve first, register last, and time from the registration.
     let registry = store.registry();
-    let unregistered = App::new()
-        .serve(greeter_server("join"))
-        .start()
-        .await
-        .unwrap();
+    let unregistered = App::new().serve(greeter_server("join")).start().await.unwrap();
     let joined_addr = addr(&unregistered);
     let info = ServiceInfo::new("join", joined_addr.clone());
     let registered_at = Instant::now();
     registry.register(&info).await.unwrap();
-    let first_call = within(
-        Duration::from_secs(2),
-        "a call to the new instance",
-        async {
-            loop {
-                if let Some((at, _)) = served
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|(at, s)| *s == joined_addr && *at >= registered_at)
-                {
-                    return *at;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+    let first_call = within(Duration::from_secs(2), "a call to the new instance", async {
+        loop {
+            if let Some((at, _)) = served
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, s)| *s == joined_addr && *at >= registered_at)
+            {
+                return *at;
             }
-        },
-    )
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
     .await;
     let delay = first_call - registered_at;
     assert!(
@@ -643,11 +565,9 @@ async fn an_instance_registered_under_load_gets_calls_within_50ms() {
     );
 
     registry.unregister(&info).await.unwrap();
-    eventually(
-        Duration::from_secs(2),
-        "the removal to reach the client",
-        || async { (!channel.instances().iter().any(|i| i.address == joined_addr)).then_some(()) },
-    )
+    eventually(Duration::from_secs(2), "the removal to reach the client", || async {
+        (!channel.instances().iter().any(|i| i.address == joined_addr)).then_some(())
+    })
     .await;
     let removed_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -705,10 +625,7 @@ async fn tls_to_instances_with_a_ca_client_certificate_and_server_name() {
     let mut options = ClientOptions::default();
     options.connection.tls = Some(client_tls.clone());
     let secure = channel(&store, "secure", options).await;
-    assert_eq!(
-        call(&secure, None).await.expect("a TLS call"),
-        addr(&server)
-    );
+    assert_eq!(call(&secure, None).await.expect("a TLS call"), addr(&server));
 
     let plain = channel(&store, "secure", ClientOptions::default()).await;
     assert!(

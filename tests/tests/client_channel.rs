@@ -35,21 +35,13 @@ async fn round_robin_spreads_calls_evenly() {
     for _ in 0..3 {
         servers.push(start(&store, greeter_server("rr")).await);
     }
-    let channel = ClientBuilder::new(store.registry())
-        .build("rr")
-        .await
-        .unwrap();
+    let channel = ClientBuilder::new(store.registry()).build("rr").await.unwrap();
     let mut spread: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..30 {
         let message = hello(&channel).await.unwrap();
-        *spread
-            .entry(replying_address(&message).to_owned())
-            .or_default() += 1;
+        *spread.entry(replying_address(&message).to_owned()).or_default() += 1;
     }
-    let expected: BTreeMap<String, usize> = servers
-        .iter()
-        .map(|s| (s.local_addrs()[0].to_string(), 10))
-        .collect();
+    let expected: BTreeMap<String, usize> = servers.iter().map(|s| (s.local_addrs()[0].to_string(), 10)).collect();
     assert_eq!(spread, expected, "30 calls over 3 instances, 10 each");
 }
 
@@ -59,10 +51,7 @@ async fn unchanged_instances_keep_their_connection() {
     let store = MemoryStore::new();
     let first = start(&store, server("keep", PeerEcho)).await;
     let first_addr = first.local_addrs()[0].to_string();
-    let channel = ClientBuilder::new(store.registry())
-        .build("keep")
-        .await
-        .unwrap();
+    let channel = ClientBuilder::new(store.registry()).build("keep").await.unwrap();
     let before = hello(&channel).await.unwrap();
     let (server_addr, client_addr) = before.split_once(' ').unwrap();
     assert_eq!(server_addr, first_addr);
@@ -80,32 +69,21 @@ async fn unchanged_instances_keep_their_connection() {
         let message = hello(&channel).await.unwrap();
         let (server, client) = message.split_once(' ').unwrap();
         if server == first_addr {
-            assert_eq!(
-                client, client_addr,
-                "the first instance's connection was replaced"
-            );
+            assert_eq!(client, client_addr, "the first instance's connection was replaced");
             seen_first_again = true;
         }
     }
-    assert!(
-        seen_first_again,
-        "round robin never came back to the first instance"
-    );
+    assert!(seen_first_again, "round robin never came back to the first instance");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_service_fails_fast_with_unavailable_naming_it() {
     init_logging();
     let store = MemoryStore::new();
-    let channel = ClientBuilder::new(store.registry())
-        .build("nobody-home")
-        .await
-        .unwrap();
+    let channel = ClientBuilder::new(store.registry()).build("nobody-home").await.unwrap();
     let _ = hello(&channel).await; // warm up code paths; the call itself is what is timed below
     let started = Instant::now();
-    let status = hello(&channel)
-        .await
-        .expect_err("a call with no instance succeeded");
+    let status = hello(&channel).await.expect_err("a call with no instance succeeded");
     let elapsed = started.elapsed();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
@@ -113,41 +91,25 @@ async fn empty_service_fails_fast_with_unavailable_naming_it() {
         "message does not name the service: {}",
         status.message()
     );
-    assert!(
-        elapsed < Duration::from_millis(10),
-        "failing took {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_millis(10), "failing took {elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_apply_with_no_calls_flowing() {
     init_logging();
     let store = MemoryStore::new();
-    let channel = ClientBuilder::new(store.registry())
-        .build("quiet")
-        .await
-        .unwrap();
+    let channel = ClientBuilder::new(store.registry()).build("quiet").await.unwrap();
     assert!(channel.instances().is_empty());
     let running = start(&store, greeter_server("quiet")).await;
     let address = running.local_addrs()[0].to_string();
-    eventually(
-        Duration::from_secs(5),
-        "the new instance without any call",
-        || async {
-            channel
-                .instances()
-                .iter()
-                .any(|i| i.address == address)
-                .then_some(())
-        },
-    )
+    eventually(Duration::from_secs(5), "the new instance without any call", || async {
+        channel.instances().iter().any(|i| i.address == address).then_some(())
+    })
     .await;
     running.stop().await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the removal without any call",
-        || async { channel.instances().is_empty().then_some(()) },
-    )
+    eventually(Duration::from_secs(5), "the removal without any call", || async {
+        channel.instances().is_empty().then_some(())
+    })
     .await;
 }
 
@@ -158,26 +120,18 @@ async fn removed_instance_gets_no_more_calls() {
     let staying = start(&store, greeter_server("rm")).await;
     let leaving = start(&store, greeter_server("rm")).await;
     let leaving_addr = leaving.local_addrs()[0].to_string();
-    let channel = ClientBuilder::new(store.registry())
-        .build("rm")
-        .await
-        .unwrap();
+    let channel = ClientBuilder::new(store.registry()).build("rm").await.unwrap();
     let registry = leaving.registry().unwrap().clone();
     for info in leaving.registrations() {
         registry.unregister(&info).await.unwrap();
     }
-    eventually(
-        Duration::from_secs(5),
-        "the channel to drop the instance",
-        || async { (channel.instances().len() == 1).then_some(()) },
-    )
+    eventually(Duration::from_secs(5), "the channel to drop the instance", || async {
+        (channel.instances().len() == 1).then_some(())
+    })
     .await;
     for _ in 0..20 {
         let message = hello(&channel).await.unwrap();
-        assert_eq!(
-            replying_address(&message),
-            staying.local_addrs()[0].to_string()
-        );
+        assert_eq!(replying_address(&message), staying.local_addrs()[0].to_string());
         assert_ne!(replying_address(&message), leaving_addr);
     }
 }
@@ -197,16 +151,11 @@ async fn disabled_unhealthy_and_foreign_scheme_instances_are_not_picked() {
     for info in [&disabled, &unhealthy, &http] {
         registry.register(info).await.unwrap();
     }
-    let channel = ClientBuilder::new(store.registry())
-        .build("filter")
-        .await
-        .unwrap();
+    let channel = ClientBuilder::new(store.registry()).build("filter").await.unwrap();
     let picked: Vec<String> = channel.instances().into_iter().map(|i| i.address).collect();
     assert_eq!(picked, vec![live.local_addrs()[0].to_string()]);
     for _ in 0..5 {
-        hello(&channel)
-            .await
-            .expect("only the live instance is called");
+        hello(&channel).await.expect("only the live instance is called");
     }
 }
 
@@ -222,11 +171,7 @@ async fn registry_trouble_keeps_the_last_instance_set() {
         .unwrap();
     client_registry.close().await.unwrap(); // the channel's watch ends
     tokio::task::yield_now().await;
-    assert_eq!(
-        channel.instances().len(),
-        1,
-        "a watch that ended emptied the channel"
-    );
+    assert_eq!(channel.instances().len(), 1, "a watch that ended emptied the channel");
     hello(&channel)
         .await
         .expect("calls still go to the last known instance");

@@ -16,13 +16,9 @@ async fn a_dead_endpoint_among_several_costs_nothing() {
     let etcd = EtcdCluster::single().await;
     let dead = format!("127.0.0.1:{}", free_port());
     let config = EtcdConfig::new([dead.clone(), etcd.endpoint(0), dead]);
-    let registry = within(
-        Duration::from_secs(1),
-        "connecting",
-        EtcdRegistry::connect(config),
-    )
-    .await
-    .unwrap();
+    let registry = within(Duration::from_secs(1), "connecting", EtcdRegistry::connect(config))
+        .await
+        .unwrap();
     let started = Instant::now();
     for port in 1..=20 {
         registry
@@ -50,10 +46,7 @@ async fn nobody_answering_at_startup_is_an_error_naming_the_endpoints() {
     ];
     let config = EtcdConfig::new(endpoints.clone()).dial_timeout(Duration::from_millis(700));
     let started = Instant::now();
-    let error = EtcdRegistry::connect(config)
-        .await
-        .err()
-        .expect("connected to nothing");
+    let error = EtcdRegistry::connect(config).await.err().expect("connected to nothing");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "failing took {:?}",
@@ -108,20 +101,14 @@ async fn user_and_password_with_a_role_covering_only_the_prefix() {
         .unwrap();
     admin.user_add("svc", "svc-pw", None).await.unwrap();
     admin.user_grant_role("svc", "jovian").await.unwrap();
-    admin
-        .user_add("outsider", "outsider-pw", None)
-        .await
-        .unwrap();
+    admin.user_add("outsider", "outsider-pw", None).await.unwrap();
     admin.auth_enable().await.unwrap();
 
-    let config =
-        |user: &str, password: &str| EtcdConfig::new(etcd.endpoints()).credentials(user, password);
+    let config = |user: &str, password: &str| EtcdConfig::new(etcd.endpoints()).credentials(user, password);
     let registry = EtcdRegistry::connect(config("svc", "svc-pw"))
         .await
         .expect("the prefix's user connects");
-    let reader = EtcdRegistry::connect(config("svc", "svc-pw"))
-        .await
-        .unwrap();
+    let reader = EtcdRegistry::connect(config("svc", "svc-pw")).await.unwrap();
     registry
         .register(&ServiceInfo::new("authed", "127.0.0.1:1"))
         .await

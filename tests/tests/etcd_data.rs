@@ -14,12 +14,8 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn overrides_are_merged_into_every_snapshot_and_removing_them_restores() {
     init_logging();
     let etcd = EtcdCluster::single().await;
-    let owner = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
-    let reader = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
+    let owner = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
+    let reader = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let a = ServiceInfo::new("gov", "127.0.0.1:1").with_weight(100);
     let b = ServiceInfo::new("gov", "127.0.0.1:2");
     owner.register(&a).await.unwrap();
@@ -27,23 +23,13 @@ async fn overrides_are_merged_into_every_snapshot_and_removing_them_restores() {
     let mut client = etcd.client().await;
     // An override that exists before the watch starts is applied to the first snapshot.
     client
-        .put(
-            "/jovian/gov/configurators/grpc://127.0.0.1:1",
-            r#"{"weight":20}"#,
-            None,
-        )
+        .put("/jovian/gov/configurators/grpc://127.0.0.1:1", r#"{"weight":20}"#, None)
         .await
         .unwrap();
     let mut watch = reader.watch("gov").await.unwrap();
     assert_eq!(watch.current().get(&a.uri()).unwrap().weight, 20);
     assert_eq!(
-        reader
-            .list("gov")
-            .await
-            .unwrap()
-            .get(&a.uri())
-            .unwrap()
-            .weight,
+        reader.list("gov").await.unwrap().get(&a.uri()).unwrap().weight,
         20,
         "list merges too"
     );
@@ -77,10 +63,7 @@ async fn overrides_are_merged_into_every_snapshot_and_removing_them_restores() {
     let restarted = within(
         WAIT,
         "a's new entry",
-        watch.wait_for(|e| {
-            e.get(&a.uri())
-                .is_some_and(|i| i.metadata.contains_key("restarted"))
-        }),
+        watch.wait_for(|e| e.get(&a.uri()).is_some_and(|i| i.metadata.contains_key("restarted"))),
     )
     .await
     .unwrap();
@@ -98,8 +81,7 @@ async fn overrides_are_merged_into_every_snapshot_and_removing_them_restores() {
         WAIT,
         "the provider's own values back",
         watch.wait_for(|e| {
-            e.get(&a.uri()).is_some_and(|i| i.weight == 100)
-                && e.get(&b.uri()).is_some_and(|i| i.enable)
+            e.get(&a.uri()).is_some_and(|i| i.weight == 100) && e.get(&b.uri()).is_some_and(|i| i.enable)
         }),
     )
     .await
@@ -110,9 +92,7 @@ async fn overrides_are_merged_into_every_snapshot_and_removing_them_restores() {
 async fn garbage_under_the_prefix_is_skipped_and_counted() {
     init_logging();
     let etcd = EtcdCluster::single().await;
-    let owner = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
+    let owner = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let good = ServiceInfo::new("junk", "127.0.0.1:1");
     owner.register(&good).await.unwrap();
     let mut client = etcd.client().await;
@@ -133,18 +113,12 @@ async fn garbage_under_the_prefix_is_skipped_and_counted() {
             b"/jovian/junk/providers/grpc://127.0.0.1:4".to_vec(),
             br#"{"name":"junk","address":"127.0.0.1:5"}"#.to_vec(),
         ),
-        (
-            b"/jovian/junk/providers/grpc://127.0.0.1:9".to_vec(),
-            huge.into_bytes(),
-        ),
+        (b"/jovian/junk/providers/grpc://127.0.0.1:9".to_vec(), huge.into_bytes()),
         (
             b"/jovian/junk/providers/".to_vec(),
             br#"{"name":"junk","address":"127.0.0.1:6"}"#.to_vec(),
         ),
-        (
-            b"/jovian/junk/providers/grpc://\xff\xfe".to_vec(),
-            b"{}".to_vec(),
-        ),
+        (b"/jovian/junk/providers/grpc://\xff\xfe".to_vec(), b"{}".to_vec()),
         (
             b"/jovian/junk/providers/grpc://127.0.0.1:7".to_vec(),
             b"\xff\xfe\xfd".to_vec(),
@@ -159,9 +133,7 @@ async fn garbage_under_the_prefix_is_skipped_and_counted() {
     for (key, value) in before {
         client.put(key.clone(), value.clone(), None).await.unwrap();
     }
-    let reader = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
+    let reader = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let mut watch = reader.watch("junk").await.unwrap();
     assert_eq!(watch.current().addresses(), vec!["127.0.0.1:1"]);
     for (key, value) in after {
@@ -203,11 +175,7 @@ async fn garbage_under_the_prefix_is_skipped_and_counted() {
         )
         .await
         .unwrap();
-    within(
-        WAIT,
-        "the repaired entry",
-        watch.wait_for(|e: &Endpoints| e.len() == 3),
-    )
-    .await
-    .unwrap();
+    within(WAIT, "the repaired entry", watch.wait_for(|e: &Endpoints| e.len() == 3))
+        .await
+        .unwrap();
 }

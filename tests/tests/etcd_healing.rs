@@ -58,12 +58,7 @@ async fn keys(etcd: &EtcdCluster) -> Option<BTreeSet<String>> {
     .await
     .ok()?
     .ok()?;
-    Some(
-        all.kvs()
-            .iter()
-            .map(|kv| kv.key_str().unwrap().to_owned())
-            .collect(),
-    )
+    Some(all.kvs().iter().map(|kv| kv.key_str().unwrap().to_owned()).collect())
 }
 
 async fn all_keys_back(setup: &Setup, within: Duration, what: &str) {
@@ -94,11 +89,7 @@ async fn etcd_restarted_with_its_data_after_more_than_a_ttl() {
     let watch = observer.watch("heal").await.unwrap();
     setup.etcd.kill(0);
     tokio::time::sleep(TTL + Duration::from_secs(1)).await;
-    assert_eq!(
-        watch.peek().len(),
-        2,
-        "an outage emptied the watcher's snapshot"
-    );
+    assert_eq!(watch.peek().len(), 2, "an outage emptied the watcher's snapshot");
     setup.etcd.restart(0).await;
     let answering = Instant::now();
     all_keys_back(
@@ -109,11 +100,7 @@ async fn etcd_restarted_with_its_data_after_more_than_a_ttl() {
     .await;
     tracing::info!(elapsed = ?answering.elapsed(), "keys back");
     keys_stay_for_two_ttls(&setup).await;
-    assert_eq!(
-        watch.peek().len(),
-        2,
-        "the watcher lost instances across the restart"
-    );
+    assert_eq!(watch.peek().len(), 2, "the watcher lost instances across the restart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,10 +110,7 @@ async fn etcd_restarted_with_wiped_data() {
     let ghost = EtcdRegistry::connect(EtcdConfig::new(setup.etcd.endpoints()))
         .await
         .unwrap();
-    ghost
-        .register(&ServiceInfo::new("heal", "127.0.0.1:3"))
-        .await
-        .unwrap();
+    ghost.register(&ServiceInfo::new("heal", "127.0.0.1:3")).await.unwrap();
     drop(ghost); // crashed before the wipe: nobody will put its key back
     let observer_config = EtcdConfig::new(setup.etcd.endpoints())
         .reset_grace(Duration::from_secs(3))
@@ -150,10 +134,7 @@ async fn etcd_restarted_with_wiped_data() {
         "every key back within 2 s of a wiped etcd answering",
     )
     .await;
-    assert!(
-        setup.registry.stats().reregistrations >= 1,
-        "a new lease was needed"
-    );
+    assert!(setup.registry.stats().reregistrations >= 1, "a new lease was needed");
     let only_live = ["127.0.0.1:1", "127.0.0.1:2"];
     jovian_tests::within(
         Duration::from_secs(8),
@@ -179,12 +160,7 @@ async fn a_provider_key_deleted_by_someone_else_is_put_back() {
         .delete("/jovian/heal/providers/grpc://127.0.0.1:1", None)
         .await
         .unwrap();
-    all_keys_back(
-        &setup,
-        Duration::from_secs(1),
-        "the deleted key back within 1 s",
-    )
-    .await;
+    all_keys_back(&setup, Duration::from_secs(1), "the deleted key back within 1 s").await;
     assert_eq!(setup.registry.stats().put_backs, 1);
     client
         .delete("/prometheus/job/heal/h/127.0.0.1:9090", None)

@@ -8,10 +8,7 @@ use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::{init_logging, within};
 
-async fn connect(
-    etcd: &EtcdCluster,
-    config: impl FnOnce(EtcdConfig) -> EtcdConfig,
-) -> EtcdRegistry {
+async fn connect(etcd: &EtcdCluster, config: impl FnOnce(EtcdConfig) -> EtcdConfig) -> EtcdRegistry {
     EtcdRegistry::connect(config(EtcdConfig::new(etcd.endpoints())))
         .await
         .unwrap()
@@ -59,10 +56,7 @@ async fn keys_and_values_follow_the_design() {
         "the metrics target holds the governor address"
     );
 
-    let all = client
-        .get("/", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
+    let all = client.get("/", Some(GetOptions::new().with_prefix())).await.unwrap();
     let keys: Vec<&str> = all.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
     assert_eq!(
         keys,
@@ -131,10 +125,7 @@ async fn the_lease_is_renewed_about_every_third_of_its_ttl() {
         .kvs()[0]
         .lease();
     let remaining = client.lease_time_to_live(lease, None).await.unwrap().ttl();
-    assert!(
-        remaining >= 1,
-        "the lease ran down to {remaining} s despite renewals"
-    );
+    assert!(remaining >= 1, "the lease ran down to {remaining} s despite renewals");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

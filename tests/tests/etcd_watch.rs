@@ -18,11 +18,7 @@ fn instance(port: u16) -> ServiceInfo {
 }
 
 fn addresses(endpoints: &Endpoints) -> BTreeSet<String> {
-    endpoints
-        .instances
-        .values()
-        .map(|i| i.address.clone())
-        .collect()
+    endpoints.instances.values().map(|i| i.address.clone()).collect()
 }
 
 /// Keeps every snapshot a watch delivers until the watch ends.
@@ -41,12 +37,8 @@ fn record(mut watch: jovian::EndpointsWatch) -> Arc<Mutex<Vec<Arc<Endpoints>>>> 
 async fn every_snapshot_is_the_true_state_at_its_revision() {
     init_logging();
     let etcd = EtcdCluster::single().await;
-    let writer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
-    let reader = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
+    let writer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
+    let reader = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     writer.register(&instance(999)).await.unwrap();
     let seen = record(reader.watch("w").await.unwrap());
     for port in 1000..1100u16 {
@@ -55,21 +47,14 @@ async fn every_snapshot_is_the_true_state_at_its_revision() {
             writer.unregister(&instance(port - 1)).await.unwrap();
         }
         if port % 10 == 0 {
-            writer
-                .register(&instance(port).with_weight(7))
-                .await
-                .unwrap();
+            writer.register(&instance(port).with_weight(7)).await.unwrap();
         }
     }
     let truth = writer.list("w").await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the watch to reach the final state",
-        || async {
-            let last = seen.lock().unwrap().last().cloned().unwrap();
-            (last.instances == truth.instances).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(5), "the watch to reach the final state", || async {
+        let last = seen.lock().unwrap().last().cloned().unwrap();
+        (last.instances == truth.instances).then_some(())
+    })
     .await;
 
     let snapshots = seen.lock().unwrap().clone();
@@ -87,13 +72,8 @@ async fn every_snapshot_is_the_true_state_at_its_revision() {
             snapshot.revision
         );
         previous = snapshot.revision;
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_revision(snapshot.revision);
-        let at = client
-            .get("/jovian/w/providers/", Some(options))
-            .await
-            .unwrap();
+        let options = GetOptions::new().with_prefix().with_revision(snapshot.revision);
+        let at = client.get("/jovian/w/providers/", Some(options)).await.unwrap();
         let expected: BTreeSet<String> = at
             .kvs()
             .iter()
@@ -113,9 +93,7 @@ async fn compaction_while_disconnected_relists_and_converges() {
     init_logging();
     let etcd = EtcdCluster::single().await;
     let proxy = Proxy::start(etcd.endpoint(0).parse().unwrap()).await;
-    let writer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
+    let writer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let reader_config = EtcdConfig::new([proxy.addr().to_string()])
         .keepalive(Duration::from_secs(1), Duration::from_secs(1))
         .request_timeout(Duration::from_millis(500));
@@ -166,9 +144,7 @@ async fn compaction_while_disconnected_relists_and_converges() {
 async fn a_frozen_etcd_is_noticed_and_the_watch_converges_after_it_thaws() {
     init_logging();
     let etcd = EtcdCluster::single().await;
-    let writer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
-        .await
-        .unwrap();
+    let writer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let reader_config = EtcdConfig::new(etcd.endpoints())
         .keepalive(Duration::from_secs(1), Duration::from_secs(1))
         .request_timeout(Duration::from_millis(500));

@@ -35,9 +35,7 @@ async fn main() -> anyhow::Result<()> {
         servers.push(running);
     }
 
-    let channel = ClientBuilder::new(store.registry())
-        .build("greeter")
-        .await?;
+    let channel = ClientBuilder::new(store.registry()).build("greeter").await?;
     let spread = round_robin_spread(&channel).await?;
     println!("\n{} calls, round robin:", SERVERS * CALLS_PER_SERVER);
     for (instance, calls) in &spread {
@@ -62,9 +60,7 @@ async fn main() -> anyhow::Result<()> {
         running.stop().await?;
     }
     if !even || failed > 0 || ok == 0 || !rerouted {
-        anyhow::bail!(
-            "demo failed: even spread {even}, {failed} failed calls, rerouted {rerouted}"
-        );
+        anyhow::bail!("demo failed: even spread {even}, {failed} failed calls, rerouted {rerouted}");
     }
     println!("\ndemo ok: even spread, zero failed calls across a graceful stop");
     Ok(())
@@ -75,11 +71,7 @@ async fn round_robin_spread(channel: &ServiceChannel) -> anyhow::Result<BTreeMap
     let mut client = GreeterClient::new(channel.clone());
     let mut spread = BTreeMap::new();
     for _ in 0..SERVERS * CALLS_PER_SERVER {
-        let reply = client
-            .say_hello(HelloRequest {
-                name: "demo".into(),
-            })
-            .await?;
+        let reply = client.say_hello(HelloRequest { name: "demo".into() }).await?;
         *spread
             .entry(replying_address(&reply.into_inner().message).to_owned())
             .or_default() += 1;
@@ -98,12 +90,7 @@ async fn calls_while_stopping(channel: &ServiceChannel, server: Running) -> (usi
             let mut client = GreeterClient::new(channel.clone());
             tokio::spawn(async move {
                 while !done.load(Ordering::Relaxed) {
-                    match client
-                        .say_hello(HelloRequest {
-                            name: "demo".into(),
-                        })
-                        .await
-                    {
+                    match client.say_hello(HelloRequest { name: "demo".into() }).await {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(status) => {
                             eprintln!("call failed: {status}");

@@ -46,16 +46,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(reply) => {
                 let message = reply.into_inner().message;
                 println!("call {call}: {message}");
-                *answered
-                    .entry(replying_address(&message).to_owned())
-                    .or_default() += 1;
+                *answered.entry(replying_address(&message).to_owned()).or_default() += 1;
             }
             Err(status) => {
-                println!(
-                    "call {call}: failed: {} {}",
-                    status.code(),
-                    status.message()
-                );
+                println!("call {call}: failed: {} {}", status.code(), status.message());
                 failed += 1;
             }
         }

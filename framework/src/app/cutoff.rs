@@ -41,11 +41,7 @@ impl CutOff {
 }
 
 impl AsyncRead for CutOff {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if let Poll::Ready(error) = self.poll_cut(cx) {
             return Poll::Ready(Err(error));
         }
@@ -54,11 +50,7 @@ impl AsyncRead for CutOff {
 }
 
 impl AsyncWrite for CutOff {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if let Poll::Ready(error) = self.poll_cut(cx) {
             return Poll::Ready(Err(error));
         }

@@ -32,7 +32,7 @@ pub use running::Running;
 
 use crate::client::{ClientBuilder, ServiceChannel};
 use crate::error::BoxError;
-use crate::{GrpcServer, Registry, Result};
+use crate::{Config, GrpcServer, Registry, Result};
 
 /// How long an App waits after unregistering before it stops serving, by default.
 pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(1);
@@ -41,13 +41,21 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A microservice process: servers, the registry they register in, and hooks.
 pub struct App {
-    pub(crate) name: String,
+    pub(crate) config: Option<Config>,
+    pub(crate) overrides: Overrides,
     pub(crate) registry: Option<Arc<dyn Registry>>,
     pub(crate) servers: Vec<GrpcServer>,
     pub(crate) hooks: Vec<(Stage, Hook)>,
-    pub(crate) drain_delay: Duration,
-    pub(crate) shutdown_deadline: Duration,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// Settings made in code: they win over the config file and the environment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Overrides {
+    name: Option<String>,
+    drain_delay: Option<Duration>,
+    shutdown_deadline: Option<Duration>,
+    governor: Option<Option<std::net::SocketAddr>>,
 }
 
 /// A point in the App's life where hooks run.
@@ -64,8 +72,7 @@ pub enum Stage {
 }
 
 /// A lifecycle hook: runs once, at its stage.
-pub type Hook =
-    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
+pub type Hook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
 
 /// Stops a running [`App`] from anywhere: another task, a test, an admin endpoint.
 #[derive(Clone, Debug)]
@@ -90,22 +97,35 @@ impl Default for App {
 }
 
 impl App {
-    /// An App with no servers, no registry and the default timings.
+    /// An App with no servers and no registry. Its settings come from [`Config::load`] when it
+    /// starts (defaults < `jovian.toml` < `JOVIAN_*` environment), then from the calls below.
     pub fn new() -> Self {
         Self {
-            name: String::new(),
+            config: None,
+            overrides: Overrides::default(),
             registry: None,
             servers: Vec::new(),
             hooks: Vec::new(),
-            drain_delay: DEFAULT_DRAIN_DELAY,
-            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             shutdown: CancellationToken::new(),
         }
     }
 
     /// The application name, registered as each instance's `appId`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.overrides.name = Some(name.into());
+        self
+    }
+
+    /// Uses `config` instead of loading one from the file and the environment.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Runs the governor (`/metrics`, `/healthz`, `/debug/registry`) on `address`; `None`
+    /// runs none.
+    pub fn governor(mut self, address: Option<std::net::SocketAddr>) -> Self {
+        self.overrides.governor = Some(address);
         self
     }
 
@@ -125,13 +145,13 @@ impl App {
     /// How long to wait between unregistering and stopping, so clients stop picking this
     /// instance before it stops accepting calls.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
-        self.drain_delay = delay;
+        self.overrides.drain_delay = Some(delay);
         self
     }
 
     /// How long in-flight calls get to finish once serving stops; past it they are cut off.
     pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
-        self.shutdown_deadline = deadline;
+        self.overrides.shutdown_deadline = Some(deadline);
         self
     }
 
@@ -151,16 +171,41 @@ impl App {
         ShutdownHandle(self.shutdown.clone())
     }
 
-    /// A balanced channel to `service` over this App's registry; see [`ServiceChannel`].
+    /// A balanced channel to `service` over this App's registry, configured by the config's
+    /// `[clients.<service>]` section; see [`ServiceChannel`].
     ///
     /// # Panics
     /// If no registry was set.
     pub async fn client(&self, service: &str) -> Result<ServiceChannel> {
-        let registry = self
-            .registry
-            .clone()
-            .expect("App::client needs App::registry first");
-        ClientBuilder::new(registry).build(service).await
+        let registry = self.registry.clone().expect("App::client needs App::registry first");
+        let options = self.resolved_config()?.client(service)?;
+        ClientBuilder::new(registry).options(options).build(service).await
+    }
+
+    /// The settings the App runs with: its config (loaded if none was given), overridden by
+    /// what the code set.
+    pub fn resolved_config(&self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(config) => config.clone(),
+            None => Config::load()?,
+        };
+        let overrides = &self.overrides;
+        if let Some(name) = &overrides.name {
+            config.name = name.clone();
+        }
+        if let Some(delay) = overrides.drain_delay {
+            config.drain_delay = delay;
+        }
+        if let Some(deadline) = overrides.shutdown_deadline {
+            config.shutdown_deadline = deadline;
+        }
+        if let Some(governor) = overrides.governor {
+            config.governor.enabled = governor.is_some();
+            if let Some(address) = governor {
+                config.governor.address = address;
+            }
+        }
+        Ok(config)
     }
 
     /// Binds, serves and registers every server, runs the after-start hooks, and returns the

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -16,7 +17,10 @@ use tokio_stream::StreamExt;
 use super::cutoff::CutOff;
 use super::{App, Hook, ShutdownHandle, Stage};
 use crate::client::{ClientBuilder, ServiceChannel};
-use crate::{Error, GrpcServer, Kind, Registry, Result, ServiceInfo};
+use crate::config::ServerConfig;
+use crate::governor::{Governor, GovernorState};
+use crate::observe::ServerObserveLayer;
+use crate::{Config, Error, GrpcServer, Kind, Registry, Result, ServiceInfo};
 
 /// A started [`App`]: every server is serving and registered.
 ///
@@ -24,11 +28,13 @@ use crate::{Error, GrpcServer, Kind, Registry, Result, ServiceInfo};
 /// [`ShutdownHandle`]. Dropping it without stopping cuts the servers off at once and
 /// unregisters nothing (the registrations expire with the lease, as after a crash).
 pub struct Running {
+    config: Config,
     registry: Option<Arc<dyn Registry>>,
     servers: Vec<ServingServer>,
+    governor: Option<(Governor, ServiceInfo)>,
+    governor_state: GovernorState,
+    governor_registered: bool,
     stop_hooks: Vec<(Stage, Hook)>,
-    drain_delay: Duration,
-    shutdown_deadline: Duration,
     shutdown: CancellationToken,
     failures: mpsc::UnboundedReceiver<Error>,
 }
@@ -77,16 +83,25 @@ impl Running {
         ShutdownHandle(self.shutdown.clone())
     }
 
-    /// A balanced channel to `service` over this App's registry.
+    /// A balanced channel to `service` over this App's registry, configured by the config's
+    /// `[clients.<service>]` section.
     ///
     /// # Panics
     /// If the App has no registry.
     pub async fn client(&self, service: &str) -> Result<ServiceChannel> {
-        let registry = self
-            .registry
-            .clone()
-            .expect("Running::client needs App::registry");
-        ClientBuilder::new(registry).build(service).await
+        let registry = self.registry.clone().expect("Running::client needs App::registry");
+        let options = self.config.client(service)?;
+        ClientBuilder::new(registry).options(options).build(service).await
+    }
+
+    /// The settings the App runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the governor (`/metrics`, `/healthz`, `/debug/registry`) listens, if it runs.
+    pub fn governor_addr(&self) -> Option<SocketAddr> {
+        self.governor.as_ref().map(|(governor, _)| governor.local_addr)
     }
 
     /// Waits for SIGINT, SIGTERM, a [`ShutdownHandle`] or a server failure, then stops in
@@ -110,6 +125,7 @@ impl Running {
     pub async fn stop(mut self) -> Result<()> {
         let mut outcome = Outcome::default();
         self.shutdown.cancel();
+        self.governor_state.stopping.store(true, Ordering::Relaxed);
         outcome.note(run_hooks(&mut self.stop_hooks, Stage::BeforeStop).await);
         for server in &self.servers {
             set_health(server, ServingStatus::NotServing).await;
@@ -121,11 +137,17 @@ impl Running {
                 unregistered_any = true;
                 outcome.note(registry.unregister(&server.info).await);
             }
+            if let Some((_, info)) = self.governor.as_ref().filter(|_| self.governor_registered) {
+                outcome.note(registry.unregister(info).await);
+            }
         }
         if unregistered_any {
-            tokio::time::sleep(self.drain_delay).await;
+            tokio::time::sleep(self.config.drain_delay).await;
         }
-        outcome.note(stop_servers(&mut self.servers, self.shutdown_deadline).await);
+        outcome.note(stop_servers(&mut self.servers, self.config.shutdown_deadline).await);
+        if let Some((governor, _)) = self.governor.take() {
+            governor.stop().await;
+        }
         if let Some(registry) = &self.registry {
             outcome.note(registry.close().await);
         }
@@ -134,28 +156,40 @@ impl Running {
     }
 
     pub(super) async fn start(mut app: App) -> Result<Self> {
-        let (start_hooks, stop_hooks) = app.hooks.drain(..).partition::<Vec<_>, _>(|(stage, _)| {
-            matches!(stage, Stage::BeforeStart | Stage::AfterStart)
-        });
+        let config = app.resolved_config()?;
+        install_default_subscriber();
+        let (start_hooks, stop_hooks) = app
+            .hooks
+            .drain(..)
+            .partition::<Vec<_>, _>(|(stage, _)| matches!(stage, Stage::BeforeStart | Stage::AfterStart));
         let mut start_hooks = start_hooks;
         run_hooks(&mut start_hooks, Stage::BeforeStart).await?;
 
         let mut bound = Vec::with_capacity(app.servers.len());
         for server in app.servers.drain(..) {
-            bound.push(bind(server, &app.name).await?);
+            let listener = config.servers.get(server.name());
+            bound.push(bind(server, &config.name, listener).await?);
         }
+        let governor_state = GovernorState::default();
+        let governor = match config.governor.enabled {
+            true => {
+                let governor = Governor::start(config.governor.address, governor_state.clone()).await?;
+                let info = governor_info(&config, &bound, governor.local_addr);
+                Some((governor, info))
+            }
+            false => None,
+        };
 
         let (failure_tx, failures) = mpsc::unbounded_channel();
-        let servers = bound
-            .into_iter()
-            .map(|b| b.serve(failure_tx.clone()))
-            .collect();
+        let servers = bound.into_iter().map(|b| b.serve(failure_tx.clone())).collect();
         let mut running = Running {
+            config,
             registry: app.registry.take(),
             servers,
+            governor,
+            governor_state,
+            governor_registered: false,
             stop_hooks,
-            drain_delay: app.drain_delay,
-            shutdown_deadline: app.shutdown_deadline,
             shutdown: app.shutdown.clone(),
             failures,
         };
@@ -185,12 +219,25 @@ impl Running {
             server.registered = true;
             tracing::info!(service = %server.info.name, address = %server.info.address, "registered");
         }
+        let mut registrations: Vec<ServiceInfo> = self.servers.iter().map(|s| s.info.clone()).collect();
+        if let Some((_, info)) = &self.governor {
+            // Metrics discovery is worth a warning, not a failed start: a registry user limited
+            // to the service prefix may not write `/prometheus/job/`.
+            match registry.register(info).await {
+                Ok(()) => {
+                    self.governor_registered = true;
+                    registrations.push(info.clone());
+                }
+                Err(error) => tracing::warn!(%error, "the governor's metrics target could not be registered"),
+            }
+        }
+        *self.governor_state.registrations.lock().expect("governor state lock") = registrations;
         Ok(())
     }
 
     /// Undoes a start that failed halfway: no drain (nobody saw a complete start), no hooks.
     async fn abort_start(mut self) {
-        self.drain_delay = Duration::ZERO;
+        self.config.drain_delay = Duration::ZERO;
         self.stop_hooks.clear();
         if let Err(error) = self.stop().await {
             tracing::warn!(%error, "cleaning up after a failed start");
@@ -216,7 +263,45 @@ struct BoundServer {
     local_addr: SocketAddr,
 }
 
-async fn bind(server: GrpcServer, app_name: &str) -> Result<BoundServer> {
+/// What the App registers for its governor: `/prometheus/job/{app}/{host}/{address}`.
+fn governor_info(config: &Config, servers: &[BoundServer], address: SocketAddr) -> ServiceInfo {
+    let name = match (&config.name, servers.first()) {
+        (name, _) if !name.is_empty() => name.clone(),
+        (_, Some(server)) => server.info.name.clone(),
+        _ => "jovian".to_owned(),
+    };
+    let mut info = ServiceInfo::new(name, address.to_string());
+    info.kind = Kind::Governor;
+    info.scheme = "http".to_owned();
+    info.hostname = hostname();
+    info.app_id = config.name.clone();
+    info
+}
+
+/// Logs to stderr at `RUST_LOG` (default `info`), unless the program installed a subscriber.
+fn install_default_subscriber() {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn bind(server: GrpcServer, app_name: &str, config: Option<&ServerConfig>) -> Result<BoundServer> {
+    let bind = server.bind.unwrap_or_else(|| {
+        let host = config
+            .and_then(|c| c.host)
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        SocketAddr::new(host, config.and_then(|c| c.port).unwrap_or(0))
+    });
+    let advertise = server
+        .advertise
+        .clone()
+        .or_else(|| config.and_then(|c| c.advertise.clone()));
     let builder = match server.tls_config()? {
         None => tonic::transport::Server::builder(),
         Some(tls) => tonic::transport::Server::builder()
@@ -227,17 +312,13 @@ async fn bind(server: GrpcServer, app_name: &str) -> Result<BoundServer> {
                 found: e.to_string(),
             })?,
     };
-    let listener = tokio::net::TcpListener::bind(server.bind)
+    let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .map_err(|source| Error::Bind {
-            addr: server.bind,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: server.bind,
-        source,
-    })?;
-    let address = match &server.advertise {
+        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let address = match &advertise {
         Some(address) => address.clone(),
         None if local_addr.ip().is_unspecified() => {
             return Err(Error::Config {
@@ -257,11 +338,10 @@ async fn bind(server: GrpcServer, app_name: &str) -> Result<BoundServer> {
     if info.hostname.is_empty() {
         info.hostname = hostname();
     }
-    info.validate()
-        .map_err(|source| Error::InvalidServiceInfo {
-            service: info.to_string(),
-            source,
-        })?;
+    info.validate().map_err(|source| Error::InvalidServiceInfo {
+        service: info.to_string(),
+        source,
+    })?;
     Ok(BoundServer {
         server,
         builder,
@@ -281,12 +361,10 @@ impl BoundServer {
         let connections_cut_off = cut_off.clone();
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
-            .map(move |accepted| {
-                accepted.map(|stream| CutOff::new(stream, connections_cut_off.clone()))
-            });
+            .map(move |accepted| accepted.map(|stream| CutOff::new(stream, connections_cut_off.clone())));
         let name = self.info.name.clone();
         let signal = stop.clone().cancelled_owned();
-        let mut builder = self.builder;
+        let mut builder = self.builder.layer(ServerObserveLayer::new(&self.info.name));
         let task = tokio::spawn(async move {
             let served = builder
                 .add_routes(routes.routes())
@@ -328,10 +406,7 @@ async fn stop_servers(servers: &mut [ServingServer], deadline: Duration) -> Resu
     }
     let tasks: Vec<_> = servers.iter_mut().filter_map(|s| s.task.take()).collect();
     let mut all_stopped = futures_util::future::join_all(tasks);
-    if tokio::time::timeout(deadline, &mut all_stopped)
-        .await
-        .is_ok()
-    {
+    if tokio::time::timeout(deadline, &mut all_stopped).await.is_ok() {
         return Ok(());
     }
     for server in servers.iter() {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tonic::Status;
@@ -17,12 +17,16 @@ use tonic::body::Body;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tower::ServiceExt;
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 use super::instance::Instance;
 use super::options::{ClientOptions, ClientTls, HashKey, Policy};
 use super::policy::{Picker, hash};
 use super::replay::Outgoing;
 use crate::error::BoxError;
+use crate::metrics::metrics;
+use crate::observe::ObservedBody;
+use crate::trace::{TRACEPARENT, TraceContext};
 use crate::{Endpoints, EndpointsWatch, Error, Registry, ServiceInfo};
 
 pub(super) struct Balancer {
@@ -46,18 +50,9 @@ struct InstanceSet {
 
 impl Balancer {
     pub(super) fn new(service: &str, options: ClientOptions) -> crate::Result<Arc<Self>> {
-        let tls = options
-            .connection
-            .tls
-            .as_ref()
-            .map(tls_config)
-            .transpose()?;
+        let tls = options.connection.tls.as_ref().map(tls_config).transpose()?;
         let retry = &options.retry;
-        let budget = TpsBudget::new(
-            Duration::from_secs(10),
-            retry.budget_min_per_second,
-            retry.budget_ratio,
-        );
+        let budget = TpsBudget::new(Duration::from_secs(10), retry.budget_min_per_second, retry.budget_ratio);
         let set = InstanceSet::empty(&options.policy);
         Ok(Arc::new(Self {
             service: service.to_owned(),
@@ -82,11 +77,15 @@ impl Balancer {
     }
 
     pub(super) fn instances(&self) -> Vec<ServiceInfo> {
-        self.set
-            .load()
-            .candidates
+        self.set.load().candidates.iter().map(|i| i.info.clone()).collect()
+    }
+
+    /// Each candidate with whether it is ejected, its calls in flight and its latency (µs).
+    pub(super) fn instance_states(&self) -> Vec<(ServiceInfo, bool, usize, u64)> {
+        let set = self.set.load();
+        set.candidates
             .iter()
-            .map(|i| i.info.clone())
+            .map(|i| (i.info.clone(), i.is_ejected(), i.in_flight(), i.latency_us()))
             .collect()
     }
 
@@ -99,12 +98,26 @@ impl Balancer {
             .collect()
     }
 
-    /// Sends one call, moving it to another instance when that is safe (see
-    /// [`RetryPolicy`](super::RetryPolicy)).
-    pub(super) async fn dispatch(
-        &self,
-        request: http::Request<Body>,
-    ) -> Result<http::Response<Body>, BoxError> {
+    /// Sends one call in a `grpc.client` span carrying its trace context, moving it to another
+    /// instance when that is safe (see [`RetryPolicy`](super::RetryPolicy)).
+    pub(super) async fn dispatch(&self, mut request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
+        let context = TraceContext::current().map_or_else(TraceContext::root, |c| c.child());
+        if let Ok(value) = http::HeaderValue::from_str(&context.to_string()) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        let span = tracing::info_span!(
+            "grpc.client",
+            service = %self.service,
+            method = %request.uri().path(),
+            trace_id = %context.trace_hex(),
+            span_id = %context.span_hex(),
+            instance = tracing::field::Empty,
+            code = tracing::field::Empty,
+        );
+        self.send(request).instrument(span).await
+    }
+
+    async fn send(&self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
         let key = self.hash_key(&request);
         let idempotent = self.options.retry.is_idempotent(request.uri().path());
         self.budget.deposit();
@@ -120,17 +133,32 @@ impl Balancer {
             };
             let request = match &replayable {
                 Some(replayable) => replayable.build(),
-                None => once
-                    .take()
-                    .expect("a request that cannot be replayed is sent once"),
+                None => once.take().expect("a request that cannot be replayed is sent once"),
             };
+            let metrics = metrics();
+            metrics
+                .client_picks
+                .with_label_values(&[&self.service, self.options.policy.name()])
+                .inc();
+            let span = tracing::Span::current();
+            span.record("instance", instance.info.address.as_str());
+            let started = Instant::now();
             let in_flight = instance.start_call();
             let result = instance.channel.clone().oneshot(request).await;
             in_flight.finish(result.is_ok());
             let error = match result {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok(self.observe(response, &instance, started, span)),
                 Err(error) => error,
             };
+            let labels = [self.service.as_str(), instance.info.address.as_str()];
+            metrics
+                .client_calls
+                .with_label_values(&[labels[0], labels[1], "Unavailable"])
+                .inc();
+            metrics
+                .client_latency
+                .with_label_values(&labels)
+                .observe(started.elapsed().as_secs_f64());
             let never_sent = never_reached_the_instance(&error);
             self.eject(&set, &instance, &error);
             tried.push(instance);
@@ -142,6 +170,32 @@ impl Balancer {
             }
             tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
         }
+    }
+
+    /// Counts and times the call when its response ends.
+    fn observe(
+        &self,
+        response: http::Response<Body>,
+        instance: &Instance,
+        started: Instant,
+        span: tracing::Span,
+    ) -> http::Response<Body> {
+        let (service, address) = (self.service.clone(), instance.info.address.clone());
+        ObservedBody::wrap(
+            response,
+            Box::new(move |code| {
+                let metrics = metrics();
+                metrics
+                    .client_calls
+                    .with_label_values(&[&service, &address, code])
+                    .inc();
+                metrics
+                    .client_latency
+                    .with_label_values(&[&service, &address])
+                    .observe(started.elapsed().as_secs_f64());
+                span.record("code", code);
+            }),
+        )
     }
 
     /// Applies the watch's current snapshot, then every later one, until the watch ends. On
@@ -164,11 +218,8 @@ impl Balancer {
 
     fn apply(&self, snapshot: &Endpoints) {
         let current = self.set.load();
-        let known: HashMap<&str, &Arc<Instance>> = current
-            .admitted
-            .iter()
-            .map(|i| (i.info.address.as_str(), i))
-            .collect();
+        let known: HashMap<&str, &Arc<Instance>> =
+            current.admitted.iter().map(|i| (i.info.address.as_str(), i)).collect();
         let filter = &self.options.filter;
         let admitted: Vec<Arc<Instance>> = snapshot
             .instances
@@ -176,10 +227,7 @@ impl Balancer {
             .filter(|info| filter.admits(info))
             .filter_map(|info| match known.get(info.address.as_str()) {
                 Some(same) if same.info == *info => Some(Arc::clone(same)),
-                Some(changed) => Some(Arc::new(Instance::new(
-                    info.clone(),
-                    changed.channel.clone(),
-                ))),
+                Some(changed) => Some(Arc::new(Instance::new(info.clone(), changed.channel.clone()))),
                 None => self
                     .connect_lazily(info)
                     .map(|channel| Arc::new(Instance::new(info.clone(), channel))),
@@ -187,11 +235,7 @@ impl Balancer {
             .collect();
         let candidates = match &filter.zone {
             Some(zone) => {
-                let local: Vec<_> = admitted
-                    .iter()
-                    .filter(|i| &i.info.zone == zone)
-                    .cloned()
-                    .collect();
+                let local: Vec<_> = admitted.iter().filter(|i| &i.info.zone == zone).cloned().collect();
                 if local.len() >= filter.min_zone_instances.max(1) {
                     local
                 } else {
@@ -207,6 +251,10 @@ impl Balancer {
             revision = snapshot.revision,
             "instance set updated"
         );
+        metrics()
+            .client_instances
+            .with_label_values(&[&self.service])
+            .set(candidates.len() as i64);
         let picker = Picker::build(&self.options.policy, &candidates);
         self.set.store(Arc::new(InstanceSet {
             admitted,
@@ -254,6 +302,10 @@ impl Balancer {
             .any(|c| !Arc::ptr_eq(c, instance) && !c.is_ejected());
         if others {
             instance.eject_for(period);
+            metrics()
+                .client_ejections
+                .with_label_values(&[&self.service, &instance.info.address])
+                .inc();
             tracing::info!(service = %self.service, instance = %instance.info.address, ?period, %error, "instance ejected");
         }
     }
@@ -288,12 +340,7 @@ impl InstanceSet {
 
     /// The policy's choice if it can take the call; else the next that can in the policy's
     /// fallback order; else, as a last resort, an ejected one not yet tried for this call.
-    fn pick(
-        &self,
-        sequence: &AtomicU64,
-        key: Option<u64>,
-        tried: &[Arc<Instance>],
-    ) -> Option<Arc<Instance>> {
+    fn pick(&self, sequence: &AtomicU64, key: Option<u64>, tried: &[Arc<Instance>]) -> Option<Arc<Instance>> {
         let n = self.candidates.len();
         if n == 0 {
             return None;

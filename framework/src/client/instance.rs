@@ -79,11 +79,7 @@ impl Instance {
         let sample = latency.as_micros() as u64;
         let old = self.latency_ewma_us.load(Ordering::Relaxed);
         // A lost update under contention only costs one sample; no lock is worth that.
-        let new = if old == 0 {
-            sample
-        } else {
-            (old * 7 + sample) / 8
-        };
+        let new = if old == 0 { sample } else { (old * 7 + sample) / 8 };
         self.latency_ewma_us.store(new.max(1), Ordering::Relaxed);
     }
 }

@@ -19,6 +19,7 @@
 
 mod balancer;
 mod instance;
+mod live;
 mod options;
 mod policy;
 mod replay;
@@ -35,9 +36,9 @@ use tower::Service;
 use crate::error::BoxError;
 use crate::{Registry, Result, ServiceInfo};
 use balancer::Balancer;
+pub(crate) use live::{ClientView, live_clients};
 pub use options::{
-    ClientOptions, ClientTls, ConnectionOptions, Ejection, Filter, HASH_KEY_HEADER, HashKey,
-    Policy, RetryPolicy,
+    ClientOptions, ClientTls, ConnectionOptions, Ejection, Filter, HASH_KEY_HEADER, HashKey, Policy, RetryPolicy,
 };
 
 /// Builds [`ServiceChannel`]s over one registry.
@@ -75,6 +76,7 @@ impl ClientBuilder {
             }
         }
         let balancer = Balancer::new(service, self.options.clone())?;
+        live::announce(&balancer);
         // The update task owns a handle on the registry: a registry that is dropped ends its
         // watches, and this channel must keep following for as long as it is used.
         let updates = balancer.follow(watch, Arc::clone(&self.registry));
@@ -118,8 +120,7 @@ impl ServiceChannel {
 }
 
 /// The future of one call through a [`ServiceChannel`].
-pub type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
 
 impl Service<http::Request<Body>> for ServiceChannel {
     type Response = http::Response<Body>;

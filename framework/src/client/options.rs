@@ -199,8 +199,7 @@ impl Filter {
 
     /// Whether `info` passes every filter but the zone preference.
     pub fn admits(&self, info: &crate::ServiceInfo) -> bool {
-        let matches =
-            |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
+        let matches = |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
         info.is_available()
             && info.scheme == self.scheme()
             && matches(&self.group, &info.group)
@@ -225,6 +224,19 @@ impl fmt::Display for Filter {
             write!(f, ", zone {zone} preferred")?;
         }
         Ok(())
+    }
+}
+
+impl Policy {
+    /// The policy's name, as in config and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::WeightedRoundRobin => "weighted_round_robin",
+            Policy::PowerOfTwoChoices => "p2c",
+            Policy::ConsistentHash(_) => "consistent_hash",
+            Policy::Random => "random",
+        }
     }
 }
 

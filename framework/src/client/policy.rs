@@ -34,12 +34,7 @@ impl Picker {
 
     /// The index of the candidate for the next call. `sequence` is the balancer's counter;
     /// `key` the request's hash key, if the policy uses one.
-    pub(super) fn pick(
-        &self,
-        candidates: &[Arc<Instance>],
-        sequence: &AtomicU64,
-        key: Option<u64>,
-    ) -> usize {
+    pub(super) fn pick(&self, candidates: &[Arc<Instance>], sequence: &AtomicU64, key: Option<u64>) -> usize {
         let n = candidates.len();
         let next = || sequence.fetch_add(1, Ordering::Relaxed);
         match self {
@@ -84,10 +79,7 @@ const MAX_WEIGHT: u64 = u16::MAX as u64;
 
 impl StrideScheduler {
     fn new(candidates: &[Arc<Instance>]) -> Self {
-        let raw: Vec<u64> = candidates
-            .iter()
-            .map(|c| u64::from(c.info.weight))
-            .collect();
+        let raw: Vec<u64> = candidates.iter().map(|c| u64::from(c.info.weight)).collect();
         let max = raw.iter().copied().max().unwrap_or(0);
         // All zero: nobody said otherwise, so share equally rather than refuse every call.
         let weights = if max == 0 {

@@ -80,8 +80,7 @@ impl Outgoing {
 impl Replayable {
     /// A fresh copy of the request.
     pub(super) fn build(&self) -> http::Request<Body> {
-        let mut request =
-            http::Request::new(Body::new(http_body_util::Full::new(self.body.clone())));
+        let mut request = http::Request::new(Body::new(http_body_util::Full::new(self.body.clone())));
         *request.method_mut() = self.parts.method.clone();
         *request.uri_mut() = self.parts.uri.clone();
         *request.version_mut() = self.parts.version;
@@ -92,10 +91,7 @@ impl Replayable {
 }
 
 fn concat(chunks: VecDeque<Frame<Bytes>>) -> Bytes {
-    let mut chunks: Vec<Bytes> = chunks
-        .into_iter()
-        .filter_map(|f| f.into_data().ok())
-        .collect();
+    let mut chunks: Vec<Bytes> = chunks.into_iter().filter_map(|f| f.into_data().ok()).collect();
     match chunks.len() {
         0 => Bytes::new(),
         1 => chunks.pop().expect("one chunk"),
@@ -117,10 +113,7 @@ impl http_body::Body for Replay {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(frame) = self.frames.pop_front() {
             return Poll::Ready(Some(frame.map_err(Into::into)));
         }

@@ -1,0 +1,443 @@
+//! Configuration: built-in defaults < `jovian.toml` < `JOVIAN_*` environment < code.
+//!
+//! The file is `$JOVIAN_CONFIG` if set (it must exist then), else `jovian.toml` in the working
+//! directory if there is one. Environment variables nest with `__`: `JOVIAN_REGISTRY__TTL=5s`
+//! sets `registry.ttl`. Durations are written `500ms`, `2s`, `1m`. Anything that does not fit
+//! fails with [`Error::Config`] naming the key, what it takes and what was there; unknown keys
+//! are errors too, so a typo never goes unnoticed.
+//!
+//! `examples/jovian.toml` shows every key with its default.
+//!
+//! ```
+//! let config = jovian::Config::from_toml(r#"
+//!     name = "greeter"
+//!     drain_delay = "2s"
+//!     [clients.greeter]
+//!     policy = "p2c"
+//! "#).unwrap();
+//! assert_eq!(config.drain_delay, std::time::Duration::from_secs(2));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{ClientOptions, ClientTls, Filter, HashKey, Policy};
+use crate::{Error, Result};
+
+/// Everything an App and its clients can be told from outside the code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The application name: registered as `appId` and in the governor's metrics key.
+    pub name: String,
+    /// How long to keep serving after unregistering, so clients stop picking this instance.
+    #[serde(with = "duration")]
+    pub drain_delay: Duration,
+    /// How long in-flight calls get to finish once serving stops.
+    #[serde(with = "duration")]
+    pub shutdown_deadline: Duration,
+    /// The governor HTTP endpoint.
+    pub governor: GovernorConfig,
+    /// How to reach the registry.
+    pub registry: RegistryConfig,
+    /// Listeners, by the service name a server registers.
+    pub servers: BTreeMap<String, ServerConfig>,
+    /// Client settings, by the service name called.
+    pub clients: BTreeMap<String, ClientConfig>,
+}
+
+/// The governor HTTP endpoint (`/metrics`, `/healthz`, `/debug/registry`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GovernorConfig {
+    /// Whether to run it.
+    pub enabled: bool,
+    /// Where it listens; port 0 picks a free port.
+    pub address: SocketAddr,
+}
+
+/// Which registry to use and how to reach it. Registry crates build themselves from this
+/// (`jovian_registry_etcd::EtcdConfig::from_registry_config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `etcd` or `memory`.
+    pub kind: RegistryKind,
+    /// etcd members, `host:port`.
+    pub endpoints: Vec<String>,
+    /// The first segment of every key.
+    pub prefix: String,
+    /// The lease TTL.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// How long connecting may take.
+    #[serde(with = "duration")]
+    pub dial_timeout: Duration,
+    /// How long one request may take.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// User, when etcd has authentication enabled.
+    pub user: Option<String>,
+    /// The user's password.
+    pub password: Option<String>,
+    /// TLS to etcd.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Which registry implementation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKind {
+    /// etcd v3.
+    #[default]
+    Etcd,
+    /// In this process only.
+    Memory,
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate.
+    pub ca: Option<PathBuf>,
+    /// Client certificate.
+    pub cert: Option<PathBuf>,
+    /// Client certificate's key.
+    pub key: Option<PathBuf>,
+    /// Server name to verify.
+    pub server_name: Option<String>,
+}
+
+/// One server's listener.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Interface to listen on (default 127.0.0.1).
+    pub host: Option<IpAddr>,
+    /// Port (default 0: a free one).
+    pub port: Option<u16>,
+    /// The `host:port` to register instead of the bound address.
+    pub advertise: Option<String>,
+}
+
+/// How calls to one service are balanced, filtered, timed and retried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `round_robin`, `weighted_round_robin`, `p2c`, `consistent_hash` or `random`.
+    pub policy: String,
+    /// For `consistent_hash`: the metadata key holding the request's key.
+    pub hash_header: String,
+    /// Only instances of this scheme.
+    pub scheme: Option<String>,
+    /// Only instances of this group.
+    pub group: Option<String>,
+    /// Only instances of this deployment.
+    pub deployment: Option<String>,
+    /// Only instances of this version.
+    pub version: Option<String>,
+    /// Prefer instances in this zone...
+    pub zone: Option<String>,
+    /// ...while at least this many are available there.
+    pub min_zone_instances: usize,
+    /// How long connecting to an instance may take.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long building a client waits for a first instance (0: not at all).
+    #[serde(with = "duration")]
+    pub wait_for_instances: Duration,
+    /// Methods (`/package.Service/Method`, or `*`) that may be sent twice.
+    pub idempotent_methods: BTreeSet<String>,
+    /// Attempts per call at most.
+    pub max_attempts: usize,
+    /// First ejection of a failing instance.
+    #[serde(with = "duration")]
+    pub ejection_base: Duration,
+    /// Longest ejection.
+    #[serde(with = "duration")]
+    pub ejection_max: Duration,
+    /// TLS to the instances.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            drain_delay: crate::app::DEFAULT_DRAIN_DELAY,
+            shutdown_deadline: crate::app::DEFAULT_SHUTDOWN_DEADLINE,
+            governor: GovernorConfig::default(),
+            registry: RegistryConfig::default(),
+            servers: BTreeMap::new(),
+            clients: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for GovernorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            kind: RegistryKind::Etcd,
+            endpoints: vec!["127.0.0.1:2379".to_owned()],
+            prefix: "jovian".to_owned(),
+            ttl: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(3),
+            user: None,
+            password: None,
+            tls: None,
+        }
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        let options = ClientOptions::default();
+        Self {
+            policy: "round_robin".to_owned(),
+            hash_header: crate::client::HASH_KEY_HEADER.to_owned(),
+            scheme: None,
+            group: None,
+            deployment: None,
+            version: None,
+            zone: None,
+            min_zone_instances: 1,
+            connect_timeout: options.connection.connect_timeout,
+            wait_for_instances: Duration::ZERO,
+            idempotent_methods: BTreeSet::new(),
+            max_attempts: options.retry.max_attempts,
+            ejection_base: options.ejection.base,
+            ejection_max: options.ejection.max,
+            tls: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the config file, then the environment.
+    pub fn load() -> Result<Self> {
+        let file = std::env::var_os("JOVIAN_CONFIG").map(PathBuf::from);
+        if let Some(path) = &file
+            && !path.is_file()
+        {
+            return Err(Error::Config {
+                key: "JOVIAN_CONFIG".into(),
+                expected: "the path of a TOML config file".into(),
+                found: format!("{}, which is not a file", path.display()),
+            });
+        }
+        let file = file.unwrap_or_else(|| PathBuf::from("jovian.toml"));
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&file))
+            .merge(Env::prefixed("JOVIAN_").ignore(&["CONFIG"]).split("__"));
+        extract(figment)
+    }
+
+    /// Defaults, then `toml` (no file, no environment): for tests and embedding.
+    pub fn from_toml(toml: &str) -> Result<Self> {
+        extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+    }
+
+    /// The client settings for `service` (defaults when it has no section).
+    pub fn client(&self, service: &str) -> Result<ClientOptions> {
+        self.clients.get(service).cloned().unwrap_or_default().options(service)
+    }
+}
+
+impl ClientConfig {
+    /// These settings as [`ClientOptions`]; `service` names the section in errors.
+    pub fn options(&self, service: &str) -> Result<ClientOptions> {
+        let key = |field: &str| format!("clients.{service}.{field}");
+        let policy = match self.policy.as_str() {
+            "round_robin" => Policy::RoundRobin,
+            "weighted_round_robin" => Policy::WeightedRoundRobin,
+            "p2c" => Policy::PowerOfTwoChoices,
+            "random" => Policy::Random,
+            "consistent_hash" => {
+                let header = http::HeaderName::try_from(self.hash_header.as_str()).map_err(|_| Error::Config {
+                    key: key("hash_header"),
+                    expected: "a metadata key (lowercase letters, digits, '-')".into(),
+                    found: format!("{:?}", self.hash_header),
+                })?;
+                Policy::ConsistentHash(HashKey::Header(header))
+            }
+            other => {
+                return Err(Error::Config {
+                    key: key("policy"),
+                    expected: "one of round_robin, weighted_round_robin, p2c, consistent_hash, random".into(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        if self.max_attempts == 0 {
+            return Err(Error::Config {
+                key: key("max_attempts"),
+                expected: "at least 1".into(),
+                found: "0".into(),
+            });
+        }
+        let mut options = ClientOptions {
+            policy,
+            filter: Filter {
+                scheme: self.scheme.clone(),
+                group: self.group.clone(),
+                deployment: self.deployment.clone(),
+                version: self.version.clone(),
+                zone: self.zone.clone(),
+                min_zone_instances: self.min_zone_instances,
+            },
+            wait_for_instances: (!self.wait_for_instances.is_zero()).then_some(self.wait_for_instances),
+            ..ClientOptions::default()
+        };
+        options.connection.connect_timeout = self.connect_timeout;
+        options.connection.tls = self.tls.as_ref().map(|tls| ClientTls {
+            ca: tls.ca.clone(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            server_name: tls.server_name.clone(),
+        });
+        options.retry.idempotent_methods = self.idempotent_methods.clone();
+        options.retry.max_attempts = self.max_attempts;
+        options.ejection.base = self.ejection_base;
+        options.ejection.max = self.ejection_max;
+        Ok(options)
+    }
+}
+
+fn extract(figment: Figment) -> Result<Config> {
+    figment.extract().map_err(|error| {
+        use figment::error::Kind;
+        let key = error.path.join(".");
+        let (key, expected, found) = match &error.kind {
+            Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+                (key, expected.clone(), actual.to_string())
+            }
+            Kind::UnknownField(_, known) => (key, format!("one of: {}", known.join(", ")), "an unknown key".into()),
+            Kind::UnknownVariant(variant, known) => {
+                (key, format!("one of: {}", known.join(", ")), format!("{variant:?}"))
+            }
+            _ => (
+                if key.is_empty() { "config".into() } else { key },
+                "a valid setting".into(),
+                error.to_string(),
+            ),
+        };
+        Error::Config { key, expected, found }
+    })
+}
+
+/// Durations as `500ms`, `2s`, `1m`, `1h` (or a whole number of seconds).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        match duration.subsec_millis() {
+            0 => serializer.serialize_str(&format!("{}s", duration.as_secs())),
+            _ => serializer.serialize_str(&format!("{}ms", duration.as_millis())),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        const EXPECTED: &str = "a duration like \"500ms\", \"2s\" or \"1m\"";
+        match Raw::deserialize(deserializer).map_err(|_| de::Error::custom(format!("expected {EXPECTED}")))? {
+            Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
+            Raw::Text(text) => {
+                parse(&text).ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(&text), &EXPECTED))
+            }
+        }
+    }
+
+    fn parse(text: &str) -> Option<Duration> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit())?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().ok()?;
+        Some(match unit.trim() {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number * 60),
+            "h" => Duration::from_secs(number * 3600),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_units() {
+        let config =
+            Config::from_toml("drain_delay = \"250ms\"\nshutdown_deadline = 3\n[registry]\nttl = \"1m\"").unwrap();
+        assert_eq!(config.drain_delay, Duration::from_millis(250));
+        assert_eq!(config.shutdown_deadline, Duration::from_secs(3));
+        assert_eq!(config.registry.ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_wrong_value_names_the_key_and_what_it_takes() {
+        let error = Config::from_toml("[registry]\nttl = \"soon\"").unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "registry.ttl"),
+            "{message}"
+        );
+        assert!(message.contains("500ms"), "{message}");
+        let error = Config::from_toml("[clients.greeter]\nmax_attempts = \"three\"").unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "clients.greeter.max_attempts"),
+            "{error}"
+        );
+        let error = Config::from_toml("[registry]\nendpont = [\"x\"]").unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "registry.endpont"),
+            "{error}"
+        );
+        let error = Config::from_toml("[registry]\nkind = \"zookeeper\"").unwrap_err();
+        assert!(error.to_string().contains("etcd"), "{error}");
+    }
+
+    #[test]
+    fn client_sections_become_options() {
+        let config = Config::from_toml(
+            "[clients.greeter]\npolicy = \"consistent_hash\"\nzone = \"z1\"\nidempotent_methods = [\"/helloworld.Greeter/SayHello\"]",
+        )
+        .unwrap();
+        let options = config.client("greeter").unwrap();
+        assert_eq!(options.policy.name(), "consistent_hash");
+        assert_eq!(options.filter.zone.as_deref(), Some("z1"));
+        assert!(options.retry.is_idempotent("/helloworld.Greeter/SayHello"));
+        assert_eq!(config.client("other").unwrap().policy.name(), "round_robin");
+        let bad = Config::from_toml("[clients.greeter]\npolicy = \"fastest\"").unwrap();
+        let error = bad.client("greeter").unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "clients.greeter.policy"),
+            "{error}"
+        );
+    }
+}

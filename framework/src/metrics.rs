@@ -1,0 +1,151 @@
+//! The process's Prometheus metrics, served by the governor at `/metrics`.
+//!
+//! One registry per process, as in every Go framework of this kind: servers, clients and
+//! registries all count into it, labelled by service, so several Apps or tests in one process
+//! stay apart by their label values.
+
+use std::sync::OnceLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Every metric jovian keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Calls served, by service, method and gRPC code.
+    pub server_calls: IntCounterVec,
+    /// Latency of calls served, by service and method.
+    pub server_latency: HistogramVec,
+    /// Calls made, by service, instance and gRPC code.
+    pub client_calls: IntCounterVec,
+    /// Latency of calls made, by service and instance.
+    pub client_latency: HistogramVec,
+    /// Instances picked for a call, by service and policy.
+    pub client_picks: IntCounterVec,
+    /// Instances ejected after failures, by service and instance.
+    pub client_ejections: IntCounterVec,
+    /// Instances a client may call, by service.
+    pub client_instances: IntGaugeVec,
+    /// Registry operations, by registry kind, operation and result (`ok` or `error`).
+    pub registry_operations: IntCounterVec,
+    /// Lease keep-alives answered, by registry kind.
+    pub lease_renewals: IntCounterVec,
+    /// Times every key was put back under a new lease, by registry kind.
+    pub reregistrations: IntCounterVec,
+    /// Watches restarted after trouble, by registry kind and service.
+    pub watch_restarts: IntCounterVec,
+    /// Registry entries skipped because they were not valid, by registry kind and service.
+    pub bad_entries: IntCounterVec,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Everything in the Prometheus text exposition format.
+pub fn render() -> String {
+    let families = metrics().registry.gather();
+    prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let family = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(family.clone()))
+                .expect("metric registered once");
+            family
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let family = HistogramVec::new(opts, labels).expect("valid metric");
+            registry
+                .register(Box::new(family.clone()))
+                .expect("metric registered once");
+            family
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let family = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(family.clone()))
+                .expect("metric registered once");
+            family
+        };
+        Self {
+            server_calls: counter(
+                "jovian_server_calls_total",
+                "gRPC calls served.",
+                &["service", "method", "code"],
+            ),
+            server_latency: histogram(
+                "jovian_server_call_seconds",
+                "Latency of gRPC calls served.",
+                &["service", "method"],
+            ),
+            client_calls: counter(
+                "jovian_client_calls_total",
+                "gRPC calls made, per instance.",
+                &["service", "instance", "code"],
+            ),
+            client_latency: histogram(
+                "jovian_client_call_seconds",
+                "Latency of gRPC calls made, per instance.",
+                &["service", "instance"],
+            ),
+            client_picks: counter(
+                "jovian_client_picks_total",
+                "Instances picked for a call.",
+                &["service", "policy"],
+            ),
+            client_ejections: counter(
+                "jovian_client_ejections_total",
+                "Instances ejected after failures.",
+                &["service", "instance"],
+            ),
+            client_instances: gauge("jovian_client_instances", "Instances a client may call.", &["service"]),
+            registry_operations: counter(
+                "jovian_registry_operations_total",
+                "Registry operations.",
+                &["registry", "operation", "result"],
+            ),
+            lease_renewals: counter(
+                "jovian_registry_lease_renewals_total",
+                "Lease keep-alives answered.",
+                &["registry"],
+            ),
+            reregistrations: counter(
+                "jovian_registry_reregistrations_total",
+                "Times every key was put back under a new lease.",
+                &["registry"],
+            ),
+            watch_restarts: counter(
+                "jovian_registry_watch_restarts_total",
+                "Watches restarted after trouble.",
+                &["registry", "service"],
+            ),
+            bad_entries: counter(
+                "jovian_registry_bad_entries_total",
+                "Registry entries skipped because they were not valid.",
+                &["registry", "service"],
+            ),
+            registry,
+        }
+    }
+
+    /// Counts one registry operation.
+    pub fn registry_operation<T, E>(&self, registry: &str, operation: &str, result: &Result<T, E>) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.registry_operations
+            .with_label_values(&[registry, operation, outcome])
+            .inc();
+    }
+}

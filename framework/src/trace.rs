@@ -1,0 +1,108 @@
+//! Trace context that travels with calls, as W3C `traceparent` gRPC metadata.
+//!
+//! A server call continues the trace of the `traceparent` it receives (or starts one); a client
+//! call made while serving continues the server call's trace (or starts one) and sends its own
+//! `traceparent`. So a client span and the server span of one call share a trace id. The ids
+//! are recorded on the `grpc.client` / `grpc.server` tracing spans as `trace_id` and `span_id`.
+
+use std::fmt;
+
+use rand::Rng;
+
+/// The metadata key trace context travels under.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A trace id and the id of the current span in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace (16 bytes).
+    pub trace_id: u128,
+    /// The span within it (8 bytes).
+    pub span_id: u64,
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+impl TraceContext {
+    /// A new trace.
+    pub fn root() -> Self {
+        let mut rng = rand::rng();
+        Self {
+            trace_id: rng.random::<u128>().max(1),
+            span_id: rng.random::<u64>().max(1),
+        }
+    }
+
+    /// A new span in the same trace.
+    pub fn child(&self) -> Self {
+        Self {
+            trace_id: self.trace_id,
+            span_id: rand::rng().random::<u64>().max(1),
+        }
+    }
+
+    /// The context of the server call this task is serving, if any.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|c| *c).ok()
+    }
+
+    /// Runs `future` with this as the current context.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        CURRENT.scope(self, future).await
+    }
+
+    /// Reads a `traceparent` value (`00-<trace id>-<span id>-<flags>`).
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
+        Some(Self { trace_id, span_id })
+    }
+
+    /// The trace id as 32 hex digits.
+    pub fn trace_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id as 16 hex digits.
+    pub fn span_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+}
+
+impl fmt::Display for TraceContext {
+    /// The `traceparent` value, sampled.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_garbage() {
+        let context = TraceContext::root();
+        assert_eq!(TraceContext::parse(&context.to_string()), Some(context));
+        let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            TraceContext::parse(w3c).unwrap().trace_hex(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        for bad in [
+            "",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf9-00f0-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+    }
+}
