@@ -143,10 +143,10 @@ async fn etcd_restarted_with_wiped_data() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        smallest.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "a live instance dropped out of a watcher's snapshot while etcd came back empty"
+    let smallest = smallest.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        smallest >= 2,
+        "a live instance dropped out of a watcher's snapshot while etcd came back empty ({smallest} left)"
     );
     keys_stay_for_two_ttls(&setup).await;
 }

@@ -1,0 +1,117 @@
+//! Configuration precedence (defaults < file < environment < code) and error messages, with
+//! the environment and working directory sandboxed by figment's `Jail`.
+
+// `Jail` closures must return figment's (large) error type.
+#![allow(clippy::result_large_err)]
+
+use std::time::Duration;
+
+use figment::Jail;
+use jovian::{App, Config, Error};
+
+fn check(result: jovian::Result<Config>) -> Result<Config, figment::Error> {
+    result.map_err(|e| figment::Error::from(e.to_string()))
+}
+
+#[test]
+fn file_then_environment_then_code() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "jovian.toml",
+            r#"
+            name = "from-file"
+            drain_delay = "2s"
+            shutdown_deadline = "7s"
+            [registry]
+            ttl = "4s"
+            endpoints = ["10.0.0.1:2379"]
+            [clients.greeter]
+            policy = "p2c"
+            "#,
+        )?;
+        let config = check(Config::load())?;
+        assert_eq!(config.name, "from-file");
+        assert_eq!(config.drain_delay, Duration::from_secs(2));
+        assert_eq!(config.registry.endpoints, vec!["10.0.0.1:2379"]);
+        assert_eq!(
+            config.registry.prefix, "jovian",
+            "defaults fill what the file leaves out"
+        );
+
+        jail.set_env("JOVIAN_DRAIN_DELAY", "3s");
+        jail.set_env("JOVIAN_REGISTRY__TTL", "5s");
+        jail.set_env("JOVIAN_CLIENTS__GREETER__ZONE", "z1");
+        let config = check(Config::load())?;
+        assert_eq!(
+            config.drain_delay,
+            Duration::from_secs(3),
+            "the environment beats the file"
+        );
+        assert_eq!(config.registry.ttl, Duration::from_secs(5), "__ nests");
+        assert_eq!(
+            config.shutdown_deadline,
+            Duration::from_secs(7),
+            "the file still counts"
+        );
+        let client = check(config.client("greeter").map(|_| config.clone()))?.clients["greeter"].clone();
+        assert_eq!((client.policy.as_str(), client.zone.as_deref()), ("p2c", Some("z1")));
+
+        let app = App::new().drain_delay(Duration::from_secs(4)).name("from-code");
+        let resolved = check(app.resolved_config())?;
+        assert_eq!(
+            resolved.drain_delay,
+            Duration::from_secs(4),
+            "code beats the environment"
+        );
+        assert_eq!(resolved.name, "from-code");
+        assert_eq!(resolved.shutdown_deadline, Duration::from_secs(7));
+        Ok(())
+    });
+}
+
+#[test]
+fn jovian_config_names_the_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file("elsewhere.toml", "name = \"elsewhere\"")?;
+        jail.set_env("JOVIAN_CONFIG", "elsewhere.toml");
+        assert_eq!(check(Config::load())?.name, "elsewhere");
+        jail.set_env("JOVIAN_CONFIG", "missing.toml");
+        let error = Config::load().unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "JOVIAN_CONFIG"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_wrong_type_names_the_key_whether_in_the_file_or_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file("jovian.toml", "[registry]\nttl = \"soon\"")?;
+        let error = Config::load().unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "registry.ttl"),
+            "{message}"
+        );
+        assert!(message.contains("\"2s\"") && message.contains("soon"), "{message}");
+
+        jail.create_file("jovian.toml", "")?;
+        jail.set_env("JOVIAN_GOVERNOR__ENABLED", "sometimes");
+        let error = Config::load().unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "governor.enabled"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn the_annotated_example_config_is_valid() {
+    let config = Config::from_toml(include_str!("../../examples/jovian.toml")).expect("examples/jovian.toml parses");
+    assert_eq!(config.name, "greeter");
+    config.client("greeter").expect("its client section is valid");
+    assert!(config.servers.contains_key("greeter"));
+}

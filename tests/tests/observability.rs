@@ -1,0 +1,179 @@
+//! What operators see: Prometheus metrics that move with calls, health, the debug view of
+//! registrations and client instance sets, and the governor's metrics-target key in etcd.
+
+use std::time::Duration;
+
+use jovian::{App, Registry};
+use jovian_examples::{GreeterClient, HelloRequest, greeter_server};
+use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
+use jovian_registry_memory::MemoryStore;
+use jovian_tests::etcd::EtcdCluster;
+use jovian_tests::{eventually, http_get, init_logging};
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_move_with_calls() {
+    init_logging();
+    let store = MemoryStore::new();
+    let running = App::new()
+        .name("obs")
+        .registry(store.registry())
+        .serve(greeter_server("obs-metrics"))
+        .start()
+        .await
+        .unwrap();
+    let governor = running.governor_addr().expect("the governor runs by default");
+    let address = running.local_addrs()[0].to_string();
+    let mut client = GreeterClient::new(running.client("obs-metrics").await.unwrap());
+    let method = "/helloworld.Greeter/SayHello";
+    for round in [5.0, 8.0] {
+        while sample(
+            &scrape(governor).await,
+            "jovian_client_calls_total",
+            &[("service", "obs-metrics")],
+        )
+        .unwrap_or(0.0)
+            < round
+        {
+            client.say_hello(HelloRequest { name: "m".into() }).await.unwrap();
+        }
+        let metrics = scrape(governor).await;
+        let served = [("service", "obs-metrics"), ("method", method), ("code", "Ok")];
+        assert_eq!(sample(&metrics, "jovian_server_calls_total", &served), Some(round));
+        let called = [
+            ("service", "obs-metrics"),
+            ("instance", address.as_str()),
+            ("code", "Ok"),
+        ];
+        assert_eq!(sample(&metrics, "jovian_client_calls_total", &called), Some(round));
+        let latency = [("service", "obs-metrics"), ("method", method)];
+        assert_eq!(
+            sample(&metrics, "jovian_server_call_seconds_count", &latency),
+            Some(round)
+        );
+        assert_eq!(
+            sample(&metrics, "jovian_client_picks_total", &[("service", "obs-metrics")]),
+            Some(round)
+        );
+        assert_eq!(
+            sample(&metrics, "jovian_client_instances", &[("service", "obs-metrics")]),
+            Some(1.0)
+        );
+    }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_debug_registry_show_the_live_state() {
+    init_logging();
+    let store = MemoryStore::new();
+    let running = App::new()
+        .name("obs")
+        .registry(store.registry())
+        .drain_delay(Duration::from_millis(600))
+        .serve(greeter_server("obs-debug"))
+        .start()
+        .await
+        .unwrap();
+    let governor = running.governor_addr().unwrap();
+    let address = running.local_addrs()[0].to_string();
+    let channel = running.client("obs-debug").await.unwrap();
+    assert_eq!(http_get(governor, "/healthz").await, (200, "ok\n".to_owned()));
+
+    let (status, body) = http_get(governor, "/debug/registry").await;
+    assert_eq!(status, 200);
+    let view: serde_json::Value = serde_json::from_str(&body).expect("/debug/registry is JSON");
+    let registered: Vec<&str> = view["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert!(registered.contains(&address.as_str()), "{view}");
+    assert!(
+        registered.contains(&governor.to_string().as_str()),
+        "the governor's own entry is listed: {view}"
+    );
+    let client = view["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "obs-debug")
+        .expect("the client is listed");
+    assert_eq!(client["policy"], "round_robin");
+    assert_eq!(client["instances"][0]["address"], address.as_str());
+    assert_eq!(client["instances"][0]["ejected"], false);
+
+    let stopping = tokio::spawn(running.stop());
+    eventually(Duration::from_secs(2), "/healthz to report stopping", || async {
+        (http_get(governor, "/healthz").await.0 == 503).then_some(())
+    })
+    .await;
+    stopping.await.unwrap().unwrap();
+    drop(channel);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_governor_is_registered_as_a_metrics_target_in_etcd() {
+    init_logging();
+    let etcd = EtcdCluster::single().await;
+    let registry = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
+    let running = App::new()
+        .name("obs-app")
+        .registry(registry)
+        .serve(greeter_server("obs-etcd"))
+        .start()
+        .await
+        .unwrap();
+    let governor = running.governor_addr().unwrap().to_string();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let key = format!("/prometheus/job/obs-app/{hostname}/{governor}");
+    let mut client = etcd.client().await;
+    let found = client.get(key.as_str(), None).await.unwrap();
+    assert_eq!(
+        found.kvs().first().map(|kv| kv.value()),
+        Some(governor.as_bytes()),
+        "no {key}"
+    );
+    let provider = client
+        .get(
+            "/jovian/obs-etcd/providers/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.kvs()[0].lease(),
+        found.kvs()[0].lease(),
+        "the metrics target shares the provider's lease"
+    );
+    running.stop().await.unwrap();
+    assert!(
+        client.get(key.as_str(), None).await.unwrap().kvs().is_empty(),
+        "stopping removes the metrics target"
+    );
+    let observer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
+    assert!(observer.list("obs-etcd").await.unwrap().is_empty());
+}
