@@ -13,29 +13,40 @@ pub enum RegistryKind {
     Etcd,
 }
 
-/// Registry options.
+/// Registry options. Each one left out comes from the jovian config (`jovian.toml`,
+/// `JOVIAN_REGISTRY__*`), else its default (etcd at 127.0.0.1:2379, prefix `jovian`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct RegistryArgs {
     /// The registry to register in and discover through.
-    #[arg(long, value_enum, default_value = "etcd")]
-    pub registry: RegistryKind,
+    #[arg(long, value_enum)]
+    pub registry: Option<RegistryKind>,
     /// etcd endpoints, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
-    pub etcd_endpoints: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
     /// The key prefix in etcd.
-    #[arg(long, default_value = "jovian")]
-    pub prefix: String,
+    #[arg(long)]
+    pub prefix: Option<String>,
 }
 
 impl RegistryArgs {
     /// Connects to the chosen registry.
     pub async fn connect(&self) -> jovian::Result<Arc<dyn Registry>> {
-        Ok(match self.registry {
+        let mut config = jovian::Config::load()?.registry;
+        if let Some(endpoints) = &self.etcd_endpoints {
+            config.endpoints = endpoints.clone();
+        }
+        if let Some(prefix) = &self.prefix {
+            config.prefix = prefix.clone();
+        }
+        let kind = self.registry.unwrap_or(match config.kind {
+            jovian::config::RegistryKind::Etcd => RegistryKind::Etcd,
+            jovian::config::RegistryKind::Memory => RegistryKind::Memory,
+        });
+        Ok(match kind {
             RegistryKind::Memory => Arc::new(jovian_registry_memory::MemoryRegistry::new()),
             RegistryKind::Etcd => {
-                let config =
-                    jovian_registry_etcd::EtcdConfig::new(self.etcd_endpoints.clone()).prefix(self.prefix.clone());
-                Arc::new(jovian_registry_etcd::EtcdRegistry::connect(config).await?)
+                let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config);
+                Arc::new(jovian_registry_etcd::EtcdRegistry::connect(etcd).await?)
             }
         })
     }

@@ -126,6 +126,32 @@ impl EtcdConfig {
         self
     }
 
+    /// The settings a jovian config's `[registry]` section gives.
+    ///
+    /// ```
+    /// let config = jovian::Config::from_toml("[registry]\nendpoints = [\"10.0.0.1:2379\"]\nttl = \"15s\"").unwrap();
+    /// let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config.registry);
+    /// assert_eq!(etcd.ttl, std::time::Duration::from_secs(15));
+    /// assert_eq!(etcd.endpoints, ["10.0.0.1:2379"]);
+    /// ```
+    pub fn from_registry_config(registry: &jovian::config::RegistryConfig) -> Self {
+        let mut config = Self::new(registry.endpoints.clone())
+            .prefix(registry.prefix.clone())
+            .ttl(registry.ttl)
+            .dial_timeout(registry.dial_timeout)
+            .request_timeout(registry.request_timeout);
+        if let Some(user) = &registry.user {
+            config = config.credentials(user.clone(), registry.password.clone().unwrap_or_default());
+        }
+        config.tls = registry.tls.as_ref().map(|tls| TlsFiles {
+            ca: tls.ca.clone(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            domain: tls.server_name.clone(),
+        });
+        config
+    }
+
     /// The prefix without surrounding slashes.
     pub(crate) fn clean_prefix(&self) -> String {
         self.prefix.trim_matches('/').to_owned()

@@ -39,6 +39,7 @@ use async_trait::async_trait;
 use etcd_client::{Client, GetOptions};
 use jovian::{Endpoints, EndpointsWatch, Error, Registry, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use config::{DEFAULT_TTL, EtcdConfig, TlsFiles};
 pub use stats::StatsSnapshot;
@@ -141,35 +142,55 @@ impl Drop for EtcdRegistry {
 #[async_trait]
 impl Registry for EtcdRegistry {
     async fn register(&self, info: &ServiceInfo) -> Result<()> {
-        let result = self.register_entry(info).await;
-        counted("register", result)
+        let span = tracing::info_span!("registry.register", service = %info.name, address = %info.address);
+        observed("register", self.register_entry(info).instrument(span)).await
     }
 
     async fn unregister(&self, info: &ServiceInfo) -> Result<()> {
-        let result = self.session.delete(&self.keys.entry(info).0).await;
-        counted("unregister", result)
+        let span = tracing::info_span!("registry.unregister", service = %info.name, address = %info.address);
+        observed(
+            "unregister",
+            self.session.delete(&self.keys.entry(info).0).instrument(span),
+        )
+        .await
     }
 
     async fn list(&self, name: &str) -> Result<Endpoints> {
         self.ensure_open()?;
-        counted("list", self.watcher.list(name).await.map_err(|e| e.into_error("list")))
+        let list = async { self.watcher.list(name).await.map_err(|e| e.into_error("list")) };
+        observed(
+            "list",
+            list.instrument(tracing::info_span!("registry.list", service = name)),
+        )
+        .await
     }
 
     async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
         self.ensure_open()?;
-        counted(
+        let watch = async { self.watcher.watch(name).await.map_err(|e| e.into_error("watch")) };
+        observed(
             "watch",
-            self.watcher.watch(name).await.map_err(|e| e.into_error("watch")),
+            watch.instrument(tracing::info_span!("registry.watch", service = name)),
         )
+        .await
     }
 
     async fn close(&self) -> Result<()> {
-        counted("close", self.session.close().await)
+        observed(
+            "close",
+            self.session.close().instrument(tracing::info_span!("registry.close")),
+        )
+        .await
     }
 }
 
-fn counted<T>(operation: &str, result: Result<T>) -> Result<T> {
+/// Runs a registry operation, counting it by outcome in the metrics.
+async fn observed<T>(operation: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+    let result = call.await;
     jovian::metrics::metrics().registry_operation(stats::KIND, operation, &result);
+    if let Err(error) = &result {
+        tracing::debug!(operation, %error, "registry operation failed");
+    }
     result
 }
 
