@@ -4,7 +4,8 @@
 //! Picks read an immutable candidate list through an atomic pointer: no lock on the call path.
 //! Each snapshot builds a new list: instances whose entry is unchanged keep their state
 //! (connection, in-flight count, latency, ejection), re-announced ones keep the connection with
-//! fresh state, new ones get a lazily connecting channel.
+//! fresh state, new ones get a channel on their first call (so a client of a large service
+//! holds nothing per instance it never calls).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +90,11 @@ impl Balancer {
             .collect()
     }
 
+    /// One pick exactly as a call makes it, without the call.
+    pub(super) fn pick_once(&self, key: Option<&[u8]>) -> bool {
+        self.set.load().pick(&self.sequence, key.map(hash), &[]).is_some()
+    }
+
     pub(super) fn ejected(&self) -> Vec<ServiceInfo> {
         let set = self.set.load();
         set.admitted
@@ -144,7 +150,11 @@ impl Balancer {
             span.record("instance", instance.info.address.as_str());
             let started = Instant::now();
             let in_flight = instance.start_call();
-            let result = instance.channel.clone().oneshot(request).await;
+            let channel = match instance.channel(|| self.connect(&instance.info)) {
+                Ok(channel) => channel,
+                Err(status) => return Err(status.into()),
+            };
+            let result = channel.oneshot(request).await;
             in_flight.finish(result.is_ok());
             let error = match result {
                 Ok(response) => return Ok(self.observe(response, &instance, started, span)),
@@ -227,10 +237,8 @@ impl Balancer {
             .filter(|info| filter.admits(info))
             .filter_map(|info| match known.get(info.address.as_str()) {
                 Some(same) if same.info == *info => Some(Arc::clone(same)),
-                Some(changed) => Some(Arc::new(Instance::new(info.clone(), changed.channel.clone()))),
-                None => self
-                    .connect_lazily(info)
-                    .map(|channel| Arc::new(Instance::new(info.clone(), channel))),
+                Some(changed) => Some(Arc::new(Instance::new(info.clone(), changed.existing_channel()))),
+                None => valid_address(info).then(|| Arc::new(Instance::new(info.clone(), None))),
             })
             .collect();
         let candidates = match &filter.zone {
@@ -264,15 +272,11 @@ impl Balancer {
         }));
     }
 
-    fn connect_lazily(&self, info: &ServiceInfo) -> Option<Channel> {
+    /// A lazily connecting channel to `info`'s address, made on the instance's first call.
+    fn connect(&self, info: &ServiceInfo) -> Result<Channel, Status> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let endpoint = match Endpoint::from_shared(format!("{scheme}://{}", info.address)) {
-            Ok(endpoint) => endpoint,
-            Err(error) => {
-                tracing::warn!(instance = %info, %error, "skipping an instance whose address is not a valid host:port");
-                return None;
-            }
-        };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{}", info.address))
+            .map_err(|e| Status::internal(format!("instance {info} has an unusable address: {e}")))?;
         let connection = &self.options.connection;
         let mut endpoint = endpoint
             .connect_timeout(connection.connect_timeout)
@@ -281,15 +285,11 @@ impl Balancer {
             .keep_alive_timeout(connection.keepalive_timeout)
             .keep_alive_while_idle(true);
         if let Some(tls) = &self.tls {
-            endpoint = match endpoint.tls_config(tls.clone()) {
-                Ok(endpoint) => endpoint,
-                Err(error) => {
-                    tracing::warn!(instance = %info, %error, "skipping an instance TLS cannot be set up for");
-                    return None;
-                }
-            };
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Status::internal(format!("cannot set up TLS to {info}: {e}")))?;
         }
-        Some(endpoint.connect_lazy())
+        Ok(endpoint.connect_lazy())
     }
 
     /// Sets a failing instance aside for its back-off, unless it is the last one available.
@@ -361,6 +361,18 @@ impl InstanceSet {
         };
         usable(0).or_else(|| usable(1))
     }
+}
+
+/// Whether `info`'s address can be dialled at all; others are skipped when a snapshot is applied.
+fn valid_address(info: &ServiceInfo) -> bool {
+    let valid = info
+        .address
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|a| a.port_u16().is_some());
+    if !valid {
+        tracing::warn!(instance = %info, "skipping an instance whose address is not a valid host:port");
+    }
+    valid
 }
 
 /// Whether a failed call certainly never reached the instance, so sending it elsewhere cannot

@@ -12,7 +12,9 @@ use crate::ServiceInfo;
 
 pub(super) struct Instance {
     pub(super) info: ServiceInfo,
-    pub(super) channel: Channel,
+    /// Made on the first call, so a client of a large service holds no connection state for
+    /// instances it never calls.
+    channel: OnceLock<Channel>,
     in_flight: AtomicUsize,
     /// Exponentially weighted moving average of response latency, in microseconds.
     latency_ewma_us: AtomicU64,
@@ -29,15 +31,30 @@ pub(super) struct InFlight<'a> {
 }
 
 impl Instance {
-    pub(super) fn new(info: ServiceInfo, channel: Channel) -> Self {
+    /// An instance whose channel is made on first use, or `channel` to keep an existing one.
+    pub(super) fn new(info: ServiceInfo, channel: Option<Channel>) -> Self {
         Self {
             info,
-            channel,
+            channel: channel.map(OnceLock::from).unwrap_or_default(),
             in_flight: AtomicUsize::new(0),
             latency_ewma_us: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The channel to this instance, made by `connect` on first use.
+    pub(super) fn channel<E>(&self, connect: impl FnOnce() -> Result<Channel, E>) -> Result<Channel, E> {
+        if let Some(channel) = self.channel.get() {
+            return Ok(channel.clone());
+        }
+        let channel = connect()?;
+        Ok(self.channel.get_or_init(|| channel).clone())
+    }
+
+    /// The channel, if a call ever made it.
+    pub(super) fn existing_channel(&self) -> Option<Channel> {
+        self.channel.get().cloned()
     }
 
     pub(super) fn in_flight(&self) -> usize {

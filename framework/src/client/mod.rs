@@ -113,6 +113,13 @@ impl ServiceChannel {
         self.balancer.ejected()
     }
 
+    /// Picks an instance as a call would (`hash_key` for consistent hashing) without calling
+    /// it; true if there was one. For benchmarks of the pick path.
+    #[doc(hidden)]
+    pub fn bench_pick(&self, hash_key: Option<&[u8]>) -> bool {
+        self.balancer.pick_once(hash_key)
+    }
+
     /// The options this channel runs with.
     pub fn options(&self) -> &ClientOptions {
         self.balancer.options()

@@ -1,0 +1,125 @@
+//! `jovian-bench`: where jovian stands against the physical floor and the alternatives.
+//!
+//! Starts its own etcd and servers, runs each scenario with the compared variants interleaved
+//! (the machine is shared and noisy, so side by side beats one after another), and prints a
+//! markdown report of medians and ratios. `--smoke` runs tiny sizes in seconds, for CI.
+//!
+//! ```text
+//! cargo run --release -p jovian-bench              # the full run behind BENCHMARKS.md
+//! cargo run --release -p jovian-bench -- --smoke   # seconds; proves the program works
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod failover;
+mod large;
+mod overhead;
+mod picks;
+mod propagation;
+mod registration_load;
+mod report;
+mod servers;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks jovian; prints a markdown report")]
+struct Args {
+    /// Tiny sizes and short runs: checks that every scenario works, measures nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Repetitions of each comparison (at least 5 for a real run).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Run only these scenarios (comma-separated): propagation, overhead, picks, large,
+    /// registration, failover.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// How big and how long each scenario runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sizes {
+    pub(crate) reps: usize,
+    pub(crate) propagation_samples: usize,
+    pub(crate) call_duration: Duration,
+    pub(crate) pick_iterations: u64,
+    pub(crate) pick_sizes: [usize; 3],
+    pub(crate) large_service: usize,
+    pub(crate) registrations: usize,
+    pub(crate) registration_duration: Duration,
+    pub(crate) failover_duration: Duration,
+}
+
+impl Sizes {
+    fn new(smoke: bool, reps: Option<usize>) -> Self {
+        if smoke {
+            Self {
+                reps: reps.unwrap_or(1),
+                propagation_samples: 3,
+                call_duration: Duration::from_millis(200),
+                pick_iterations: 10_000,
+                pick_sizes: [10, 100, 1_000],
+                large_service: 200,
+                registrations: 20,
+                registration_duration: Duration::from_secs(3),
+                failover_duration: Duration::from_millis(500),
+            }
+        } else {
+            Self {
+                reps: reps.unwrap_or(5).max(1),
+                propagation_samples: 20,
+                call_duration: Duration::from_secs(2),
+                pick_iterations: 1_000_000,
+                pick_sizes: [10, 1_000, 10_000],
+                large_service: 10_000,
+                registrations: 1_000,
+                registration_duration: Duration::from_secs(60),
+                failover_duration: Duration::from_secs(2),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = Sizes::new(args.smoke, args.reps);
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let started = Instant::now();
+    println!(
+        "## jovian benchmarks{}\n",
+        if args.smoke {
+            " (smoke run: sizes too small to mean anything)"
+        } else {
+            ""
+        }
+    );
+    println!("{} repetitions per comparison, variants interleaved.\n", sizes.reps);
+    let mut sections = Vec::new();
+    if wanted("propagation") {
+        sections.push(propagation::run(sizes).await?);
+    }
+    if wanted("overhead") {
+        sections.push(overhead::run(sizes).await?);
+    }
+    if wanted("picks") {
+        sections.push(picks::run(sizes).await?);
+    }
+    if wanted("large") {
+        sections.push(large::run(sizes).await?);
+    }
+    if wanted("registration") {
+        sections.push(registration_load::run(sizes).await?);
+    }
+    if wanted("failover") {
+        sections.push(failover::run(sizes).await?);
+    }
+    for section in &sections {
+        println!("{}", section.markdown());
+    }
+    println!("Total run time: {:.0} s.", started.elapsed().as_secs_f64());
+    Ok(())
+}
