@@ -57,10 +57,10 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             .put(key.as_str(), extra.encode(), Some(PutOptions::new().with_lease(lease)))
             .await?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while channel.instances().len() != n + 1 && Instant::now() < deadline {
+        while channel.instance_count() != n + 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_micros(100)).await;
         }
-        anyhow::ensure!(channel.instances().len() == n + 1, "the change did not arrive");
+        anyhow::ensure!(channel.instance_count() == n + 1, "the change did not arrive");
         changes.push(changed_at.elapsed().as_secs_f64());
         client.delete(key.as_str(), None).await?;
         drop(channel);

@@ -55,13 +55,13 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             let joining = greeter("prop", None).await?;
             let address = joining.local_addrs()[0].to_string();
             let info = ServiceInfo::new("prop", address.clone());
+            load.forget(&address);
             let registered_at = Instant::now();
             registrar.register(&info).await?;
             let deadline = Instant::now() + Duration::from_secs(5);
             let first = loop {
-                let calls = load.calls().await;
-                if let Some(first) = calls.iter().filter(|c| c.instance == address).map(|c| c.finished).min() {
-                    break Some(first);
+                if let Some(seen) = load.seen(&address) {
+                    break Some(seen.first_finished);
                 }
                 if Instant::now() > deadline {
                     break None;
@@ -74,19 +74,12 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             let unregistered_at = Instant::now();
             registrar.unregister(&info).await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let last_pick = load
-                .calls()
-                .await
-                .iter()
-                .filter(|c| c.instance == address)
-                .map(|c| c.started)
-                .max();
+            let last_pick = load.seen(&address).map(|seen| seen.last_started);
             leaves.push(last_pick.map_or(Duration::ZERO, |at| at.saturating_duration_since(unregistered_at)));
             joining.stop().await?;
         }
     }
-    let calls = load.finish().await;
-    let failed = calls.iter().filter(|c| c.instance.is_empty()).count();
+    let (calls, failed) = load.finish().await;
 
     let mut section = Section::new(
         "1. Propagation",
@@ -111,7 +104,7 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     section.note(format!(
         "Registration includes the registry's own put round trip; the client under load ran 4 callers ({} calls, {failed} failed). \
          'Last pick' is how long after unregister() returned a call still started on the instance (0 when none did).",
-        calls.len()
+        calls
     ));
     Ok(section)
 }

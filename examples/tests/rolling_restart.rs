@@ -2,8 +2,8 @@
 //! 16 calls always in flight, each server restarted in turn (SIGTERM, start again). Not one
 //! call may fail.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,59 +12,16 @@ use jovian::{ClientBuilder, Registry};
 use jovian_examples::{GreeterClient, HelloRequest};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
-use jovian_tests::{eventually, within};
+use jovian_tests::eventually;
+use support::GreeterProcess;
 
 const IN_FLIGHT: usize = 16;
-
-struct Server {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(etcd: &EtcdCluster) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_greeter-server"))
-        .args(["--registry", "etcd", "--etcd-endpoints", &etcd.endpoints().join(",")])
-        .args(["--drain-ms", "300"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("greeter-server starts");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let address = line.trim().rsplit(' ').next().unwrap().to_owned();
-    Server {
-        child,
-        _stdout: stdout,
-        address,
-    }
-}
-
-async fn terminate(mut server: Server) {
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let waited = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait();
-        (server, status)
-    });
-    let (_server, status) = within(Duration::from_secs(15), "the server to stop", waited)
-        .await
-        .unwrap();
-    assert!(status.unwrap().success(), "SIGTERM did not end the server cleanly");
-}
+const DRAIN_MS: u64 = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_fails_no_call() {
     let etcd = EtcdCluster::single().await;
-    let mut servers: Vec<Server> = (0..3).map(|_| start_server(&etcd)).collect();
+    let mut servers: Vec<GreeterProcess> = (0..3).map(|_| GreeterProcess::start(&etcd, DRAIN_MS)).collect();
     let registry = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let observer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let channel = ClientBuilder::new(registry).build("greeter").await.unwrap();
@@ -101,8 +58,9 @@ async fn a_rolling_restart_under_load_fails_no_call() {
     for round in 0..3 {
         let old = servers.remove(0);
         let old_address = old.address.clone();
-        terminate(old).await;
-        let new = start_server(&etcd);
+        let (status, _) = old.terminate().await;
+        assert!(status.success(), "SIGTERM did not end the server cleanly: {status}");
+        let new = GreeterProcess::start(&etcd, DRAIN_MS);
         let new_address = new.address.clone();
         servers.push(new);
         eventually(

@@ -87,7 +87,7 @@ pub struct RegistryConfig {
     /// The user's password.
     pub password: Option<String>,
     /// TLS to etcd.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ClientTls>,
 }
 
 /// Which registry implementation.
@@ -99,20 +99,6 @@ pub enum RegistryKind {
     Etcd,
     /// In this process only.
     Memory,
-}
-
-/// PEM files for TLS.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// CA certificate.
-    pub ca: Option<PathBuf>,
-    /// Client certificate.
-    pub cert: Option<PathBuf>,
-    /// Client certificate's key.
-    pub key: Option<PathBuf>,
-    /// Server name to verify.
-    pub server_name: Option<String>,
 }
 
 /// One server's listener.
@@ -164,7 +150,7 @@ pub struct ClientConfig {
     #[serde(with = "duration")]
     pub ejection_max: Duration,
     /// TLS to the instances.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for Config {
@@ -306,12 +292,7 @@ impl ClientConfig {
             ..ClientOptions::default()
         };
         options.connection.connect_timeout = self.connect_timeout;
-        options.connection.tls = self.tls.as_ref().map(|tls| ClientTls {
-            ca: tls.ca.clone(),
-            cert: tls.cert.clone(),
-            key: tls.key.clone(),
-            server_name: tls.server_name.clone(),
-        });
+        options.connection.tls = self.tls.clone();
         options.retry.idempotent_methods = self.idempotent_methods.clone();
         options.retry.max_attempts = self.max_attempts;
         options.ejection.base = self.ejection_base;

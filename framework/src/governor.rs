@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result, ServiceInfo};
+use crate::{Result, ServiceInfo};
 
 /// What the governor reports about its App.
 #[derive(Clone, Default)]
@@ -38,12 +38,7 @@ pub(crate) struct Governor {
 
 impl Governor {
     pub(crate) async fn start(bind: SocketAddr, state: GovernorState) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .map_err(|source| Error::Bind { addr: bind, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let (listener, local_addr) = crate::server::listen(bind).await?;
         let router = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))

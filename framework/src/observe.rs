@@ -178,7 +178,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(TraceContext::parse);
         let context = parent.map_or_else(TraceContext::root, |p| p.child());
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "grpc.server",
             service = %self.service,
             method = %method,

@@ -135,3 +135,12 @@ impl GrpcServer {
         &self.info.name
     }
 }
+
+/// Binds a listener, failing with an error that names the address; returns it with the address
+/// actually bound (port 0 resolved).
+pub(crate) async fn listen(addr: SocketAddr) -> crate::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let bind_error = |source| crate::Error::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local_addr))
+}

@@ -312,12 +312,7 @@ async fn bind(server: GrpcServer, app_name: &str, config: Option<&ServerConfig>)
                 found: e.to_string(),
             })?,
     };
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .map_err(|source| Error::Bind { addr: bind, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let (listener, local_addr) = crate::server::listen(bind).await?;
     let address = match &advertise {
         Some(address) => address.clone(),
         None if local_addr.ip().is_unspecified() => {

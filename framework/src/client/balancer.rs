@@ -37,6 +37,7 @@ pub(super) struct Balancer {
     set: ArcSwap<InstanceSet>,
     sequence: AtomicU64,
     budget: TpsBudget,
+    picks: prometheus::IntCounter,
 }
 
 /// One snapshot's worth of instances, ready to pick from.
@@ -55,6 +56,9 @@ impl Balancer {
         let retry = &options.retry;
         let budget = TpsBudget::new(Duration::from_secs(10), retry.budget_min_per_second, retry.budget_ratio);
         let set = InstanceSet::empty(&options.policy);
+        let picks = metrics()
+            .client_picks
+            .with_label_values(&[service, options.policy.name()]);
         Ok(Arc::new(Self {
             service: service.to_owned(),
             options,
@@ -62,6 +66,7 @@ impl Balancer {
             set: ArcSwap::from_pointee(set),
             sequence: AtomicU64::new(0),
             budget,
+            picks,
         }))
     }
 
@@ -111,7 +116,7 @@ impl Balancer {
         if let Ok(value) = http::HeaderValue::from_str(&context.to_string()) {
             request.headers_mut().insert(TRACEPARENT, value);
         }
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "grpc.client",
             service = %self.service,
             method = %request.uri().path(),
@@ -141,11 +146,7 @@ impl Balancer {
                 Some(replayable) => replayable.build(),
                 None => once.take().expect("a request that cannot be replayed is sent once"),
             };
-            let metrics = metrics();
-            metrics
-                .client_picks
-                .with_label_values(&[&self.service, self.options.policy.name()])
-                .inc();
+            self.picks.inc();
             let span = tracing::Span::current();
             span.record("instance", instance.info.address.as_str());
             let started = Instant::now();
@@ -160,14 +161,11 @@ impl Balancer {
                 Ok(response) => return Ok(self.observe(response, &instance, started, span)),
                 Err(error) => error,
             };
-            let labels = [self.service.as_str(), instance.info.address.as_str()];
-            metrics
-                .client_calls
-                .with_label_values(&[labels[0], labels[1], "Unavailable"])
-                .inc();
-            metrics
-                .client_latency
-                .with_label_values(&labels)
+            let labels = [self.service.as_str(), instance.info.address.as_str(), "Unavailable"];
+            metrics().client_calls.with_label_values(&labels).inc();
+            instance
+                .metrics(&self.service)
+                .latency
                 .observe(started.elapsed().as_secs_f64());
             let never_sent = never_reached_the_instance(&error);
             self.eject(&set, &instance, &error);
@@ -190,19 +188,19 @@ impl Balancer {
         started: Instant,
         span: tracing::Span,
     ) -> http::Response<Body> {
+        let series = instance.metrics(&self.service).clone();
         let (service, address) = (self.service.clone(), instance.info.address.clone());
         ObservedBody::wrap(
             response,
             Box::new(move |code| {
-                let metrics = metrics();
-                metrics
-                    .client_calls
-                    .with_label_values(&[&service, &address, code])
-                    .inc();
-                metrics
-                    .client_latency
-                    .with_label_values(&[&service, &address])
-                    .observe(started.elapsed().as_secs_f64());
+                match code {
+                    "Ok" => series.ok.inc(),
+                    other => metrics()
+                        .client_calls
+                        .with_label_values(&[&service, &address, other])
+                        .inc(),
+                }
+                series.latency.observe(started.elapsed().as_secs_f64());
                 span.record("code", code);
             }),
         )

@@ -22,6 +22,15 @@ pub(super) struct Instance {
     failures: AtomicU32,
     /// Until when the instance is ejected, in milliseconds since [`epoch`]; 0 when it is not.
     ejected_until_ms: AtomicU64,
+    /// Metric handles, looked up once on the first call instead of by label on every call.
+    metrics: OnceLock<InstanceMetrics>,
+}
+
+/// The metric series of calls to one instance that every successful call touches.
+#[derive(Clone)]
+pub(super) struct InstanceMetrics {
+    pub(super) ok: prometheus::IntCounter,
+    pub(super) latency: prometheus::Histogram,
 }
 
 /// Marks a call in flight on an instance until dropped.
@@ -40,7 +49,21 @@ impl Instance {
             latency_ewma_us: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            metrics: OnceLock::new(),
         }
+    }
+
+    /// This instance's metric series for calls to `service`.
+    pub(super) fn metrics(&self, service: &str) -> &InstanceMetrics {
+        self.metrics.get_or_init(|| {
+            let metrics = crate::metrics::metrics();
+            InstanceMetrics {
+                ok: metrics
+                    .client_calls
+                    .with_label_values(&[service, &self.info.address, "Ok"]),
+                latency: metrics.client_latency.with_label_values(&[service, &self.info.address]),
+            }
+        })
     }
 
     /// The channel to this instance, made by `connect` on first use.

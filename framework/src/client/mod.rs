@@ -108,6 +108,11 @@ impl ServiceChannel {
         self.balancer.instances()
     }
 
+    /// How many instances calls may currently go to; cheaper than `instances().len()`.
+    pub fn instance_count(&self) -> usize {
+        self.balancer.len()
+    }
+
     /// The instances currently set aside after failures.
     pub fn ejected(&self) -> Vec<ServiceInfo> {
         self.balancer.ejected()

@@ -110,8 +110,9 @@ pub struct ConnectionOptions {
     pub tls: Option<ClientTls>,
 }
 
-/// TLS to the instances.
-#[derive(Clone, Debug, Default)]
+/// TLS from a client: to the instances, or to etcd (as the config's `tls` sections).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClientTls {
     /// CA certificate (PEM) the instances' certificates are checked against.
     pub ca: Option<PathBuf>,
