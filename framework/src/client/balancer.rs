@@ -10,16 +10,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tower::ServiceExt;
-use tower::retry::budget::{Budget, TpsBudget};
 use tracing::Instrument;
 
+use super::budget::RetryBudget;
 use super::instance::Instance;
 use super::options::{ClientOptions, ClientTls, HashKey, Policy};
 use super::policy::{Picker, hash};
@@ -31,12 +31,12 @@ use crate::trace::{TRACEPARENT, TraceContext};
 use crate::{Endpoints, EndpointsWatch, Error, Registry, ServiceInfo};
 
 pub(super) struct Balancer {
-    service: String,
+    service: Arc<str>,
     options: ClientOptions,
     tls: Option<ClientTlsConfig>,
     set: ArcSwap<InstanceSet>,
     sequence: AtomicU64,
-    budget: TpsBudget,
+    budget: RetryBudget,
     picks: prometheus::IntCounter,
 }
 
@@ -54,13 +54,13 @@ impl Balancer {
     pub(super) fn new(service: &str, options: ClientOptions) -> crate::Result<Arc<Self>> {
         let tls = options.connection.tls.as_ref().map(tls_config).transpose()?;
         let retry = &options.retry;
-        let budget = TpsBudget::new(Duration::from_secs(10), retry.budget_min_per_second, retry.budget_ratio);
+        let budget = RetryBudget::new(retry.budget_ratio, retry.budget_min_per_second);
         let set = InstanceSet::empty(&options.policy);
         let picks = metrics()
             .client_picks
             .with_label_values(&[service, options.policy.name()]);
         Ok(Arc::new(Self {
-            service: service.to_owned(),
+            service: service.into(),
             options,
             tls,
             set: ArcSwap::from_pointee(set),
@@ -158,10 +158,10 @@ impl Balancer {
             let result = channel.oneshot(request).await;
             in_flight.finish(result.is_ok());
             let error = match result {
-                Ok(response) => return Ok(self.observe(response, &instance, started, span)),
+                Ok(response) => return Ok(self.observe(response, instance, started, span)),
                 Err(error) => error,
             };
-            let labels = [self.service.as_str(), instance.info.address.as_str(), "Unavailable"];
+            let labels = [&*self.service, instance.info.address.as_str(), "Unavailable"];
             metrics().client_calls.with_label_values(&labels).inc();
             instance
                 .metrics(&self.service)
@@ -184,21 +184,21 @@ impl Balancer {
     fn observe(
         &self,
         response: http::Response<Body>,
-        instance: &Instance,
+        instance: Arc<Instance>,
         started: Instant,
         span: tracing::Span,
     ) -> http::Response<Body> {
-        let series = instance.metrics(&self.service).clone();
-        let (service, address) = (self.service.clone(), instance.info.address.clone());
+        let service = Arc::clone(&self.service);
         ObservedBody::wrap(
             response,
             Box::new(move |code| {
+                let series = instance.metrics(&service);
                 match code {
                     "Ok" => series.ok.inc(),
-                    other => metrics()
-                        .client_calls
-                        .with_label_values(&[&service, &address, other])
-                        .inc(),
+                    other => {
+                        let labels = [&*service, instance.info.address.as_str(), other];
+                        metrics().client_calls.with_label_values(&labels).inc();
+                    }
                 }
                 series.latency.observe(started.elapsed().as_secs_f64());
                 span.record("code", code);
@@ -302,7 +302,7 @@ impl Balancer {
             instance.eject_for(period);
             metrics()
                 .client_ejections
-                .with_label_values(&[&self.service, &instance.info.address])
+                .with_label_values(&[&*self.service, instance.info.address.as_str()])
                 .inc();
             tracing::info!(service = %self.service, instance = %instance.info.address, ?period, %error, "instance ejected");
         }

@@ -18,6 +18,7 @@
 //! ```
 
 mod balancer;
+mod budget;
 mod instance;
 mod live;
 mod options;
