@@ -37,6 +37,12 @@ struct Args {
     /// registration, failover.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Internal: serve a greeter registered in etcd at these endpoints (scenario 6's servers).
+    #[arg(long, hide = true)]
+    serve_greeter: Option<String>,
+    /// Internal: the service name `--serve-greeter` registers.
+    #[arg(long, hide = true, default_value = "greeter")]
+    service: String,
 }
 
 /// How big and how long each scenario runs.
@@ -86,6 +92,9 @@ impl Sizes {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(endpoints) = &args.serve_greeter {
+        return failover::serve_greeter(endpoints, &args.service).await;
+    }
     let sizes = Sizes::new(args.smoke, args.reps);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let started = Instant::now();
