@@ -26,7 +26,9 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()?;
         anyhow::ensure!(status.success(), "kill {signal} failed");
         Ok(())
     }
@@ -49,9 +51,19 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     let mut section = Section::new(
         "6. Failover",
         "no failed call when a call may be retried; at most the calls in flight on the dead instance otherwise",
-        &["event", "calls marked", "calls", "failed (total over reps)", "worst rep"],
+        &[
+            "event",
+            "calls marked",
+            "calls",
+            "failed (total over reps)",
+            "worst rep",
+        ],
     );
-    for (event, idempotent) in [("1 of 3 SIGKILLed", false), ("1 of 3 SIGKILLed", true), ("rolling restart of 3", false)] {
+    for (event, idempotent) in [
+        ("1 of 3 SIGKILLed", false),
+        ("1 of 3 SIGKILLed", true),
+        ("rolling restart of 3", false),
+    ] {
         let (mut calls, mut failed, mut worst) = (0, 0, 0);
         for rep in 0..sizes.reps {
             let service = format!("failover-{}-{rep}", section.rows.len());
@@ -64,7 +76,13 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             worst = worst.max(f);
         }
         let marking = if idempotent { "idempotent" } else { "not idempotent" };
-        section.row(vec![event.into(), marking.into(), calls.to_string(), failed.to_string(), worst.to_string()]);
+        section.row(vec![
+            event.into(),
+            marking.into(),
+            calls.to_string(),
+            failed.to_string(),
+            worst.to_string(),
+        ]);
     }
     section.note(format!(
         "{CALLERS} callers in flight against 3 greeter server processes registered in etcd; a SIGKILLed server stays \
@@ -84,7 +102,9 @@ async fn client(etcd: &EtcdCluster, service: &str, idempotent: bool) -> anyhow::
 }
 
 async fn start_three(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Vec<ServerProcess>> {
-    let servers = (0..3).map(|_| ServerProcess::start_as(etcd, service)).collect::<anyhow::Result<Vec<_>>>()?;
+    let servers = (0..3)
+        .map(|_| ServerProcess::start_as(etcd, service))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     wait_registered(etcd, service, 3).await?;
     Ok(servers)
 }
@@ -99,7 +119,12 @@ async fn wait_registered(etcd: &EtcdCluster, service: &str, count: usize) -> any
     Ok(())
 }
 
-async fn kill_one(etcd: &EtcdCluster, service: &str, idempotent: bool, duration: Duration) -> anyhow::Result<(usize, usize)> {
+async fn kill_one(
+    etcd: &EtcdCluster,
+    service: &str,
+    idempotent: bool,
+    duration: Duration,
+) -> anyhow::Result<(usize, usize)> {
     let mut servers = start_three(etcd, service).await?;
     let channel = client(etcd, service, idempotent).await?;
     let load = Load::start(&channel, CALLERS);

@@ -59,6 +59,10 @@ async fn registers_the_bound_address_once_serving() {
         .expect("the bound address is registered");
     assert_eq!(info.app_id, "svc-app");
     assert_eq!(info.kind, jovian::Kind::Provider);
+    assert!(
+        info.metadata.contains_key(jovian::app::STARTED_AT),
+        "registrations carry the process start time"
+    );
     assert!(direct_hello(addr, "x").await.unwrap().contains(&addr.to_string()));
     assert_eq!(health(addr).await, ServingStatus::Serving);
     running.stop().await.unwrap();

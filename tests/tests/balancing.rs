@@ -682,3 +682,36 @@ async fn missing_tls_files_fail_the_start_and_the_build_naming_the_key() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_instance_is_readmitted_at_once_when_the_registry_reannounces_it() {
+    init_logging();
+    let store = MemoryStore::new();
+    let _live = start(&store, greeter_server("reannounce")).await;
+    let registry = store.registry();
+    let dead = ServiceInfo::new("reannounce", dead_address()).with_metadata("started_at", "1");
+    registry.register(&dead).await.unwrap();
+    let options = ClientOptions {
+        ejection: Ejection {
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        },
+        ..ClientOptions::default()
+    };
+    let channel = channel(&store, "reannounce", options).await;
+    for _ in 0..4 {
+        call(&channel, None).await.unwrap();
+    }
+    assert_eq!(channel.ejected().len(), 1, "the dead instance is ejected for a minute");
+    // The process restarts at the same address and registers again (a new start time).
+    registry
+        .register(&dead.clone().with_metadata("started_at", "2"))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "the re-announced instance to be re-admitted",
+        || async { channel.ejected().is_empty().then_some(()) },
+    )
+    .await;
+}

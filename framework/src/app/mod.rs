@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use running::Running;
+pub use running::{Running, STARTED_AT};
 
 use crate::client::{ClientBuilder, ServiceChannel};
 use crate::error::BoxError;

@@ -333,6 +333,9 @@ async fn bind(server: GrpcServer, app_name: &str, config: Option<&ServerConfig>)
     if info.hostname.is_empty() {
         info.hostname = hostname();
     }
+    // A restarted process re-announces itself with a new start time, so clients that ejected
+    // the old process re-admit the new one at once instead of waiting out the back-off.
+    info.metadata.entry(STARTED_AT.to_owned()).or_insert_with(started_at);
     info.validate().map_err(|source| Error::InvalidServiceInfo {
         service: info.to_string(),
         source,
@@ -457,6 +460,21 @@ async fn termination_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The metadata key holding when the registering process started (Unix milliseconds).
+pub const STARTED_AT: &str = "started_at";
+
+fn started_at() -> String {
+    static STARTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            since_epoch.as_millis().to_string()
+        })
+        .clone()
 }
 
 /// This machine's host name, for the registry entry; empty when it cannot be read.
