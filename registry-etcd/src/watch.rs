@@ -215,7 +215,9 @@ impl ServiceView {
             self.grace_until = Some(Instant::now() + grace);
         }
         kept.retain(|uri, _| !self.providers.contains_key(uri));
-        if kept.is_empty() {
+        let expired = self.grace_until.is_some_and(|until| until <= Instant::now());
+        if kept.is_empty() || expired {
+            kept.clear();
             self.grace_until = None;
         }
         self.kept = kept;
@@ -256,6 +258,7 @@ impl ServiceView {
         if info.name != self.name || info.uri() != uri {
             return Err(format!("the value describes {info}, not the key's {}@{uri}", self.name));
         }
+        self.kept.remove(uri);
         self.providers.insert(uri.to_owned(), info);
         Ok(())
     }
@@ -292,7 +295,11 @@ impl ServiceView {
     }
 
     fn snapshot(&self) -> Endpoints {
-        let kept = self.kept.iter().filter(|(uri, _)| !self.providers.contains_key(*uri));
+        let in_grace = self.grace_until.is_some_and(|until| Instant::now() < until);
+        let kept = self
+            .kept
+            .iter()
+            .filter(|(uri, _)| in_grace && !self.providers.contains_key(*uri));
         let instances = self
             .providers
             .iter()

@@ -58,8 +58,23 @@ impl EtcdCluster {
         Self::start(3, EtcdOptions::default()).await
     }
 
-    /// `size` members with `options`.
+    /// `size` members with `options`. Should a port be taken between choosing and binding it
+    /// (another test got there first), starts again on other ports.
     pub async fn start(size: usize, options: EtcdOptions) -> Self {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let cluster = Self::spawn(size, &options);
+            match cluster.wait_started(&options).await {
+                Ok(()) => return cluster,
+                Err(Startup::PortTaken) if attempt < ATTEMPTS => continue, // dropping kills it
+                Err(Startup::PortTaken) => panic!("etcd found its ports taken {ATTEMPTS} times in a row"),
+                Err(Startup::Failed(message)) => panic!("{message}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(size: usize, options: &EtcdOptions) -> Self {
         let binary = etcd_binary();
         let dir = tempfile::Builder::new()
             .prefix("jovian-etcd-")
@@ -89,17 +104,38 @@ impl EtcdCluster {
         for member in &mut members {
             member.spawn(&binary, &initial_cluster, scheme);
         }
-        let cluster = Self {
+        Self {
             members,
             initial_cluster,
             _dir: dir,
-        };
-        if !options.tls {
-            for i in 0..size {
-                cluster.wait_ready(i).await;
-            }
         }
-        cluster
+    }
+
+    /// Waits until every member answers; a TLS cluster (which this plain client cannot probe)
+    /// only until its members have had time to fail on a taken port.
+    async fn wait_started(&self, options: &EtcdOptions) -> Result<(), Startup> {
+        if options.tls {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return (0..self.members.len()).try_for_each(|i| self.check_alive(i));
+        }
+        for i in 0..self.members.len() {
+            self.wait_ready(i).await?;
+        }
+        Ok(())
+    }
+
+    /// Fails if member `i` died at start (etcd logs a fatal line first), saying whether it was
+    /// for a taken port.
+    fn check_alive(&self, i: usize) -> Result<(), Startup> {
+        let log = self.log(i);
+        let fatal = log.contains(" C | ") || log.contains("\"level\":\"fatal\"");
+        match (fatal, log.contains("address already in use")) {
+            (false, _) => Ok(()),
+            (true, true) => Err(Startup::PortTaken),
+            (true, false) => Err(Startup::Failed(format!(
+                "etcd member {i} died at start; its log:\n{log}"
+            ))),
+        }
     }
 
     /// Client endpoints (`127.0.0.1:port`) of every member.
@@ -144,7 +180,9 @@ impl EtcdCluster {
         let binary = etcd_binary();
         self.members[i].kill();
         self.members[i].spawn(&binary, &self.initial_cluster.clone(), "http");
-        self.wait_ready(i).await;
+        if let Err(Startup::PortTaken | Startup::Failed(_)) = self.wait_ready(i).await {
+            panic!("etcd member {i} did not come back; its log:\n{}", self.log(i));
+        }
     }
 
     /// Starts the single member again with its data directory wiped: a brand new etcd on the
@@ -201,30 +239,34 @@ impl EtcdCluster {
         std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
     }
 
-    async fn wait_ready(&self, i: usize) {
+    async fn wait_ready(&self, i: usize) -> Result<(), Startup> {
         let endpoint = self.endpoint(i);
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if let Ok(mut client) = connect_one(&endpoint).await {
-                    let probe = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        client.get("/", Some(GetOptions::new().with_count_only())),
-                    );
-                    if matches!(probe.await, Ok(Ok(_))) {
-                        return;
-                    }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.check_alive(i)?;
+            if let Ok(mut client) = connect_one(&endpoint).await {
+                let probe = client.get("/", Some(GetOptions::new().with_count_only()));
+                if matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_))) {
+                    return Ok(());
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        })
-        .await;
-        if ready.is_err() {
-            panic!(
-                "etcd member {i} did not become ready within 30 s; its log:\n{}",
-                self.log(i)
-            );
+            if tokio::time::Instant::now() > deadline {
+                return Err(Startup::Failed(format!(
+                    "etcd member {i} did not become ready within 30 s; its log:\n{}",
+                    self.log(i)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Why a cluster did not start.
+enum Startup {
+    /// A port was taken between choosing and binding it: worth another try on other ports.
+    PortTaken,
+    /// Anything else, with the member's log.
+    Failed(String),
 }
 
 impl Drop for EtcdCluster {
@@ -301,8 +343,23 @@ async fn connect_one(endpoint: &str) -> Result<Client, etcd_client::Error> {
     Client::connect([endpoint], Some(options)).await
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, chosen below the kernel's ephemeral range so
+/// that no outgoing connection (of which tests make thousands) can take it as its source port
+/// before etcd binds it.
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10000.min(ephemeral_start / 2);
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(low..ephemeral_start);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
         .local_addr()
