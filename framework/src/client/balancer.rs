@@ -137,10 +137,12 @@ impl Balancer {
             Outgoing::Once(request) => (None, Some(request)),
         };
         let mut tried: Vec<Arc<Instance>> = Vec::new();
+        let mut last_error = None;
         loop {
             let set = self.set.load_full();
             let Some(instance) = set.pick(&self.sequence, key, &tried) else {
-                return Err(self.unavailable(&set).into());
+                // Nothing left to try: say why the last attempt failed, not that none exist.
+                return Err(last_error.map_or_else(|| self.unavailable(&set).into(), Into::into));
             };
             let request = match &replayable {
                 Some(replayable) => replayable.build(),
@@ -177,6 +179,7 @@ impl Balancer {
                 return Err(error.into());
             }
             tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
+            last_error = Some(error);
         }
     }
 
