@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jovian::client::ClientOptions;
@@ -13,7 +14,7 @@ use jovian_tests::etcd::EtcdCluster;
 
 use crate::Sizes;
 use crate::report::Section;
-use crate::servers::Load;
+use crate::servers::{Load, greeter};
 
 const CALLERS: usize = 16;
 
@@ -25,6 +26,20 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Starts this program as a greeter registered as `service`; returns once it serves.
+    fn start(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--serve-greeter", &etcd.endpoints().join(","), "--service", service])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        anyhow::ensure!(line.starts_with("serving "), "the server process said {line:?}");
+        Ok(Self { child, _stdout: stdout })
+    }
+
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
@@ -46,6 +61,12 @@ impl Drop for ServerProcess {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Event {
+    Kill { idempotent: bool },
+    RollingRestart,
+}
+
 pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     let etcd = EtcdCluster::single().await;
     let mut section = Section::new(
@@ -59,25 +80,29 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             "worst rep",
         ],
     );
-    for (event, idempotent) in [
-        ("1 of 3 SIGKILLed", false),
-        ("1 of 3 SIGKILLed", true),
-        ("rolling restart of 3", false),
+    for event in [
+        Event::Kill { idempotent: false },
+        Event::Kill { idempotent: true },
+        Event::RollingRestart,
     ] {
         let (mut calls, mut failed, mut worst) = (0, 0, 0);
         for rep in 0..sizes.reps {
             let service = format!("failover-{}-{rep}", section.rows.len());
             let (c, f) = match event {
-                "rolling restart of 3" => rolling_restart(&etcd, &service, sizes.failover_duration).await?,
-                _ => kill_one(&etcd, &service, idempotent, sizes.failover_duration).await?,
+                Event::Kill { idempotent } => kill_one(&etcd, &service, idempotent, sizes.failover_duration).await?,
+                Event::RollingRestart => rolling_restart(&etcd, &service, sizes.failover_duration).await?,
             };
             calls += c;
             failed += f;
             worst = worst.max(f);
         }
-        let marking = if idempotent { "idempotent" } else { "not idempotent" };
+        let (name, marking) = match event {
+            Event::Kill { idempotent: true } => ("1 of 3 SIGKILLed", "idempotent"),
+            Event::Kill { idempotent: false } => ("1 of 3 SIGKILLed", "not idempotent"),
+            Event::RollingRestart => ("rolling restart of 3", "not idempotent"),
+        };
         section.row(vec![
-            event.into(),
+            name.into(),
             marking.into(),
             calls.to_string(),
             failed.to_string(),
@@ -103,7 +128,7 @@ async fn client(etcd: &EtcdCluster, service: &str, idempotent: bool) -> anyhow::
 
 async fn start_three(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Vec<ServerProcess>> {
     let servers = (0..3)
-        .map(|_| ServerProcess::start_as(etcd, service))
+        .map(|_| ServerProcess::start(etcd, service))
         .collect::<anyhow::Result<Vec<_>>>()?;
     wait_registered(etcd, service, 3).await?;
     Ok(servers)
@@ -145,38 +170,17 @@ async fn rolling_restart(etcd: &EtcdCluster, service: &str, duration: Duration) 
         let old = servers.remove(0);
         old.signal("-TERM")?;
         old.wait().await?;
-        servers.push(ServerProcess::start_as(etcd, service)?);
+        servers.push(ServerProcess::start(etcd, service)?);
         wait_registered(etcd, service, 3).await?;
     }
     tokio::time::sleep(duration / 4).await;
     Ok(load.finish().await)
 }
 
-impl ServerProcess {
-    fn start_as(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve-greeter", &etcd.endpoints().join(","), "--service", service])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        anyhow::ensure!(line.starts_with("serving "), "the server process said {line:?}");
-        Ok(Self { child, _stdout: stdout })
-    }
-}
-
 /// The `--serve-greeter` mode: a greeter registered in etcd, until SIGTERM.
 pub(crate) async fn serve_greeter(endpoints: &str, service: &str) -> anyhow::Result<()> {
-    let registry = EtcdRegistry::connect(EtcdConfig::new(endpoints.split(','))).await?;
-    let running = jovian::App::new()
-        .governor(None)
-        .drain_delay(Duration::from_millis(300))
-        .registry(registry)
-        .serve(jovian_examples::greeter_server(service))
-        .start()
-        .await?;
+    let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(EtcdConfig::new(endpoints.split(','))).await?);
+    let running = greeter(service, Some(registry)).await?;
     println!("serving {}", running.local_addrs()[0]);
     running.wait().await?;
     Ok(())

@@ -139,21 +139,11 @@ impl EndpointsPublisher {
         })
     }
 
-    /// The latest published snapshot.
-    pub fn current(&self) -> Arc<Endpoints> {
-        self.sender.borrow().clone()
-    }
-
     /// Another watch on this publisher, starting at the latest snapshot.
     pub fn subscribe(&self) -> EndpointsWatch {
         EndpointsWatch {
             receiver: self.sender.subscribe(),
         }
-    }
-
-    /// Whether every watch on this publisher has been dropped.
-    pub fn is_unwatched(&self) -> bool {
-        self.sender.is_closed()
     }
 
     /// Completes once every watch on this publisher has been dropped, so the registry can stop

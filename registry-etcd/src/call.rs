@@ -7,6 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use etcd_client::Client;
 use jovian::Error;
 
 /// Why an etcd call failed.
@@ -51,6 +52,16 @@ where
         Ok(result) => result.map_err(CallError::Etcd),
         Err(_) => Err(CallError::Timeout { deadline, last_error }),
     }
+}
+
+/// [`within`] for a call on `client`: each attempt gets its own clone, as etcd-client's calls
+/// borrow the client mutably.
+pub(crate) async fn with_client<T, F, Fut>(client: &Client, deadline: Duration, mut call: F) -> Result<T, CallError>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    within(deadline, || call(client.clone())).await
 }
 
 /// Runs one attempt of `call` with `deadline`, for calls on an open stream.

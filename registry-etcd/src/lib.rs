@@ -44,7 +44,7 @@ use tracing::Instrument;
 pub use config::{DEFAULT_TTL, EtcdConfig, TlsFiles};
 pub use stats::StatsSnapshot;
 
-use call::within;
+use call::{with_client, within};
 use keys::Keys;
 use session::Session;
 use stats::Stats;
@@ -80,12 +80,12 @@ impl EtcdRegistry {
             Err(error) => return Err(unreachable(error.to_string())),
         };
         let prefix = format!("/{}/", config.clean_prefix());
-        let probe = || {
-            let (mut client, prefix) = (client.clone(), prefix.clone());
-            let options = GetOptions::new().with_prefix().with_count_only();
-            async move { client.get(prefix, Some(options)).await }
+        let key = prefix.as_str();
+        let probe = |mut c: Client| async move {
+            c.get(key, Some(GetOptions::new().with_prefix().with_count_only()))
+                .await
         };
-        match within(config.dial_timeout, probe).await {
+        match with_client(&client, config.dial_timeout, probe).await {
             Ok(_) => {}
             Err(error) if error.is_permission_denied() => {
                 return Err(error.into_error("read the registry prefix"));

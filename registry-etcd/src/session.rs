@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::call::{CallError, once, within};
+use crate::call::{CallError, once, with_client};
 use crate::stats::Stats;
 
 pub(crate) struct Session {
@@ -110,9 +110,8 @@ impl Session {
             return Err(Error::Closed);
         }
         writer.entries.remove(key);
-        within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            async move { client.delete(key, None).await }
+        with_client(&self.client, self.request_timeout, |mut c| async move {
+            c.delete(key, None).await
         })
         .await
         .map_err(|e| e.into_error("unregister"))?;
@@ -129,9 +128,8 @@ impl Session {
         writer.entries.clear();
         self.stopped.cancel();
         if let Some(lease) = writer.lease.take() {
-            match within(self.request_timeout, || {
-                let mut client = self.client.clone();
-                async move { client.lease_revoke(lease).await }
+            match with_client(&self.client, self.request_timeout, |mut c| async move {
+                c.lease_revoke(lease).await
             })
             .await
             {
@@ -196,12 +194,8 @@ impl Session {
             }
         };
         let trouble = |what: &str, error: &dyn std::fmt::Display| Interrupted::Trouble(format!("{what}: {error}"));
-        let (mut keeper, mut acks) = match within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            async move { client.lease_keep_alive(lease).await }
-        })
-        .await
-        {
+        let keep_alive = |mut c: Client| async move { c.lease_keep_alive(lease).await };
+        let (mut keeper, mut acks) = match with_client(&self.client, self.request_timeout, keep_alive).await {
             Ok(pair) => pair,
             Err(error) => return trouble("opening the keep-alive stream", &error),
         };
@@ -296,9 +290,8 @@ impl Session {
 
     async fn grant(&self) -> Result<i64, CallError> {
         let ttl = self.ttl.as_secs() as i64;
-        let granted = within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            async move { client.lease_grant(ttl, None).await }
+        let granted = with_client(&self.client, self.request_timeout, |mut c| async move {
+            c.lease_grant(ttl, None).await
         })
         .await?;
         tracing::debug!(lease = granted.id(), ttl, "lease granted");
@@ -306,22 +299,15 @@ impl Session {
     }
 
     async fn lease_alive(&self, lease: i64) -> Result<bool, CallError> {
-        let answer = within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            async move { client.lease_time_to_live(lease, None).await }
-        })
-        .await?;
+        let time_to_live = |mut c: Client| async move { c.lease_time_to_live(lease, None).await };
+        let answer = with_client(&self.client, self.request_timeout, time_to_live).await?;
         Ok(answer.ttl() > 0)
     }
 
     /// Writes one key bound to `lease`; returns the revision of the write.
     async fn put_key(&self, key: &str, value: &str, lease: i64) -> Result<i64, CallError> {
-        let response = within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            let options = PutOptions::new().with_lease(lease);
-            async move { client.put(key, value, Some(options)).await }
-        })
-        .await?;
+        let put = |mut c: Client| async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await };
+        let response = with_client(&self.client, self.request_timeout, put).await?;
         Ok(response.header().map_or(0, |h| h.revision()))
     }
 
@@ -335,12 +321,8 @@ impl Session {
                 .with_start_revision(from)
                 .with_filters([WatchFilterType::NoPut])
         };
-        let mut stream = within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            let options = options();
-            async move { client.watch(first.as_str(), Some(options)).await }
-        })
-        .await?;
+        let watch = |mut c: Client| async move { c.watch(first.as_str(), Some(options())).await };
+        let mut stream = with_client(&self.client, self.request_timeout, watch).await?;
         for key in rest {
             once(self.request_timeout, stream.watch(key.as_str(), Some(options()))).await?;
         }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::call::{CallError, within};
+use crate::call::{CallError, with_client};
 use crate::keys::{KeyKind, Keys};
 use crate::stats::Stats;
 
@@ -62,13 +62,9 @@ impl Watcher {
 
     async fn load(&self, name: &str) -> Result<ServiceView, CallError> {
         let prefix = self.keys.service(name);
-        let listed = within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            let options = GetOptions::new().with_prefix();
-            let prefix = prefix.clone();
-            async move { client.get(prefix, Some(options)).await }
-        })
-        .await?;
+        let key = prefix.as_str();
+        let list = |mut c: Client| async move { c.get(key, Some(GetOptions::new().with_prefix())).await };
+        let listed = with_client(&self.client, self.request_timeout, list).await?;
         let mut view = ServiceView::new(name, prefix);
         view.revision = listed.header().map_or(0, |h| h.revision());
         for kv in listed.kvs() {
@@ -111,18 +107,15 @@ impl Watcher {
 
     /// Applies watch events from `view.revision + 1` on; returns why it stopped.
     async fn stream(&self, view: &mut ServiceView, publisher: &EndpointsPublisher) -> String {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(view.revision + 1)
-            .with_progress_notify();
-        let mut stream = match within(self.request_timeout, || {
-            let mut client = self.client.clone();
-            let options = options.clone();
-            let prefix = view.prefix.clone();
-            async move { client.watch(prefix, Some(options)).await }
-        })
-        .await
-        {
+        let (prefix, from) = (view.prefix.as_str(), view.revision + 1);
+        let watch = |mut c: Client| async move {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(from)
+                .with_progress_notify();
+            c.watch(prefix, Some(options)).await
+        };
+        let mut stream = match with_client(&self.client, self.request_timeout, watch).await {
             Ok(stream) => stream,
             Err(error) => return format!("cannot start watching: {error}"),
         };

@@ -131,9 +131,9 @@ impl Registry for MemoryRegistry {
         if state.closed {
             return Err(Error::Closed);
         }
-        state.registered.remove(&store::entry_key(info));
-        let (service, uri) = store::entry_key(info);
-        self.shared.store.delete(&service, &uri);
+        let key = store::entry_key(info);
+        state.registered.remove(&key);
+        self.shared.store.delete(&key.0, &key.1);
         Ok(())
     }
 

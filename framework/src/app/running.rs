@@ -158,11 +158,10 @@ impl Running {
     pub(super) async fn start(mut app: App) -> Result<Self> {
         let config = app.resolved_config()?;
         install_default_subscriber();
-        let (start_hooks, stop_hooks) = app
+        let (mut start_hooks, stop_hooks) = app
             .hooks
             .drain(..)
             .partition::<Vec<_>, _>(|(stage, _)| matches!(stage, Stage::BeforeStart | Stage::AfterStart));
-        let mut start_hooks = start_hooks;
         run_hooks(&mut start_hooks, Stage::BeforeStart).await?;
 
         let mut bound = Vec::with_capacity(app.servers.len());

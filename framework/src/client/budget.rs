@@ -5,9 +5,9 @@
 //! whole token with a compare-and-swap, first adding the per-second allowance for the time
 //! since it was last added.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+
+use super::now_ms;
 
 /// Tokens are counted in thousandths.
 const TOKEN: i64 = 1000;
@@ -65,11 +65,6 @@ impl RetryBudget {
                 .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| Some((b + earned).min(cap)));
         }
     }
-}
-
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
+use super::now_ms;
 use crate::ServiceInfo;
 
 pub(super) struct Instance {
@@ -27,7 +28,6 @@ pub(super) struct Instance {
 }
 
 /// The metric series of calls to one instance that every successful call touches.
-#[derive(Clone)]
 pub(super) struct InstanceMetrics {
     pub(super) ok: prometheus::IntCounter,
     pub(super) latency: prometheus::Histogram,
@@ -137,10 +137,4 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Milliseconds since the first call, never 0: cheap to store in an atomic.
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }

@@ -161,6 +161,12 @@ impl fmt::Debug for ServiceChannel {
     }
 }
 
+/// Milliseconds since the first call, never 0, so it fits an atomic where 0 means "unset".
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
