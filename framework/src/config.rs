@@ -19,6 +19,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub struct Config {
     #[serde(with = "duration")]
     pub drain_delay: Duration,
     /// How long in-flight calls get to finish once serving stops.
-    #[serde(with = "duration")]
+    #[serde(with = "positive_duration")]
     pub shutdown_deadline: Duration,
     /// The governor HTTP endpoint.
     pub governor: GovernorConfig,
@@ -64,24 +65,40 @@ pub struct GovernorConfig {
 
 /// Which registry to use and how to reach it. Registry crates build themselves from this
 /// (`jovian_registry_etcd::EtcdConfig::from_registry_config`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows the password as `<redacted>`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     /// `etcd` or `memory`.
     pub kind: RegistryKind,
-    /// etcd members, `host:port`.
+    /// etcd members, `host:port`: a list, or one comma-separated string as every etcd tool
+    /// takes (`JOVIAN_REGISTRY__ENDPOINTS=10.0.0.1:2379,10.0.0.2:2379`).
+    #[serde(deserialize_with = "endpoint_list")]
     pub endpoints: Vec<String>,
     /// The first segment of every key.
     pub prefix: String,
     /// The lease TTL.
-    #[serde(with = "duration")]
+    #[serde(with = "positive_duration")]
     pub ttl: Duration,
     /// How long connecting may take.
-    #[serde(with = "duration")]
+    #[serde(with = "positive_duration")]
     pub dial_timeout: Duration,
     /// How long one request may take.
-    #[serde(with = "duration")]
+    #[serde(with = "positive_duration")]
     pub request_timeout: Duration,
+    /// How long a connection to etcd may go without receiving anything before it is pinged
+    /// (HTTP/2 keep-alive), so a frozen or cut-off member is noticed. etcd answers pings more
+    /// frequent than its `--grpc-keepalive-min-time` (5 s by default) by closing the
+    /// connection, so keep this above that.
+    #[serde(with = "positive_duration")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is dropped.
+    #[serde(with = "positive_duration")]
+    pub keepalive_timeout: Duration,
+    /// The largest message accepted from etcd, in bytes (a page of a list, a batch of watch
+    /// events). etcd's own limit on one request is 1.5 MiB by default.
+    pub max_message_bytes: usize,
     /// User, when etcd has authentication enabled.
     pub user: Option<String>,
     /// The user's password.
@@ -100,6 +117,28 @@ pub enum RegistryKind {
     /// In this process only.
     Memory,
 }
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("kind", &self.kind)
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// What `Debug` prints instead of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// One server's listener.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -134,8 +173,11 @@ pub struct ClientConfig {
     /// ...while at least this many are available there.
     pub min_zone_instances: usize,
     /// How long connecting to an instance may take.
-    #[serde(with = "duration")]
+    #[serde(with = "positive_duration")]
     pub connect_timeout: Duration,
+    /// The deadline of a call that sets none itself, sent as `grpc-timeout`.
+    #[serde(with = "positive_duration")]
+    pub timeout: Duration,
     /// How long building a client waits for a first instance (0: not at all).
     #[serde(with = "duration")]
     pub wait_for_instances: Duration,
@@ -144,11 +186,13 @@ pub struct ClientConfig {
     /// Attempts per call at most.
     pub max_attempts: usize,
     /// First ejection of a failing instance.
-    #[serde(with = "duration")]
+    #[serde(with = "positive_duration")]
     pub ejection_base: Duration,
     /// Longest ejection.
-    #[serde(with = "duration")]
+    #[serde(with = "positive_duration")]
     pub ejection_max: Duration,
+    /// Timed-out calls in a row that eject an instance.
+    pub ejection_after_timeouts: u32,
     /// TLS to the instances.
     pub tls: Option<ClientTls>,
 }
@@ -185,6 +229,9 @@ impl Default for RegistryConfig {
             ttl: Duration::from_secs(10),
             dial_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(3),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            max_message_bytes: 16 << 20,
             user: None,
             password: None,
             tls: None,
@@ -205,11 +252,13 @@ impl Default for ClientConfig {
             zone: None,
             min_zone_instances: 1,
             connect_timeout: options.connection.connect_timeout,
+            timeout: options.timeout.unwrap_or(crate::client::DEFAULT_TIMEOUT),
             wait_for_instances: Duration::ZERO,
             idempotent_methods: BTreeSet::new(),
             max_attempts: options.retry.max_attempts,
             ejection_base: options.ejection.base,
             ejection_max: options.ejection.max,
+            ejection_after_timeouts: options.ejection.after_timeouts,
             tls: None,
         }
     }
@@ -271,6 +320,13 @@ impl ClientConfig {
                 });
             }
         };
+        if self.ejection_after_timeouts == 0 {
+            return Err(Error::Config {
+                key: key("ejection_after_timeouts"),
+                expected: "at least 1".into(),
+                found: "0".into(),
+            });
+        }
         if self.max_attempts == 0 {
             return Err(Error::Config {
                 key: key("max_attempts"),
@@ -289,6 +345,7 @@ impl ClientConfig {
                 min_zone_instances: self.min_zone_instances,
             },
             wait_for_instances: (!self.wait_for_instances.is_zero()).then_some(self.wait_for_instances),
+            timeout: Some(self.timeout),
             ..ClientOptions::default()
         };
         options.connection.connect_timeout = self.connect_timeout;
@@ -297,6 +354,7 @@ impl ClientConfig {
         options.retry.max_attempts = self.max_attempts;
         options.ejection.base = self.ejection_base;
         options.ejection.max = self.ejection_max;
+        options.ejection.after_timeouts = self.ejection_after_timeouts;
         Ok(options)
     }
 }
@@ -323,48 +381,155 @@ fn extract(figment: Figment) -> Result<Config> {
     })
 }
 
-/// Durations as `500ms`, `2s`, `1m`, `1h` (or a whole number of seconds).
-mod duration {
+/// Durations as `500ms`, `2s`, `1.5s`, `1m30s`, `1h` (or a whole number of seconds): a sum of
+/// numbers, each with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`). Anything that overflows is
+/// an error, never a wrapped or saturated value.
+pub mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer, de};
 
-    pub(super) fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        match duration.subsec_millis() {
+    const EXPECTED: &str = "a duration like \"500ms\", \"2s\", \"1.5s\" or \"1m30s\"";
+
+    /// Writes `duration` in the form [`parse`] reads.
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        match duration.subsec_nanos() {
             0 => serializer.serialize_str(&format!("{}s", duration.as_secs())),
-            _ => serializer.serialize_str(&format!("{}ms", duration.as_millis())),
+            n if n % 1_000_000 == 0 => serializer.serialize_str(&format!("{}ms", duration.as_millis())),
+            _ => serializer.serialize_str(&format!("{}ns", duration.as_nanos())),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    /// Reads a duration from text or a whole number of seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
             Seconds(u64),
             Text(String),
         }
-        const EXPECTED: &str = "a duration like \"500ms\", \"2s\" or \"1m\"";
         match Raw::deserialize(deserializer).map_err(|_| de::Error::custom(format!("expected {EXPECTED}")))? {
             Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
-            Raw::Text(text) => {
-                parse(&text).ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(&text), &EXPECTED))
-            }
+            Raw::Text(text) => match parse(&text) {
+                Ok(duration) => Ok(duration),
+                Err(why) => Err(de::Error::invalid_value(
+                    de::Unexpected::Str(&text),
+                    &format!("{EXPECTED} ({why})").as_str(),
+                )),
+            },
         }
     }
 
-    fn parse(text: &str) -> Option<Duration> {
-        let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit())?;
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number.parse().ok()?;
-        Some(match unit.trim() {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number * 60),
-            "h" => Duration::from_secs(number * 3600),
-            _ => return None,
-        })
+    /// Parses `1.5s`, `1m30s`, `250ms`; says what is wrong otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jovian::config::duration::parse;
+    ///
+    /// assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+    /// assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+    /// assert!(parse("9999999999999999999h").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Duration, &'static str> {
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err("it is empty");
+        }
+        let mut total = Duration::ZERO;
+        while !rest.is_empty() {
+            let number_end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (number, after) = rest.split_at(number_end);
+            let unit_end = after
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(after.len());
+            let (unit, after) = after.split_at(unit_end);
+            if number.is_empty() {
+                return Err("it must start with a number");
+            }
+            let nanos_per_unit: u128 = match unit.trim() {
+                "ns" => 1,
+                "us" | "µs" => 1_000,
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
+                "d" => 86_400_000_000_000,
+                "" => return Err("every number needs a unit (ms, s, m, h, ...)"),
+                _ => return Err("the unit is not one of ns, us, ms, s, m, h, d"),
+            };
+            total = total
+                .checked_add(scaled(number, nanos_per_unit)?)
+                .ok_or("it is too long")?;
+            rest = after.trim_start();
+        }
+        Ok(total)
     }
+
+    /// `number` (digits, maybe with a fraction) times `nanos_per_unit`, exactly or an error.
+    fn scaled(number: &str, nanos_per_unit: u128) -> Result<Duration, &'static str> {
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+            return Err("a number is written like 2 or 1.5");
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| "it is too long")?
+        };
+        let mut nanos = whole.checked_mul(nanos_per_unit).ok_or("it is too long")?;
+        let mut scale = nanos_per_unit;
+        for digit in fraction.bytes().take(18) {
+            scale /= 10;
+            nanos += u128::from(digit - b'0') * scale;
+        }
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| "it is too long")?;
+        Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
+    }
+}
+
+/// [`duration`], refusing zero: for settings where no time at all means nothing.
+mod positive_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        super::duration::serialize(duration, serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let duration = super::duration::deserialize(deserializer)?;
+        if duration.is_zero() {
+            return Err(de::Error::invalid_value(
+                de::Unexpected::Str("0s"),
+                &"a duration greater than zero, like \"2s\"",
+            ));
+        }
+        Ok(duration)
+    }
+}
+
+/// Endpoints as a list, or as one comma-separated string.
+fn endpoint_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let raw = Raw::deserialize(deserializer)
+        .map_err(|_| serde::de::Error::custom("expected a list of host:port, or one comma-separated string"))?;
+    let list = match raw {
+        Raw::List(list) => list,
+        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(list
+        .into_iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect())
 }
 
 #[cfg(test)]
@@ -378,6 +543,71 @@ mod tests {
         assert_eq!(config.drain_delay, Duration::from_millis(250));
         assert_eq!(config.shutdown_deadline, Duration::from_secs(3));
         assert_eq!(config.registry.ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn durations_read_like_humantime_and_never_overflow() {
+        use duration::parse;
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("2h 15m"), Ok(Duration::from_secs(2 * 3600 + 15 * 60)));
+        assert_eq!(parse("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse("0.25ms"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            "",
+            "soon",
+            "5",
+            "1.2.3s",
+            "1x",
+            "s",
+            "-1s",
+            "9999999999999999999h",
+            "99999999999999999999999s",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        let config = Config::from_toml("drain_delay = \"1.5s\"\n[registry]\nttl = \"1m30s\"").unwrap();
+        assert_eq!(config.drain_delay, Duration::from_millis(1500));
+        assert_eq!(config.registry.ttl, Duration::from_secs(90));
+        let written = extract(Figment::from(Serialized::defaults(&config))).unwrap();
+        assert_eq!(written, config, "durations read back as they are written");
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_means_nothing() {
+        for (toml, key) in [
+            ("[registry]\nrequest_timeout = \"0s\"", "registry.request_timeout"),
+            ("[registry]\ndial_timeout = 0", "registry.dial_timeout"),
+            ("[registry]\nttl = \"0ms\"", "registry.ttl"),
+            ("[clients.a]\ntimeout = \"0s\"", "clients.a.timeout"),
+            ("[clients.a]\nconnect_timeout = \"0s\"", "clients.a.connect_timeout"),
+        ] {
+            let error = Config::from_toml(toml).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, .. } if k == key),
+                "{toml}: {error}"
+            );
+            assert!(error.to_string().contains("greater than zero"), "{error}");
+        }
+        assert!(
+            Config::from_toml("drain_delay = \"0s\"").is_ok(),
+            "no drain is a choice"
+        );
+    }
+
+    #[test]
+    fn endpoints_may_be_one_comma_separated_string() {
+        let config = Config::from_toml("[registry]\nendpoints = \"10.0.0.1:2379, 10.0.0.2:2379\"").unwrap();
+        assert_eq!(config.registry.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let config = Config::from_toml("[registry]\nuser = \"svc\"\npassword = \"hunter2\"").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("svc") && debug.contains(REDACTED), "{debug}");
     }
 
     #[test]

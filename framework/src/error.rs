@@ -87,6 +87,11 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A second SIGINT or SIGTERM arrived while stopping, so the stop was cut short: calls
+    /// still running were cut off and registrations left to expire with their lease.
+    #[error("stopping was interrupted by a second signal; calls still in flight were cut off")]
+    Interrupted,
+
     /// The shutdown deadline passed with calls still running; they were cut off.
     #[error("graceful stop did not finish within {0:?}; raise the shutdown deadline if calls legitimately run longer")]
     ShutdownDeadline(std::time::Duration),

@@ -99,6 +99,27 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<&'static str> {
     Some(code_name(tonic::Code::from_i32(status)))
 }
 
+/// Every gRPC code's name, as [`code_name`] gives it.
+pub(crate) const CODE_NAMES: [&str; 17] = [
+    "Ok",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
 /// A gRPC code's name, for metric labels.
 pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -124,15 +145,27 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
 }
 
 /// Counts, times and traces every call a server serves.
+///
+/// Metrics are labelled with the method only for calls to the gRPC services the server
+/// offers that reached a method (any code but `Unimplemented`); every other path is one
+/// `unknown` value. The path is the caller's to choose, and a label per path would let any
+/// client grow the server's memory and its `/metrics` without limit.
 #[derive(Clone)]
 pub(crate) struct ServerObserveLayer {
     service: Arc<str>,
+    offered: Arc<[&'static str]>,
 }
 
+/// The method label of calls that reached no method the server offers.
+pub(crate) const UNKNOWN_METHOD: &str = "unknown";
+
 impl ServerObserveLayer {
-    pub(crate) fn new(service: &str) -> Self {
+    /// Observes calls to the server registered as `service`, which offers the gRPC services
+    /// named `offered`.
+    pub(crate) fn new(service: &str, offered: &[&'static str]) -> Self {
         Self {
             service: service.into(),
+            offered: offered.into(),
         }
     }
 }
@@ -144,6 +177,7 @@ impl<S> tower::Layer<S> for ServerObserveLayer {
         ServerObserve {
             inner,
             service: Arc::clone(&self.service),
+            offered: Arc::clone(&self.offered),
         }
     }
 }
@@ -152,6 +186,7 @@ impl<S> tower::Layer<S> for ServerObserveLayer {
 pub(crate) struct ServerObserve<S> {
     inner: S,
     service: Arc<str>,
+    offered: Arc<[&'static str]>,
 }
 
 impl<S> tower::Service<http::Request<Body>> for ServerObserve<S>
@@ -188,6 +223,7 @@ where
             code = tracing::field::Empty,
         );
         let service = Arc::clone(&self.service);
+        let offered = Arc::clone(&self.offered);
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(
@@ -196,9 +232,10 @@ where
                 let span = tracing::Span::current();
                 let on_end: OnEnd = Box::new(move |code| {
                     let m = metrics();
-                    m.server_calls.with_label_values(&[&service, &method, code]).inc();
+                    let label = method_label(&method, code, &offered);
+                    m.server_calls.with_label_values(&[&service, label, code]).inc();
                     m.server_latency
-                        .with_label_values(&[&service, &method])
+                        .with_label_values(&[&service, label])
                         .observe(started.elapsed().as_secs_f64());
                     span.record("code", code);
                 });
@@ -206,5 +243,39 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// `path` if it names a method of an `offered` gRPC service that the call reached, else
+/// [`UNKNOWN_METHOD`]: the labels a server's metrics can take are bounded by its own methods.
+fn method_label<'a>(path: &'a str, code: &str, offered: &[&str]) -> &'a str {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(service, _)| service);
+    match service {
+        Some(service) if code != "Unimplemented" && offered.contains(&service) => path,
+        _ => UNKNOWN_METHOD,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_offered_methods_that_were_reached_are_labelled() {
+        let offered = ["helloworld.Greeter"];
+        let path = "/helloworld.Greeter/SayHello";
+        assert_eq!(method_label(path, "Ok", &offered), path);
+        assert_eq!(method_label(path, "Internal", &offered), path);
+        for (path, code) in [
+            ("/helloworld.Greeter/Nope", "Unimplemented"),
+            ("/other.Service/SayHello", "Ok"),
+            ("/x", "Unimplemented"),
+            ("", "Unimplemented"),
+        ] {
+            assert_eq!(method_label(path, code, &offered), UNKNOWN_METHOD, "{path}");
+        }
     }
 }

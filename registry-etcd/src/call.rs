@@ -95,6 +95,26 @@ impl CallError {
             if status.message().contains("lease not found"))
     }
 
+    /// The revision asked for was compacted away.
+    pub(crate) fn is_compacted(&self) -> bool {
+        matches!(self, CallError::Etcd(etcd_client::Error::GRpcStatus(status))
+            if status.message().contains("compacted"))
+    }
+
+    /// The answer was larger than the message size limit.
+    pub(crate) fn is_too_large(&self) -> bool {
+        matches!(self, CallError::Etcd(etcd_client::Error::GRpcStatus(status))
+            if status.code() == tonic::Code::OutOfRange || status.message().contains("message length too large"))
+    }
+
+    /// etcd could not be reached or did not answer: trouble with etcd, not with the request.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        match self {
+            CallError::Timeout { .. } => true,
+            CallError::Etcd(error) => is_transient(error),
+        }
+    }
+
     pub(crate) fn is_permission_denied(&self) -> bool {
         matches!(self, CallError::Etcd(etcd_client::Error::GRpcStatus(status))
             if status.code() == tonic::Code::PermissionDenied || status.message().contains("permission denied"))

@@ -6,7 +6,8 @@ use std::time::Duration;
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use jovian::Error;
 
-/// Settings of an [`EtcdRegistry`](crate::EtcdRegistry).
+/// Settings of an [`EtcdRegistry`](crate::EtcdRegistry). `Debug` shows the password as
+/// `<redacted>`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -17,7 +18,7 @@ use jovian::Error;
 ///     .ttl(Duration::from_secs(15))
 ///     .credentials("svc", "secret");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EtcdConfig {
     /// `host:port` (or `http(s)://host:port`) of each member.
     pub endpoints: Vec<String>,
@@ -29,8 +30,9 @@ pub struct EtcdConfig {
     pub dial_timeout: Duration,
     /// How long any single request may take.
     pub request_timeout: Duration,
-    /// How often the connection is pinged (HTTP/2 keep-alive), so a frozen or partitioned
-    /// member is noticed.
+    /// How long a connection may go without receiving anything before it is pinged (HTTP/2
+    /// keep-alive), so a frozen or partitioned member is noticed. etcd closes connections that
+    /// ping more often than its `--grpc-keepalive-min-time` (5 s by default) allows.
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is dropped.
     pub keepalive_timeout: Duration,
@@ -38,9 +40,13 @@ pub struct EtcdConfig {
     pub credentials: Option<(String, String)>,
     /// TLS settings, for `https` members.
     pub tls: Option<TlsFiles>,
-    /// How long watchers keep instances that vanished because etcd lost its data (its revision
-    /// went backwards), while their owners put them back.
-    pub reset_grace: Duration,
+    /// How long watchers keep instances that went missing across an interruption (an outage
+    /// longer than the TTL expired their leases, or etcd lost its data), while their owners
+    /// put them back.
+    pub relist_grace: Duration,
+    /// The largest message accepted from etcd, in bytes: a page of a list or a batch of watch
+    /// events. Pages that would be larger are fetched in smaller pieces.
+    pub max_message_bytes: usize,
 }
 
 /// PEM files for TLS to etcd.
@@ -58,10 +64,18 @@ pub struct TlsFiles {
 
 /// The lease TTL unless set otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+/// Silence before a keep-alive ping unless set otherwise: above etcd's default
+/// `--grpc-keepalive-min-time` of 5 s, so a stock etcd never answers it with GOAWAY.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered unless set otherwise.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The message size limit unless set otherwise.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 impl EtcdConfig {
     /// Defaults for `endpoints`: prefix `jovian`, TTL 10 s, 3 s dial and request timeouts,
-    /// keep-alive pings every 3 s with a 3 s timeout, instances lost with etcd's data kept 10 s.
+    /// a keep-alive ping after 10 s of silence answered within 5 s (a stock etcd accepts it),
+    /// instances missing after an interruption kept 10 s, messages up to 16 MiB.
     pub fn new<E: Into<String>>(endpoints: impl IntoIterator<Item = E>) -> Self {
         Self {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
@@ -69,11 +83,12 @@ impl EtcdConfig {
             ttl: DEFAULT_TTL,
             dial_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(3),
-            keepalive_interval: Duration::from_secs(3),
-            keepalive_timeout: Duration::from_secs(3),
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             credentials: None,
             tls: None,
-            reset_grace: Duration::from_secs(10),
+            relist_grace: Duration::from_secs(10),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -114,9 +129,15 @@ impl EtcdConfig {
         self
     }
 
-    /// Sets how long instances lost with etcd's data are kept; zero drops them at once.
-    pub fn reset_grace(mut self, grace: Duration) -> Self {
-        self.reset_grace = grace;
+    /// Sets how long instances missing after an interruption are kept; zero drops them at once.
+    pub fn relist_grace(mut self, grace: Duration) -> Self {
+        self.relist_grace = grace;
+        self
+    }
+
+    /// Sets the largest message accepted from etcd.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
         self
     }
 
@@ -139,7 +160,9 @@ impl EtcdConfig {
             .prefix(registry.prefix.clone())
             .ttl(registry.ttl)
             .dial_timeout(registry.dial_timeout)
-            .request_timeout(registry.request_timeout);
+            .request_timeout(registry.request_timeout)
+            .keepalive(registry.keepalive_interval, registry.keepalive_timeout)
+            .max_message_bytes(registry.max_message_bytes);
         if let Some(user) = &registry.user {
             config = config.credentials(user.clone(), registry.password.clone().unwrap_or_default());
         }
@@ -172,6 +195,23 @@ impl EtcdConfig {
                 &format!("{:?}", self.ttl),
             ));
         }
+        for (key, value) in [
+            ("registry.dial_timeout", self.dial_timeout),
+            ("registry.request_timeout", self.request_timeout),
+            ("registry.keepalive_interval", self.keepalive_interval),
+            ("registry.keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(config_error(key, "a duration greater than zero, like \"3s\"", "0s"));
+            }
+        }
+        if self.max_message_bytes < 64 << 10 {
+            return Err(config_error(
+                "registry.max_message_bytes",
+                "at least 65536 (one registry entry)",
+                &self.max_message_bytes.to_string(),
+            ));
+        }
         if self.clean_prefix().is_empty() {
             return Err(config_error(
                 "registry.prefix",
@@ -188,7 +228,10 @@ impl EtcdConfig {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
             .with_keep_alive(self.keepalive_interval, self.keepalive_timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the leader ends its streams instead of serving stale
+            // watches and refusing writes: the client moves to a member that has a leader.
+            .with_require_leader(true);
         if let Some((user, password)) = &self.credentials {
             // Auth tokens expire (etcd's --auth-token-ttl); a registry lives far longer.
             options = options
@@ -214,6 +257,30 @@ impl EtcdConfig {
                 }
             })
             .collect()
+    }
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, jovian::config::REDACTED)),
+            )
+            .field("tls", &self.tls)
+            .field("relist_grace", &self.relist_grace)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
     }
 }
 

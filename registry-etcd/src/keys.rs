@@ -35,6 +35,18 @@ impl Keys {
         format!("/{}/{name}/", self.prefix)
     }
 
+    /// The first key after every key that starts with `prefix`: the end of its range.
+    pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+        let mut end = prefix.as_bytes().to_vec();
+        while let Some(last) = end.pop() {
+            if last < u8::MAX {
+                end.push(last + 1);
+                return end;
+            }
+        }
+        vec![0] // every key: etcd reads "\0" as the end of the keyspace
+    }
+
     /// The key and value a registration writes.
     pub(crate) fn entry(&self, info: &ServiceInfo) -> (String, String) {
         match info.kind {

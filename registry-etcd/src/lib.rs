@@ -41,7 +41,9 @@ use jovian::{Endpoints, EndpointsWatch, Error, Registry, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use config::{DEFAULT_TTL, EtcdConfig, TlsFiles};
+pub use config::{
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TTL, EtcdConfig, TlsFiles,
+};
 pub use stats::StatsSnapshot;
 
 use call::{with_client, within};
@@ -106,7 +108,8 @@ impl EtcdRegistry {
             client,
             keys: keys.clone(),
             request_timeout: config.request_timeout,
-            reset_grace: config.reset_grace,
+            relist_grace: config.relist_grace,
+            max_message_bytes: config.max_message_bytes,
             stopped: stopped.clone(),
             stats: stats.clone(),
         };

@@ -1,6 +1,6 @@
 //! Counters of what the registry had to do to stay correct.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,11 +15,14 @@ pub struct Stats {
     lease_renewals: AtomicU64,
     reregistrations: AtomicU64,
     put_backs: AtomicU64,
+    refused_keys: AtomicU64,
     watch_restarts: AtomicU64,
     bad_entries: AtomicU64,
-    /// Every bad write seen, as (key, revision written): each is logged and counted once, however
-    /// many lists and watches come across it.
-    reported: Mutex<HashSet<(Vec<u8>, i64)>>,
+    /// The latest bad writes seen, as (key, revision written): each is logged and counted once,
+    /// however many lists and watches come across it. Bounded, because garbage under the
+    /// prefix is anyone's to write: past the bound the oldest are forgotten (and a re-list may
+    /// count them once more).
+    reported: Mutex<Reported>,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -29,8 +32,11 @@ pub struct StatsSnapshot {
     pub lease_renewals: u64,
     /// Times the lease was lost and every key was put again under a new one.
     pub reregistrations: u64,
-    /// Times a key deleted by someone else was put back.
+    /// Times a key deleted or overwritten by someone else was put back.
     pub put_backs: u64,
+    /// Times etcd refused to write one of our keys (a permission revoked, say) while the
+    /// others were kept.
+    pub refused_keys: u64,
     /// Times a watch was restarted (error, compaction, stream end) and the service re-listed.
     pub watch_restarts: u64,
     /// Registry values skipped because they were not valid entries.
@@ -48,6 +54,9 @@ impl Stats {
     }
     pub(crate) fn put_back(&self) {
         self.put_backs.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn key_refused(&self) {
+        self.refused_keys.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn watch_restarted(&self, service: &str) {
         self.watch_restarts.fetch_add(1, Ordering::Relaxed);
@@ -78,8 +87,65 @@ impl Stats {
             lease_renewals: self.lease_renewals.load(Ordering::Relaxed),
             reregistrations: self.reregistrations.load(Ordering::Relaxed),
             put_backs: self.put_backs.load(Ordering::Relaxed),
+            refused_keys: self.refused_keys.load(Ordering::Relaxed),
             watch_restarts: self.watch_restarts.load(Ordering::Relaxed),
             bad_entries: self.bad_entries.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// How many bad writes are remembered.
+const REMEMBERED_BAD_WRITES: usize = 4096;
+
+/// The latest bad writes, oldest forgotten first.
+#[derive(Debug, Default)]
+struct Reported {
+    set: HashSet<(Vec<u8>, i64)>,
+    order: VecDeque<(Vec<u8>, i64)>,
+}
+
+impl Reported {
+    /// True if `write` was not remembered.
+    fn insert(&mut self, write: (Vec<u8>, i64)) -> bool {
+        if self.set.contains(&write) {
+            return false;
+        }
+        if self.order.len() == REMEMBERED_BAD_WRITES
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        self.order.push_back(write.clone());
+        self.set.insert(write);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_bad_writes_are_bounded() {
+        let stats = Stats::default();
+        for revision in 0..3 * REMEMBERED_BAD_WRITES as i64 {
+            stats.bad_entry("s", b"/jovian/s/providers/junk", revision, "junk");
+        }
+        assert_eq!(stats.snapshot().bad_entries, 3 * REMEMBERED_BAD_WRITES as u64);
+        let reported = stats.reported.lock().unwrap();
+        assert_eq!(reported.set.len(), REMEMBERED_BAD_WRITES);
+        assert_eq!(reported.order.len(), REMEMBERED_BAD_WRITES);
+        drop(reported);
+        stats.bad_entry(
+            "s",
+            b"/jovian/s/providers/junk",
+            3 * REMEMBERED_BAD_WRITES as i64 - 1,
+            "junk",
+        );
+        assert_eq!(
+            stats.snapshot().bad_entries,
+            3 * REMEMBERED_BAD_WRITES as u64,
+            "a remembered write counts once"
+        );
     }
 }

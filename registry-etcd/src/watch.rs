@@ -5,10 +5,16 @@
 //! while disconnected are seen), and watch again from the new revision. Until then the last
 //! snapshot stays: registry trouble never empties a client's endpoint set.
 //!
-//! One trouble is not an outage: etcd coming back with its data wiped (or restored from an
-//! older backup). Its revision then goes backwards, and the re-list lacks instances whose
-//! owners are alive and about to put their keys back. Those instances are kept for a grace
-//! period (`EtcdConfig::reset_grace`) rather than dropped, so clients ride through the repair.
+//! A re-list after trouble may lack instances whose owners are alive: etcd was frozen or cut
+//! off for longer than the TTL and expired their leases, or it came back with its data wiped.
+//! Their owners put them back within moments of reaching etcd again. So after any
+//! interruption, instances missing from the fresh list (or deleted while the registry settles
+//! again) are kept for a grace period (`EtcdConfig::relist_grace`) unless they come back
+//! sooner: clients ride through the repair instead of emptying. A kept instance that is really
+//! gone costs little: the balancer ejects it on its first failed connection.
+//!
+//! Lists are paginated at one pinned revision, so a service of any size is read within the
+//! message size limit; a page too large for it is fetched again in smaller pieces.
 //!
 //! Provider entries are merged with their governance overrides (`configurators`) before they
 //! are published. Values that are not valid entries are skipped, logged once per key and
@@ -33,6 +39,10 @@ use crate::stats::Stats;
 const IDENTITY_FIELDS: [&str; 3] = ["name", "scheme", "address"];
 /// Re-listing after trouble is retried at least this often.
 const MAX_RELIST_DELAY: Duration = Duration::from_secs(1);
+/// Keys per page of a list, unless a page proves too large for the message size limit.
+const PAGE_KEYS: i64 = 1000;
+/// Times a list starts over because its revision was compacted away between pages.
+const LIST_ATTEMPTS: usize = 3;
 
 /// What a watch needs to run on its own.
 #[derive(Clone)]
@@ -40,7 +50,8 @@ pub(crate) struct Watcher {
     pub(crate) client: Client,
     pub(crate) keys: Keys,
     pub(crate) request_timeout: Duration,
-    pub(crate) reset_grace: Duration,
+    pub(crate) relist_grace: Duration,
+    pub(crate) max_message_bytes: usize,
     pub(crate) stopped: CancellationToken,
     pub(crate) stats: Arc<Stats>,
 }
@@ -60,16 +71,63 @@ impl Watcher {
         Ok(watch)
     }
 
+    /// Lists `name` page by page, every page at the revision of the first.
     async fn load(&self, name: &str) -> Result<ServiceView, CallError> {
-        let prefix = self.keys.service(name);
-        let key = prefix.as_str();
-        let list = |mut c: Client| async move { c.get(key, Some(GetOptions::new().with_prefix())).await };
-        let listed = with_client(&self.client, self.request_timeout, list).await?;
-        let mut view = ServiceView::new(name, prefix);
-        view.revision = listed.header().map_or(0, |h| h.revision());
-        for kv in listed.kvs() {
-            view.put(kv, &self.stats);
+        let mut attempt = 1;
+        loop {
+            match self.list_pages(name).await {
+                Err(error) if error.is_compacted() && attempt < LIST_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
         }
+    }
+
+    async fn list_pages(&self, name: &str) -> Result<ServiceView, CallError> {
+        let prefix = self.keys.service(name);
+        let end = Keys::prefix_end(&prefix);
+        let mut view = ServiceView::new(name, prefix.clone());
+        let mut from = prefix.into_bytes();
+        let mut revision = 0;
+        let mut page = PAGE_KEYS;
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(page)
+                .with_revision(revision);
+            let key = from.as_slice();
+            let max = self.max_message_bytes;
+            let get = |c: Client| {
+                let options = options.clone();
+                async move {
+                    c.kv_client()
+                        .max_decoding_message_size(max)
+                        .get(key, Some(options))
+                        .await
+                }
+            };
+            let listed = match with_client(&self.client, self.request_timeout, get).await {
+                Ok(listed) => listed,
+                Err(error) if error.is_too_large() && page > 1 => {
+                    page = (page / 4).max(1);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            if revision == 0 {
+                revision = listed.header().map_or(0, |h| h.revision());
+            }
+            for kv in listed.kvs() {
+                view.put(kv, &self.stats);
+            }
+            match listed.kvs().last() {
+                Some(last) if listed.more() => {
+                    from = [last.key(), b"\0"].concat();
+                    page = (page * 2).min(PAGE_KEYS);
+                }
+                _ => break,
+            }
+        }
+        view.revision = revision;
         Ok(view)
     }
 
@@ -92,7 +150,7 @@ impl Watcher {
                 }
                 match self.load(&view.name).await {
                     Ok(fresh) => {
-                        view.replace(fresh, self.reset_grace);
+                        view.replace(fresh, self.relist_grace);
                         publisher.publish(view.snapshot());
                         backoff.reset();
                         break;
@@ -107,27 +165,48 @@ impl Watcher {
 
     /// Applies watch events from `view.revision + 1` on; returns why it stopped.
     async fn stream(&self, view: &mut ServiceView, publisher: &EndpointsPublisher) -> String {
-        let (prefix, from) = (view.prefix.as_str(), view.revision + 1);
-        let watch = |mut c: Client| async move {
+        let (prefix, from, max) = (view.prefix.as_str(), view.revision + 1, self.max_message_bytes);
+        let watch = |c: Client| async move {
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(from)
-                .with_progress_notify();
-            c.watch(prefix, Some(options)).await
+                .with_progress_notify()
+                .with_fragment();
+            c.watch_client()
+                .max_decoding_message_size(max)
+                .watch(prefix, Some(options))
+                .await
         };
-        let mut stream = match with_client(&self.client, self.request_timeout, watch).await {
-            Ok(stream) => stream,
+        let (mut requests, mut responses) = match with_client(&self.client, self.request_timeout, watch).await {
+            Ok(stream) => stream.split(),
             Err(error) => return format!("cannot start watching: {error}"),
         };
+        let mut stall = StallDetector::new(self.request_timeout);
+        let mut ask = tokio::time::interval(PROGRESS_EVERY);
+        ask.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
-                message = stream.message() => message,
+                message = responses.message() => message,
+                _ = ask.tick() => {
+                    if let Some(silence) = stall.dead() {
+                        return format!("etcd has not answered for {silence:?}");
+                    }
+                    if let Err(error) = requests.request_progress().await {
+                        return format!("cannot ask etcd for progress: {error}");
+                    }
+                    stall.asked();
+                    continue;
+                }
                 () = view.grace_over() => {
                     view.end_grace();
                     publisher.publish(view.snapshot());
                     continue;
                 }
             };
+            if let Some(silence) = stall.heard(message.as_ref().is_ok_and(|m| m.as_ref().is_some_and(is_progress))) {
+                tracing::info!(service = %view.name, ?silence, "etcd stalled; its lease expiries are treated as part of the outage");
+                view.settle(self.relist_grace);
+            }
             let response = match message {
                 Ok(Some(response)) => response,
                 Ok(None) => return "the watch stream ended".into(),
@@ -140,9 +219,7 @@ impl Watcher {
                 return format!("etcd cancelled the watch: {}", response.cancel_reason());
             }
             if response.events().is_empty() {
-                // A progress notification: every event up to its revision has been delivered.
-                // (A creation notice's revision promises nothing, so it is not taken.)
-                if !response.created() {
+                if is_progress(&response) {
                     view.revision = view.revision.max(response.header().map_or(0, |h| h.revision()));
                 }
                 continue;
@@ -160,6 +237,60 @@ impl Watcher {
     }
 }
 
+/// How often a watch asks etcd to confirm it is up to date (a progress request).
+const PROGRESS_EVERY: Duration = Duration::from_millis(1500);
+/// etcd not answering a progress request for this long is a stall: leases may expire in it.
+const STALL: Duration = Duration::from_secs(3);
+
+/// Tells, from how promptly etcd answers progress requests, whether it stalled (was frozen,
+/// or cut off from this client) long enough for leases to expire in the meantime: their
+/// owners could not renew them, and are about to put their keys back.
+///
+/// A stall is only judged once etcd has answered a progress request on this stream, so a
+/// proxy that does not forward them costs nothing but the detection.
+struct StallDetector {
+    /// When the oldest unanswered progress request was sent.
+    waiting_since: Option<Instant>,
+    answers_progress: bool,
+    request_timeout: Duration,
+}
+
+impl StallDetector {
+    fn new(request_timeout: Duration) -> Self {
+        Self {
+            waiting_since: None,
+            answers_progress: false,
+            request_timeout,
+        }
+    }
+
+    fn asked(&mut self) {
+        self.waiting_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Notes a message from etcd; returns how long it had been silent if that was a stall.
+    fn heard(&mut self, progress: bool) -> Option<Duration> {
+        let silence = self.waiting_since.take().map(|since| since.elapsed());
+        if progress {
+            self.answers_progress = true;
+        }
+        silence.filter(|s| self.answers_progress && *s >= STALL)
+    }
+
+    /// How long etcd has been silent, if that is long enough to give up on this stream: it
+    /// answers progress requests, yet has not answered one within the request timeout.
+    fn dead(&self) -> Option<Duration> {
+        let silence = self.waiting_since?.elapsed();
+        (self.answers_progress && silence > self.request_timeout + STALL).then_some(silence)
+    }
+}
+
+/// Whether a watch response is a progress notification (every event up to its revision has
+/// been delivered). A creation notice's revision promises nothing, so it is not one.
+fn is_progress(response: &etcd_client::WatchResponse) -> bool {
+    response.events().is_empty() && !response.created() && !response.canceled()
+}
+
 /// One service's providers and overrides as read from etcd.
 struct ServiceView {
     name: String,
@@ -167,9 +298,12 @@ struct ServiceView {
     revision: i64,
     providers: BTreeMap<String, ServiceInfo>,
     overrides: BTreeMap<String, Map<String, Value>>,
-    /// Instances kept through an etcd reset until `grace_until`, unless re-announced or deleted.
-    kept: BTreeMap<String, ServiceInfo>,
-    grace_until: Option<Instant>,
+    /// Instances that went missing across an interruption, each kept until its deadline unless
+    /// re-announced (or deleted again once the registry has settled).
+    kept: BTreeMap<String, (ServiceInfo, Instant)>,
+    /// Until then, deletes of providers are treated as lease expiries of the interruption (the
+    /// owner is about to put the key back) and kept like missing instances.
+    settling_until: Option<Instant>,
 }
 
 impl ServiceView {
@@ -181,55 +315,78 @@ impl ServiceView {
             providers: BTreeMap::new(),
             overrides: BTreeMap::new(),
             kept: BTreeMap::new(),
-            grace_until: None,
+            settling_until: None,
         }
     }
 
-    /// Takes a fresh listing. When etcd's revision went backwards its data was lost, so
-    /// instances the listing lacks are kept for `grace` while their owners put them back.
+    /// Takes a fresh listing after an interruption. Instances it lacks are kept for `grace`
+    /// while their owners put them back: an outage longer than the TTL expired their leases,
+    /// or etcd lost its data.
     fn replace(&mut self, fresh: ServiceView, grace: Duration) {
-        let reset = fresh.revision < self.revision;
-        let previous = std::mem::replace(self, fresh);
-        let mut kept = previous.kept.clone();
-        self.grace_until = previous.grace_until;
-        if reset && !grace.is_zero() {
+        let mut previous = std::mem::replace(self, fresh);
+        if previous.revision > self.revision {
             tracing::warn!(
                 service = %self.name,
                 from = previous.revision,
                 to = self.revision,
-                "etcd's revision went backwards (data wiped or restored); keeping missing instances for {grace:?}"
+                "etcd's revision went backwards (data wiped or restored)"
             );
-            kept.extend(
-                previous
-                    .providers
-                    .iter()
-                    .map(|(uri, info)| (uri.clone(), previous.merged(uri, info))),
+        }
+        self.kept = std::mem::take(&mut previous.kept);
+        if grace.is_zero() {
+            return;
+        }
+        let until = Instant::now() + grace;
+        self.settle(grace);
+        for (uri, info) in &previous.providers {
+            self.kept
+                .entry(uri.clone())
+                .or_insert_with(|| (previous.merged(uri, info), until));
+        }
+        self.kept.retain(|uri, _| !self.providers.contains_key(uri));
+        if !self.kept.is_empty() {
+            tracing::warn!(
+                service = %self.name,
+                missing = self.kept.len(),
+                "instances missing after an interruption are kept for up to {grace:?} while their owners re-register"
             );
-            self.grace_until = Some(Instant::now() + grace);
         }
-        kept.retain(|uri, _| !self.providers.contains_key(uri));
-        let expired = self.grace_until.is_some_and(|until| until <= Instant::now());
-        if kept.is_empty() || expired {
-            kept.clear();
-            self.grace_until = None;
-        }
-        self.kept = kept;
     }
 
-    /// Completes when instances kept through a reset are due to go; never without any.
+    /// Opens (or extends) the window in which deletes of providers are taken for lease
+    /// expiries caused by an outage, and kept for `grace`.
+    fn settle(&mut self, grace: Duration) {
+        if grace.is_zero() {
+            return;
+        }
+        let until = Instant::now() + grace;
+        self.settling_until = Some(self.settling_until.map_or(until, |current| current.max(until)));
+    }
+
+    /// Completes when a kept instance is due to go or the settling ends; never without either.
     async fn grace_over(&self) {
-        match self.grace_until {
+        let next = self
+            .kept
+            .values()
+            .map(|(_, until)| *until)
+            .chain(self.settling_until)
+            .min();
+        match next {
             Some(until) => tokio::time::sleep_until(until).await,
             None => std::future::pending().await,
         }
     }
 
     fn end_grace(&mut self) {
-        if !self.kept.is_empty() {
-            tracing::info!(service = %self.name, dropped = self.kept.len(), "instances not re-announced after an etcd reset are dropped");
+        let now = Instant::now();
+        if self.settling_until.is_some_and(|until| until <= now) {
+            self.settling_until = None;
         }
-        self.kept.clear();
-        self.grace_until = None;
+        let before = self.kept.len();
+        self.kept.retain(|_, (_, until)| *until > now);
+        if self.kept.len() < before {
+            tracing::info!(service = %self.name, dropped = before - self.kept.len(), "instances not re-announced in time are dropped");
+        }
     }
 
     fn put(&mut self, kv: &KeyValue, stats: &Stats) {
@@ -277,8 +434,17 @@ impl ServiceView {
     fn delete(&mut self, key: &[u8]) {
         match Keys::classify(&self.prefix, key) {
             Ok(KeyKind::Provider(uri)) => {
-                self.providers.remove(uri);
-                self.kept.remove(uri);
+                let removed = self.providers.remove(uri);
+                let settling = self.settling_until.filter(|until| Instant::now() < *until);
+                match (removed, settling) {
+                    (Some(info), Some(until)) => {
+                        let merged = self.merged(uri, &info);
+                        self.kept.insert(uri.to_owned(), (merged, until));
+                    }
+                    _ => {
+                        self.kept.remove(uri);
+                    }
+                }
             }
             Ok(KeyKind::Configurator(uri)) => {
                 self.overrides.remove(uri);
@@ -288,16 +454,16 @@ impl ServiceView {
     }
 
     fn snapshot(&self) -> Endpoints {
-        let in_grace = self.grace_until.is_some_and(|until| Instant::now() < until);
+        let now = Instant::now();
         let kept = self
             .kept
             .iter()
-            .filter(|(uri, _)| in_grace && !self.providers.contains_key(*uri));
+            .filter(|(uri, (_, until))| now < *until && !self.providers.contains_key(*uri));
         let instances = self
             .providers
             .iter()
             .map(|(uri, info)| self.merged(uri, info))
-            .chain(kept.map(|(_, info)| info.clone()));
+            .chain(kept.map(|(_, (info, _))| info.clone()));
         Endpoints::from_instances(self.name.clone(), self.revision, instances)
     }
 

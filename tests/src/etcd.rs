@@ -27,6 +27,7 @@ pub struct Member {
     data_dir: PathBuf,
     log: PathBuf,
     extra_args: Vec<String>,
+    stock: bool,
     process: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -45,12 +46,28 @@ pub struct EtcdOptions {
     pub extra_args: Vec<String>,
     /// Whether clients speak TLS to the members (`https` client URLs).
     pub tls: bool,
+    /// Whether to run with etcd's stock timing. Otherwise members run a 50 ms heartbeat (with
+    /// a 500 ms election timeout), so that leases as short as 1 s are honoured exactly; etcd's
+    /// stock 100 ms / 1 s makes its shortest lease 2 s.
+    pub stock: bool,
 }
 
 impl EtcdCluster {
     /// One member, with a fast heartbeat so leases as short as 1 s are honoured exactly.
     pub async fn single() -> Self {
         Self::start(1, EtcdOptions::default()).await
+    }
+
+    /// One member with etcd's stock flags: what users run.
+    pub async fn stock() -> Self {
+        Self::start(
+            1,
+            EtcdOptions {
+                stock: true,
+                ..EtcdOptions::default()
+            },
+        )
+        .await
     }
 
     /// Three members forming one cluster.
@@ -90,6 +107,7 @@ impl EtcdCluster {
                     client_port: free_port(),
                     peer_port: free_port(),
                     extra_args: options.extra_args.clone(),
+                    stock: options.stock,
                     name,
                     process: None,
                     watchdog: None,
@@ -282,6 +300,10 @@ impl Member {
         let log = std::fs::File::create(&self.log).expect("etcd log file");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
+        let timing: &[&str] = match self.stock {
+            true => &[],
+            false => &["--heartbeat-interval", "50", "--election-timeout", "500"],
+        };
         let child = Command::new(binary)
             .args(["--name", &self.name])
             .arg("--data-dir")
@@ -290,7 +312,7 @@ impl Member {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "jovian-test"])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(timing)
             .args(["--log-level", "warn"])
             .args(&self.extra_args)
             .stdin(Stdio::null())

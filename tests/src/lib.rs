@@ -7,6 +7,7 @@ pub mod backends;
 pub mod conformance;
 pub mod etcd;
 pub mod greeters;
+pub mod load;
 pub mod pki;
 pub mod proxy;
 

@@ -387,6 +387,7 @@ async fn an_ejected_instance_is_readmitted_when_its_back_off_ends() {
         .unwrap();
     let options = ClientOptions {
         ejection: Ejection {
+            after_timeouts: 3,
             base: Duration::from_millis(300),
             max: Duration::from_secs(1),
         },
@@ -697,6 +698,7 @@ async fn an_ejected_instance_is_readmitted_at_once_when_the_registry_reannounces
     registry.register(&dead).await.unwrap();
     let options = ClientOptions {
         ejection: Ejection {
+            after_timeouts: 3,
             base: Duration::from_secs(60),
             max: Duration::from_secs(60),
         },

@@ -147,6 +147,21 @@ async fn user_and_password_with_a_role_covering_only_the_prefix() {
         ),
         "{wrong}"
     );
+    // Failed on the old code: a user etcd does not know was "cannot reach the registry".
+    let unknown = EtcdRegistry::connect(config("nobody", "pw"))
+        .await
+        .err()
+        .expect("an unknown user connected");
+    assert!(
+        matches!(
+            unknown,
+            Error::Registry {
+                operation: "authenticate",
+                ..
+            }
+        ),
+        "{unknown}"
+    );
     registry.close().await.unwrap();
     assert!(
         reader.list("authed").await.unwrap().is_empty(),
@@ -167,6 +182,7 @@ async fn tls_with_a_client_certificate() {
             format!("--trusted-ca-file={}", pki.ca.display()),
             "--client-cert-auth".into(),
         ],
+        ..EtcdOptions::default()
     };
     let etcd = EtcdCluster::start(1, options).await;
     let tls = TlsFiles {

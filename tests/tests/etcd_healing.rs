@@ -113,7 +113,7 @@ async fn etcd_restarted_with_wiped_data() {
     ghost.register(&ServiceInfo::new("heal", "127.0.0.1:3")).await.unwrap();
     drop(ghost); // crashed before the wipe: nobody will put its key back
     let observer_config = EtcdConfig::new(setup.etcd.endpoints())
-        .reset_grace(Duration::from_secs(3))
+        .relist_grace(Duration::from_secs(3))
         .request_timeout(Duration::from_millis(500));
     let observer = EtcdRegistry::connect(observer_config).await.unwrap();
     let mut watch = observer.watch("heal").await.unwrap();

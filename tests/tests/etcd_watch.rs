@@ -94,9 +94,11 @@ async fn compaction_while_disconnected_relists_and_converges() {
     let etcd = EtcdCluster::single().await;
     let proxy = Proxy::start(etcd.endpoint(0).parse().unwrap()).await;
     let writer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
+    let grace = Duration::from_secs(2);
     let reader_config = EtcdConfig::new([proxy.addr().to_string()])
         .keepalive(Duration::from_secs(1), Duration::from_secs(1))
-        .request_timeout(Duration::from_millis(500));
+        .request_timeout(Duration::from_millis(500))
+        .relist_grace(grace);
     let reader = EtcdRegistry::connect(reader_config).await.unwrap();
     writer.register(&instance(1)).await.unwrap();
     let mut watch = reader.watch("w").await.unwrap();
@@ -123,8 +125,21 @@ async fn compaction_while_disconnected_relists_and_converges() {
     );
 
     proxy.restore();
-    within(
+    // The re-list shows instance 2 at once; instance 1, gone while the reader was away, is
+    // kept for the grace (its owner might have been about to put it back), then dropped.
+    let relisted = within(
         Duration::from_secs(5),
+        "the reader to re-list",
+        watch.wait_for(|e| e.get("grpc://127.0.0.1:2").is_some()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        addresses(&relisted),
+        ["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()].into()
+    );
+    within(
+        grace + Duration::from_secs(3),
         "the reader to converge",
         watch.wait_for(|e| addresses(e) == ["127.0.0.1:2".to_owned()].into()),
     )

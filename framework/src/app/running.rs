@@ -105,14 +105,27 @@ impl Running {
     }
 
     /// Waits for SIGINT, SIGTERM, a [`ShutdownHandle`] or a server failure, then stops in
-    /// order. A server failure is returned after the stop.
+    /// order. A second SIGINT or SIGTERM while stopping stops at once: in-flight calls are
+    /// cut off and [`Error::Interrupted`] is returned. A server failure is returned after the
+    /// stop.
     pub async fn wait(mut self) -> Result<()> {
         let failure = tokio::select! {
             () = termination_signal() => None,
             () = self.shutdown.cancelled() => None,
             Some(error) = self.failures.recv() => Some(error),
         };
-        let stopped = self.stop().await;
+        let stopped = {
+            let stop = self.stop_in_order();
+            tokio::select! {
+                stopped = stop => stopped,
+                () = termination_signal() => {
+                    tracing::warn!("a second signal while stopping: stopping at once");
+                    Err(Error::Interrupted)
+                }
+            }
+        };
+        // Dropping cuts off whatever a forced stop left running.
+        drop(self);
         match failure {
             Some(error) => Err(error),
             None => stopped,
@@ -122,7 +135,16 @@ impl Running {
     /// Stops in order: before-stop hooks, health NOT_SERVING, unregister, drain delay,
     /// graceful stop within the shutdown deadline, registry close, after-stop hooks. Every
     /// step runs even when an earlier one failed; the first failure is returned.
+    ///
+    /// Registry trouble never holds the stop up for long: every registration is withdrawn at
+    /// once, in one attempt bounded by the registry's request timeout, and a registry that
+    /// could not be reached is not waited on again to close. So a stop takes at most the
+    /// drain delay, the shutdown deadline and one request timeout.
     pub async fn stop(mut self) -> Result<()> {
+        self.stop_in_order().await
+    }
+
+    async fn stop_in_order(&mut self) -> Result<()> {
         let mut outcome = Outcome::default();
         self.shutdown.cancel();
         self.governor_state.stopping.store(true, Ordering::Relaxed);
@@ -130,15 +152,20 @@ impl Running {
         for server in &self.servers {
             set_health(server, ServingStatus::NotServing).await;
         }
-        let mut unregistered_any = false;
+        let mut withdrawn = Vec::new();
+        for server in self.servers.iter_mut().filter(|s| s.registered) {
+            server.registered = false;
+            withdrawn.push(server.info.clone());
+        }
+        let unregistered_any = !withdrawn.is_empty();
+        if let Some((_, info)) = self.governor.as_ref().filter(|_| self.governor_registered) {
+            self.governor_registered = false;
+            withdrawn.push(info.clone());
+        }
         if let Some(registry) = &self.registry {
-            for server in self.servers.iter_mut().filter(|s| s.registered) {
-                server.registered = false;
-                unregistered_any = true;
-                outcome.note(registry.unregister(&server.info).await);
-            }
-            if let Some((_, info)) = self.governor.as_ref().filter(|_| self.governor_registered) {
-                outcome.note(registry.unregister(info).await);
+            let unregistering = withdrawn.iter().map(|info| registry.unregister(info));
+            for result in futures_util::future::join_all(unregistering).await {
+                outcome.note(result);
             }
         }
         if unregistered_any {
@@ -361,7 +388,9 @@ impl BoundServer {
             .map(move |accepted| accepted.map(|stream| CutOff::new(stream, connections_cut_off.clone())));
         let name = self.info.name.clone();
         let signal = stop.clone().cancelled_owned();
-        let mut builder = self.builder.layer(ServerObserveLayer::new(&self.info.name));
+        let mut offered = self.server.grpc_services.clone();
+        offered.push(HEALTH_SERVICE);
+        let mut builder = self.builder.layer(ServerObserveLayer::new(&self.info.name, &offered));
         let task = tokio::spawn(async move {
             let served = builder
                 .add_routes(routes.routes())
@@ -460,6 +489,9 @@ async fn termination_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// The gRPC health service every server offers.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// The metadata key holding when the registering process started (Unix milliseconds).
 pub const STARTED_AT: &str = "started_at";

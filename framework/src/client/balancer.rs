@@ -7,7 +7,7 @@
 //! fresh state, new ones get a channel on their first call (so a client of a large service
 //! holds nothing per instance it never calls).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::budget::RetryBudget;
+use super::deadline;
 use super::instance::Instance;
 use super::options::{ClientOptions, ClientTls, HashKey, Policy};
 use super::policy::{Picker, hash};
@@ -64,7 +65,8 @@ impl Balancer {
             options,
             tls,
             set: ArcSwap::from_pointee(set),
-            sequence: AtomicU64::new(0),
+            // A random start, so that short-lived clients do not all begin with the same instance.
+            sequence: AtomicU64::new(rand::random::<u32>().into()),
             budget,
             picks,
         }))
@@ -109,13 +111,14 @@ impl Balancer {
             .collect()
     }
 
-    /// Sends one call in a `grpc.client` span carrying its trace context, moving it to another
-    /// instance when that is safe (see [`RetryPolicy`](super::RetryPolicy)).
+    /// Sends one call in a `grpc.client` span carrying its trace context, within its deadline,
+    /// moving it to another instance when that is safe (see [`RetryPolicy`](super::RetryPolicy)).
     pub(super) async fn dispatch(&self, mut request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
         let context = TraceContext::current().map_or_else(TraceContext::root, |c| c.child());
         if let Ok(value) = http::HeaderValue::from_str(&context.to_string()) {
             request.headers_mut().insert(TRACEPARENT, value);
         }
+        let deadline = deadline::of(&request, self.options.timeout);
         let span = tracing::debug_span!(
             "grpc.client",
             service = %self.service,
@@ -125,10 +128,14 @@ impl Balancer {
             instance = tracing::field::Empty,
             code = tracing::field::Empty,
         );
-        self.send(request).instrument(span).await
+        self.send(request, deadline).instrument(span).await
     }
 
-    async fn send(&self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
+    async fn send(
+        &self,
+        request: http::Request<Body>,
+        deadline: Option<Instant>,
+    ) -> Result<http::Response<Body>, BoxError> {
         let key = self.hash_key(&request);
         let idempotent = self.options.retry.is_idempotent(request.uri().path());
         self.budget.deposit();
@@ -137,17 +144,21 @@ impl Balancer {
             Outgoing::Once(request) => (None, Some(request)),
         };
         let mut tried: Vec<Arc<Instance>> = Vec::new();
-        let mut last_error = None;
+        let mut last_failure = None;
         loop {
             let set = self.set.load_full();
             let Some(instance) = set.pick(&self.sequence, key, &tried) else {
                 // Nothing left to try: say why the last attempt failed, not that none exist.
-                return Err(last_error.map_or_else(|| self.unavailable(&set).into(), Into::into));
+                return Err(last_failure.unwrap_or_else(|| self.unavailable(&set)).into());
             };
-            let request = match &replayable {
+            let mut request = match &replayable {
                 Some(replayable) => replayable.build(),
                 None => once.take().expect("a request that cannot be replayed is sent once"),
             };
+            if let Some(deadline) = deadline {
+                // Each attempt tells the instance how much of the call's time is left.
+                deadline::set_remaining(&mut request, deadline);
+            }
             self.picks.inc();
             let span = tracing::Span::current();
             span.record("instance", instance.info.address.as_str());
@@ -157,29 +168,54 @@ impl Balancer {
                 Ok(channel) => channel,
                 Err(status) => return Err(status.into()),
             };
-            let result = channel.oneshot(request).await;
-            in_flight.finish(result.is_ok());
-            let error = match result {
-                Ok(response) => return Ok(self.observe(response, instance, started, span)),
-                Err(error) => error,
+            let call = channel.oneshot(request);
+            // `None`: the deadline passed first.
+            let outcome = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), call).await.ok(),
+                None => Some(call.await),
             };
-            let labels = [&*self.service, instance.info.address.as_str(), "Unavailable"];
+            in_flight.finish(matches!(outcome, Some(Ok(_))));
+            let error = match outcome {
+                Some(Ok(response)) => return Ok(self.observe(response, instance, started, span)),
+                Some(Err(error)) => Some(error),
+                None => None,
+            };
+            let timed_out = error.as_ref().is_none_or(deadline::expired);
+            let code = if timed_out { "DeadlineExceeded" } else { "Unavailable" };
+            let labels = [&*self.service, instance.info.address.as_str(), code];
             metrics().client_calls.with_label_values(&labels).inc();
             instance
                 .metrics(&self.service)
                 .latency
                 .observe(started.elapsed().as_secs_f64());
+            let Some(error) = error.filter(|_| !timed_out) else {
+                if instance.timed_out() >= self.options.ejection.after_timeouts {
+                    self.eject(&set, &instance, &"calls timed out in a row");
+                }
+                return Err(Status::deadline_exceeded(format!(
+                    "the call to `{}` did not finish within its deadline (last instance tried: {})",
+                    self.service, instance.info.address
+                ))
+                .into());
+            };
             let never_sent = never_reached_the_instance(&error);
             self.eject(&set, &instance, &error);
+            // gRPC clients report a broken transport as UNAVAILABLE, and retry policies key on it.
+            let failure = Status::unavailable(format!(
+                "instance {} of `{}` failed: {}",
+                instance.info.address,
+                self.service,
+                error_chain(&error)
+            ));
             tried.push(instance);
             let may_retry = replayable.is_some()
                 && tried.len() < self.options.retry.max_attempts
                 && (never_sent || (idempotent && self.budget.withdraw()));
             if !may_retry {
-                return Err(error.into());
+                return Err(failure.into());
             }
             tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
-            last_error = Some(error);
+            last_failure = Some(failure);
         }
     }
 
@@ -242,6 +278,13 @@ impl Balancer {
                 None => valid_address(info).then(|| Arc::new(Instance::new(info.clone(), None))),
             })
             .collect();
+        let staying: HashSet<&str> = admitted.iter().map(|i| i.info.address.as_str()).collect();
+        let gone: Vec<Arc<Instance>> = current
+            .admitted
+            .iter()
+            .filter(|i| !staying.contains(i.info.address.as_str()))
+            .cloned()
+            .collect();
         let candidates = match &filter.zone {
             Some(zone) => {
                 let local: Vec<_> = admitted.iter().filter(|i| &i.info.zone == zone).cloned().collect();
@@ -271,6 +314,10 @@ impl Balancer {
             picker,
             registered: snapshot.len(),
         }));
+        // Their series would otherwise stay forever: addresses churn, the metrics must not grow.
+        for instance in gone {
+            instance.forget_metrics(&self.service);
+        }
     }
 
     /// A lazily connecting channel to `info`'s address, made on the instance's first call.
@@ -284,7 +331,7 @@ impl Balancer {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(connection.keepalive_interval)
             .keep_alive_timeout(connection.keepalive_timeout)
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(false);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls.clone())
@@ -293,21 +340,24 @@ impl Balancer {
         Ok(endpoint.connect_lazy())
     }
 
-    /// Sets a failing instance aside for its back-off, unless it is the last one available.
-    fn eject(&self, set: &InstanceSet, instance: &Arc<Instance>, error: &tonic::transport::Error) {
-        let ejection = &self.options.ejection;
-        let period = instance.failed(ejection.base, ejection.max);
+    /// Sets a failing instance aside for its back-off, unless it is the last one available or
+    /// already set aside for this failure episode.
+    fn eject(&self, set: &InstanceSet, instance: &Arc<Instance>, reason: &dyn std::fmt::Display) {
         let others = set
             .candidates
             .iter()
             .any(|c| !Arc::ptr_eq(c, instance) && !c.is_ejected());
-        if others {
-            instance.eject_for(period);
+        if !others {
+            instance.failed_without_ejection();
+            return;
+        }
+        let ejection = &self.options.ejection;
+        if let Some(period) = instance.eject(ejection.base, ejection.max) {
             metrics()
                 .client_ejections
                 .with_label_values(&[&*self.service, instance.info.address.as_str()])
                 .inc();
-            tracing::info!(service = %self.service, instance = %instance.info.address, ?period, %error, "instance ejected");
+            tracing::info!(service = %self.service, instance = %instance.info.address, ?period, %reason, "instance ejected");
         }
     }
 
@@ -339,30 +389,49 @@ impl InstanceSet {
         }
     }
 
-    /// The policy's choice if it can take the call; else the next that can in the policy's
-    /// fallback order; else, as a last resort, an ejected one not yet tried for this call.
+    /// The policy's choice if it can take the call; else the policy's next choices; else the
+    /// first that can in the policy's fallback order; else, as a last resort, an unusable one
+    /// not yet tried for this call.
+    ///
+    /// Drawing again (rather than taking the next in order) spreads an unusable instance's
+    /// share over the others as the policy spreads everything: round robin skipping a dead
+    /// instance stays even instead of doubling the load on the dead one's neighbour. A hashed
+    /// key keeps its stable clockwise fallback instead.
     fn pick(&self, sequence: &AtomicU64, key: Option<u64>, tried: &[Arc<Instance>]) -> Option<Arc<Instance>> {
         let n = self.candidates.len();
         if n == 0 {
             return None;
         }
         let untried = |i: &Arc<Instance>| !tried.iter().any(|t| Arc::ptr_eq(t, i));
+        let takes = |i: &Arc<Instance>| i.is_usable() && untried(i);
         let first = self.picker.pick(&self.candidates, sequence, key);
-        let chosen = &self.candidates[first];
-        if !chosen.is_ejected() && untried(chosen) {
-            return Some(Arc::clone(chosen));
+        if takes(&self.candidates[first]) {
+            return Some(Arc::clone(&self.candidates[first]));
+        }
+        let hashed = key.is_some() && matches!(self.picker, Picker::Hash(_));
+        if !hashed {
+            for _ in 1..n.min(MAX_DRAWS) {
+                let next = &self.candidates[self.picker.pick(&self.candidates, sequence, key)];
+                if takes(next) {
+                    return Some(Arc::clone(next));
+                }
+            }
         }
         let order = self.picker.fallback_order(first, n, key);
-        let usable = |pass: usize| {
+        let usable = |last_resort: bool| {
             order
                 .iter()
+                .chain([&first])
                 .map(|&i| &self.candidates[i])
-                .find(|c| untried(c) && (pass == 1 || !c.is_ejected()))
+                .find(|c| untried(c) && (last_resort || c.is_usable()))
                 .cloned()
         };
-        usable(0).or_else(|| usable(1))
+        usable(false).or_else(|| usable(true))
     }
 }
+
+/// Draws of the policy per call before scanning for any usable instance.
+const MAX_DRAWS: usize = 16;
 
 /// Whether `info`'s address can be dialled at all; others are skipped when a snapshot is applied.
 fn valid_address(info: &ServiceInfo) -> bool {
@@ -398,6 +467,18 @@ fn never_reached_the_instance(error: &tonic::transport::Error) -> bool {
         source = error.source();
     }
     false
+}
+
+/// An error and its causes, for a message that says what actually happened.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 fn tls_config(tls: &ClientTls) -> crate::Result<ClientTlsConfig> {

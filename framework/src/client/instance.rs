@@ -1,6 +1,12 @@
 //! One instance as a client sees it: its entry, its connection, and what calls to it taught.
 //!
 //! All of it is atomics, so calls on many tasks update it without a lock.
+//!
+//! Failures come in episodes: the first failure ejects the instance, and failures of calls
+//! that were already in flight then belong to the same episode instead of doubling the
+//! back-off once each. When the ejection ends the instance is on probation: it takes one call
+//! at a time until a call succeeds, so an instance that is still dead fails one call, not
+//! every call that picked it meanwhile.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -19,9 +25,11 @@ pub(super) struct Instance {
     in_flight: AtomicUsize,
     /// Exponentially weighted moving average of response latency, in microseconds.
     latency_ewma_us: AtomicU64,
-    /// Failures in a row; reset by a success.
+    /// Failure episodes in a row; reset by a success.
     failures: AtomicU32,
-    /// Until when the instance is ejected, in milliseconds since [`epoch`]; 0 when it is not.
+    /// Calls that timed out in a row; reset by a success.
+    timeouts: AtomicU32,
+    /// Until when the instance is ejected, in milliseconds of the client clock; 0 when it is not.
     ejected_until_ms: AtomicU64,
     /// Metric handles, looked up once on the first call instead of by label on every call.
     metrics: OnceLock<InstanceMetrics>,
@@ -48,6 +56,7 @@ impl Instance {
             in_flight: AtomicUsize::new(0),
             latency_ewma_us: AtomicU64::new(0),
             failures: AtomicU32::new(0),
+            timeouts: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             metrics: OnceLock::new(),
         }
@@ -101,20 +110,60 @@ impl Instance {
         until != 0 && now_ms() < until
     }
 
-    /// Counts a failure and returns how long the instance should be ejected for.
-    pub(super) fn failed(&self, base: Duration, max: Duration) -> Duration {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(16);
-        base.saturating_mul(1 << failures).min(max)
+    /// Whether a call may be sent here now: not ejected, and not already probing with a call
+    /// in flight after an ejection.
+    pub(super) fn is_usable(&self) -> bool {
+        !self.is_ejected() && (self.failures.load(Ordering::Relaxed) == 0 || self.in_flight() == 0)
     }
 
-    pub(super) fn eject_for(&self, period: Duration) {
+    /// Starts a failure episode unless one is under way: ejects the instance for `base`,
+    /// doubled for each episode in a row, at most `max`. Returns the ejection's length, or
+    /// `None` when the failure belongs to the current episode.
+    pub(super) fn eject(&self, base: Duration, max: Duration) -> Option<Duration> {
+        let now = now_ms();
+        let current = self.ejected_until_ms.load(Ordering::Relaxed);
+        if current > now {
+            return None;
+        }
+        let episodes = self.failures.load(Ordering::Relaxed).min(16);
+        let period = base.saturating_mul(1 << episodes).min(max);
+        let until = now + period.as_millis() as u64;
         self.ejected_until_ms
-            .store(now_ms() + period.as_millis() as u64, Ordering::Relaxed);
+            .compare_exchange(current, until, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        Some(period)
+    }
+
+    /// Counts a failure that does not eject (the instance is the last one available), so it
+    /// still goes on probation.
+    pub(super) fn failed_without_ejection(&self) {
+        self.failures.fetch_max(1, Ordering::Relaxed);
+    }
+
+    /// Counts a call that ran out of time here; returns the timeouts in a row so far.
+    pub(super) fn timed_out(&self) -> u32 {
+        self.timeouts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Drops this instance's metric series of calls to `service`, once it has left the set,
+    /// so that churning addresses cannot grow the metrics without limit.
+    pub(super) fn forget_metrics(&self, service: &str) {
+        let metrics = crate::metrics::metrics();
+        let address = self.info.address.as_str();
+        for code in crate::observe::CODE_NAMES {
+            let _ = metrics.client_calls.remove_label_values(&[service, address, code]);
+        }
+        let _ = metrics.client_latency.remove_label_values(&[service, address]);
+        let _ = metrics.client_ejections.remove_label_values(&[service, address]);
     }
 
     fn succeeded(&self, latency: Duration) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.timeouts.load(Ordering::Relaxed) != 0 {
+            self.timeouts.store(0, Ordering::Relaxed);
         }
         let sample = latency.as_micros() as u64;
         let old = self.latency_ewma_us.load(Ordering::Relaxed);

@@ -19,6 +19,7 @@
 
 mod balancer;
 mod budget;
+mod deadline;
 mod instance;
 mod live;
 mod options;
@@ -39,7 +40,8 @@ use crate::{Registry, Result, ServiceInfo};
 use balancer::Balancer;
 pub(crate) use live::{ClientView, live_clients};
 pub use options::{
-    ClientOptions, ClientTls, ConnectionOptions, Ejection, Filter, HASH_KEY_HEADER, HashKey, Policy, RetryPolicy,
+    ClientOptions, ClientTls, ConnectionOptions, DEFAULT_TIMEOUT, Ejection, Filter, HASH_KEY_HEADER, HashKey, Policy,
+    RetryPolicy,
 };
 
 /// Builds [`ServiceChannel`]s over one registry.

@@ -22,7 +22,7 @@ use tonic::body::Body;
 /// options.retry.idempotent_methods.insert("/helloworld.Greeter/SayHello".into());
 /// options.wait_for_instances = Some(Duration::from_secs(2));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// How an instance is chosen for each call.
     pub policy: Policy,
@@ -37,6 +37,11 @@ pub struct ClientOptions {
     /// How long building the channel waits for a first instance; `None` returns at once (calls
     /// then fail fast until one appears).
     pub wait_for_instances: Option<Duration>,
+    /// The deadline of a call that sets none itself (tonic's `Request::set_timeout`), sent to
+    /// the instance as `grpc-timeout`. It covers every attempt of the call: past it the call
+    /// fails with `DeadlineExceeded`, so a frozen instance can never hold a call for longer.
+    /// `None` sends no deadline. A long-lived streaming call sets its own, longer one.
+    pub timeout: Option<Duration>,
 }
 
 /// How an instance is chosen for each call.
@@ -102,7 +107,10 @@ pub struct Filter {
 pub struct ConnectionOptions {
     /// How long establishing a connection may take.
     pub connect_timeout: Duration,
-    /// How often a connection is pinged (HTTP/2 keep-alive), so a dead peer is noticed.
+    /// How long a connection with calls in flight may go without receiving anything before it
+    /// is pinged (HTTP/2 keep-alive). Together with `keepalive_timeout` this is how soon a
+    /// frozen or vanished instance is noticed and its calls fail over. Idle connections are not
+    /// pinged, so servers that limit pings (grpc-go's default policy) are never provoked.
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
@@ -127,14 +135,19 @@ pub struct ClientTls {
 /// When a failing instance is set aside.
 ///
 /// A failed connect or a transport-level failure ejects the instance for `base`, doubling on
-/// each failure in a row up to `max`. It is picked again when the time is up, or at once if
-/// the registry announces it anew. The last available instance is never ejected.
+/// each failure episode in a row up to `max` (failures while it is already ejected belong to
+/// the same episode). Calls that time out on it `after_timeouts` times in a row eject it too.
+/// When its time is up it gets one call at a time until one succeeds, so an instance that is
+/// still dead costs one call, not a burst. It is readmitted fully at once if the registry
+/// announces it anew. The last available instance is never ejected.
 #[derive(Clone, Debug)]
 pub struct Ejection {
     /// The first ejection's length.
     pub base: Duration,
     /// The longest ejection.
     pub max: Duration,
+    /// Timed-out calls in a row (no success between) that eject an instance.
+    pub after_timeouts: u32,
 }
 
 /// When a failed call is sent again.
@@ -154,12 +167,29 @@ pub struct RetryPolicy {
     pub budget_min_per_second: u32,
 }
 
+/// The deadline of a call that sets none, unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            filter: Filter::default(),
+            connection: ConnectionOptions::default(),
+            ejection: Ejection::default(),
+            retry: RetryPolicy::default(),
+            wait_for_instances: None,
+            timeout: Some(DEFAULT_TIMEOUT),
+        }
+    }
+}
+
 impl Default for ConnectionOptions {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(2),
-            keepalive_interval: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(1),
             tls: None,
         }
     }
@@ -170,6 +200,7 @@ impl Default for Ejection {
         Self {
             base: Duration::from_secs(1),
             max: Duration::from_secs(30),
+            after_timeouts: 3,
         }
     }
 }
