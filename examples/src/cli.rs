@@ -45,7 +45,7 @@ impl RegistryArgs {
         Ok(match kind {
             RegistryKind::Memory => Arc::new(jovian_registry_memory::MemoryRegistry::new()),
             RegistryKind::Etcd => {
-                let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config);
+                let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config)?;
                 Arc::new(jovian_registry_etcd::EtcdRegistry::connect(etcd).await?)
             }
         })

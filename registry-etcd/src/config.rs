@@ -151,11 +151,13 @@ impl EtcdConfig {
     ///
     /// ```
     /// let config = jovian::Config::from_toml("[registry]\nendpoints = [\"10.0.0.1:2379\"]\nttl = \"15s\"").unwrap();
-    /// let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config.registry);
+    /// let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config.registry).unwrap();
     /// assert_eq!(etcd.ttl, std::time::Duration::from_secs(15));
     /// assert_eq!(etcd.endpoints, ["10.0.0.1:2379"]);
     /// ```
-    pub fn from_registry_config(registry: &jovian::config::RegistryConfig) -> Self {
+    ///
+    /// Fails on settings that cannot go together (a password without a user).
+    pub fn from_registry_config(registry: &jovian::config::RegistryConfig) -> Result<Self, Error> {
         let mut config = Self::new(registry.endpoints.clone())
             .prefix(registry.prefix.clone())
             .ttl(registry.ttl)
@@ -166,13 +168,20 @@ impl EtcdConfig {
         if let Some(user) = &registry.user {
             config = config.credentials(user.clone(), registry.password.clone().unwrap_or_default());
         }
+        if registry.user.is_none() && registry.password.is_some() {
+            return Err(config_error(
+                "registry.user",
+                "the etcd user the password belongs to",
+                "a password but no user",
+            ));
+        }
         config.tls = registry.tls.as_ref().map(|tls| TlsFiles {
             ca: tls.ca.clone(),
             cert: tls.cert.clone(),
             key: tls.key.clone(),
             domain: tls.server_name.clone(),
         });
-        config
+        Ok(config)
     }
 
     /// The prefix without surrounding slashes.
@@ -328,5 +337,33 @@ pub(crate) fn config_error(key: &str, expected: &str, found: &str) -> Error {
         key: key.to_owned(),
         expected: expected.to_owned(),
         found: found.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_section_maps_over_and_keeps_the_password_secret() {
+        let config = jovian::Config::from_toml(
+            "[registry]\nendpoints = \"a:1,b:2\"\nkeepalive_interval = \"20s\"\nuser = \"svc\"\npassword = \"hunter2\"",
+        )
+        .unwrap();
+        let etcd = EtcdConfig::from_registry_config(&config.registry).unwrap();
+        assert_eq!(etcd.endpoints, ["a:1", "b:2"]);
+        assert_eq!(etcd.keepalive_interval, Duration::from_secs(20));
+        let debug = format!("{etcd:?}");
+        assert!(!debug.contains("hunter2") && debug.contains("svc"), "{debug}");
+    }
+
+    #[test]
+    fn a_password_without_a_user_names_the_missing_key() {
+        let config = jovian::Config::from_toml("[registry]\npassword = \"hunter2\"").unwrap();
+        let error = EtcdConfig::from_registry_config(&config.registry).unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "registry.user"),
+            "{error}"
+        );
     }
 }

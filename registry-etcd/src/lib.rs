@@ -92,6 +92,12 @@ impl EtcdRegistry {
             Err(error) if error.is_permission_denied() => {
                 return Err(error.into_error("read the registry prefix"));
             }
+            Err(error) if is_auth_failure(&error) => {
+                return Err(Error::registry(
+                    "authenticate",
+                    format!("{error}; etcd has authentication enabled: set registry.user and registry.password"),
+                ));
+            }
             Err(error) => return Err(unreachable(error.to_string())),
         }
         let stopped = CancellationToken::new();
@@ -215,7 +221,11 @@ impl EtcdRegistry {
     }
 }
 
+/// etcd refused who we are: wrong or unknown credentials, or none where etcd requires them.
 fn is_auth_failure(error: &call::CallError) -> bool {
     matches!(error, call::CallError::Etcd(etcd_client::Error::GRpcStatus(status))
-        if status.message().contains("authentication failed") || status.code() == tonic::Code::Unauthenticated)
+        if status.code() == tonic::Code::Unauthenticated
+            || ["authentication failed", "user name is empty", "user name not found", "invalid auth token"]
+                .iter()
+                .any(|m| status.message().contains(m)))
 }

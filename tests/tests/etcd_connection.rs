@@ -162,6 +162,14 @@ async fn user_and_password_with_a_role_covering_only_the_prefix() {
         ),
         "{unknown}"
     );
+    let anonymous = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()))
+        .await
+        .err()
+        .expect("a client without credentials connected");
+    assert!(
+        anonymous.to_string().contains("registry.user"),
+        "no credentials where etcd wants them: {anonymous}"
+    );
     registry.close().await.unwrap();
     assert!(
         reader.list("authed").await.unwrap().is_empty(),
