@@ -123,8 +123,8 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
         "{SERVERS} servers of each kind, each its own process, registered in one etcd under a lease; the grpc-go \
          client is its own process (GOMAXPROCS defaults to the cores), the jovian client runs in this one. All share \
          the machine's cores with etcd. Each cell is {} s of calls per repetition; latencies are medians over \
-         repetitions. The Go Greeter encodes its two one-string messages by hand (no protoc-gen-go-grpc matches \
-         Debian's grpc-go), which if anything flatters grpc-go.",
+         repetitions. The Go Greeter encodes its two one-string messages by hand (no generated code to build), \
+         which if anything flatters grpc-go.",
         duration.as_secs_f64()
     ));
     Ok(section)
