@@ -2,8 +2,6 @@
 //! during a rolling restart (SIGTERM, start again), on real etcd. The servers are this same
 //! program run with `--serve-greeter`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,54 +9,20 @@ use jovian::client::ClientOptions;
 use jovian::{ClientBuilder, Registry};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
+use tokio::process::Command;
 
 use crate::Sizes;
+use crate::process::Process;
 use crate::report::Section;
 use crate::servers::{Load, greeter};
 
 const CALLERS: usize = 16;
 
-/// A greeter server process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    // Kept open: a server printing to a closed pipe would die of it.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl ServerProcess {
-    /// Starts this program as a greeter registered as `service`; returns once it serves.
-    fn start(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve-greeter", &etcd.endpoints().join(","), "--service", service])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        anyhow::ensure!(line.starts_with("serving "), "the server process said {line:?}");
-        Ok(Self { child, _stdout: stdout })
-    }
-
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill {signal} failed");
-        Ok(())
-    }
-
-    async fn wait(mut self) -> anyhow::Result<()> {
-        tokio::task::spawn_blocking(move || self.child.wait()).await??;
-        Ok(())
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts this program as a greeter registered as `service`; returns once it serves.
+pub(crate) async fn server_process(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Process> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["--serve-greeter", &etcd.endpoints().join(","), "--service", service]);
+    Process::start(command, "serving ").await
 }
 
 #[derive(Clone, Copy)]
@@ -126,15 +90,17 @@ async fn client(etcd: &EtcdCluster, service: &str, idempotent: bool) -> anyhow::
     Ok(channel)
 }
 
-async fn start_three(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Vec<ServerProcess>> {
-    let servers = (0..3)
-        .map(|_| ServerProcess::start(etcd, service))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+async fn start_three(etcd: &EtcdCluster, service: &str) -> anyhow::Result<Vec<Process>> {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(server_process(etcd, service).await?);
+    }
     wait_registered(etcd, service, 3).await?;
     Ok(servers)
 }
 
-async fn wait_registered(etcd: &EtcdCluster, service: &str, count: usize) -> anyhow::Result<()> {
+/// Waits (at most 10 s) until `service` has `count` instances in etcd.
+pub(crate) async fn wait_registered(etcd: &EtcdCluster, service: &str, count: usize) -> anyhow::Result<()> {
     let observer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while observer.list(service).await?.len() != count {
@@ -170,7 +136,7 @@ async fn rolling_restart(etcd: &EtcdCluster, service: &str, duration: Duration) 
         let old = servers.remove(0);
         old.signal("-TERM")?;
         old.wait().await?;
-        servers.push(ServerProcess::start(etcd, service)?);
+        servers.push(server_process(etcd, service).await?);
         wait_registered(etcd, service, 3).await?;
     }
     tokio::time::sleep(duration / 4).await;

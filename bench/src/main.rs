@@ -11,10 +11,14 @@
 
 #![forbid(unsafe_code)]
 
+mod closed_loop;
 mod failover;
+mod gopeer;
+mod grpcgo;
 mod large;
 mod overhead;
 mod picks;
+mod process;
 mod propagation;
 mod registration_load;
 mod report;
@@ -34,10 +38,10 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Run only these scenarios (comma-separated): propagation, overhead, picks, large,
-    /// registration, failover.
+    /// registration, failover, grpc-go.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Internal: serve a greeter registered in etcd at these endpoints (scenario 6's servers).
+    /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7).
     #[arg(long, hide = true)]
     serve_greeter: Option<String>,
     /// Internal: the service name `--serve-greeter` registers.
@@ -125,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("failover") {
         sections.push(failover::run(sizes).await?);
+    }
+    if wanted("grpc-go") {
+        sections.push(grpcgo::run(sizes).await?);
     }
     for section in &sections {
         println!("{}", section.markdown());

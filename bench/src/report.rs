@@ -34,12 +34,15 @@ impl Section {
     pub(crate) fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "### {}\n\nGoal: {}\n", self.title, self.goal);
-        let _ = writeln!(out, "| {} |", self.header.join(" | "));
-        let _ = writeln!(
-            out,
-            "|{}|",
-            self.header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
-        );
+        // A skipped scenario has no rows: its note says why, under no empty table.
+        if !self.rows.is_empty() {
+            let _ = writeln!(out, "| {} |", self.header.join(" | "));
+            let _ = writeln!(
+                out,
+                "|{}|",
+                self.header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+            );
+        }
         for row in &self.rows {
             let _ = writeln!(out, "| {} |", row.join(" | "));
         }

@@ -21,6 +21,7 @@ fn a_smoke_run_reports_every_scenario() {
         "4. Large service",
         "5. Registration load",
         "6. Failover",
+        "7. grpc-go peer",
     ] {
         assert!(stdout.contains(heading), "no {heading} section in:\n{stdout}");
     }

@@ -1,0 +1,154 @@
+//! Closed-loop SayHello load, shared by the scenarios that compare call rates: callers that
+//! call back to back for a fixed time, and variants measured interleaved over repetitions.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use jovian::ServiceChannel;
+use jovian_examples::{GreeterClient, HelloRequest, replying_address};
+use tonic::transport::Channel;
+
+use crate::report::{median_f64, quantile};
+
+/// A Greeter client over a plain tonic channel or a jovian one.
+#[derive(Clone)]
+pub(crate) enum Client {
+    /// A tonic channel: one instance, or tonic's own balancing.
+    Tonic(GreeterClient<Channel>),
+    /// A jovian service channel.
+    Jovian(GreeterClient<ServiceChannel>),
+}
+
+impl Client {
+    /// One SayHello: the reply's message, or `None` when the call failed.
+    pub(crate) async fn hello(&mut self) -> Option<String> {
+        let request = HelloRequest { name: "bench".into() };
+        let reply = match self {
+            Client::Tonic(client) => client.say_hello(request).await,
+            Client::Jovian(client) => client.say_hello(request).await,
+        };
+        reply.ok().map(|reply| reply.into_inner().message)
+    }
+
+    /// Calls until `servers` distinct instances have answered (at most 10 s), so no
+    /// measurement pays for resolving and connecting.
+    pub(crate) async fn warm_up(&self, servers: usize) -> anyhow::Result<()> {
+        let mut client = self.clone();
+        let mut seen = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.len() < servers {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "saw {} of {servers} servers in 10 s",
+                seen.len()
+            );
+            match client.hello().await {
+                Some(message) => {
+                    seen.insert(replying_address(&message).to_owned());
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one closed-loop run measured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sample {
+    /// Successful calls that finished (started before the deadline).
+    pub(crate) calls: usize,
+    /// Failed calls.
+    pub(crate) failed: usize,
+    /// Median latency of the successful calls.
+    pub(crate) p50: Option<Duration>,
+    /// 99th percentile latency of the successful calls.
+    pub(crate) p99: Option<Duration>,
+}
+
+impl Sample {
+    fn new(latencies: &[Duration], failed: usize) -> Self {
+        Self {
+            calls: latencies.len(),
+            failed,
+            p50: quantile(latencies, 0.5),
+            p99: quantile(latencies, 0.99),
+        }
+    }
+}
+
+/// One variant's samples, one per repetition, and what a report cell shows of them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Samples(pub(crate) Vec<Sample>);
+
+impl Samples {
+    /// The median rate in calls/s, each sample having run for `duration`.
+    pub(crate) fn rate(&self, duration: Duration) -> f64 {
+        let rates: Vec<f64> = self.0.iter().map(|s| s.calls as f64 / duration.as_secs_f64()).collect();
+        median_f64(&rates)
+    }
+
+    /// The median over repetitions of each repetition's median latency.
+    pub(crate) fn p50(&self) -> Option<Duration> {
+        quantile(&self.0.iter().filter_map(|s| s.p50).collect::<Vec<_>>(), 0.5)
+    }
+
+    /// The median over repetitions of each repetition's p99 latency.
+    pub(crate) fn p99(&self) -> Option<Duration> {
+        quantile(&self.0.iter().filter_map(|s| s.p99).collect::<Vec<_>>(), 0.5)
+    }
+
+    /// Failed calls over all repetitions.
+    pub(crate) fn failed(&self) -> usize {
+        self.0.iter().map(|s| s.failed).sum()
+    }
+}
+
+/// Measures `variants` variants `reps` times each, rotating the order every repetition so no
+/// variant always runs first (the machine is shared and noisy: side by side beats one after
+/// another). `measure(variant)` runs one sample.
+pub(crate) async fn interleaved(
+    reps: usize,
+    variants: usize,
+    mut measure: impl AsyncFnMut(usize) -> anyhow::Result<Sample>,
+) -> anyhow::Result<Vec<Samples>> {
+    let mut samples = vec![Samples::default(); variants];
+    for rep in 0..reps {
+        for offset in 0..variants {
+            let variant = (rep + offset) % variants;
+            samples[variant].0.push(measure(variant).await?);
+        }
+    }
+    Ok(samples)
+}
+
+/// `in_flight` callers calling back to back for `duration`; a call started before the
+/// deadline counts when it finishes.
+pub(crate) async fn drive(client: &Client, in_flight: usize, duration: Duration) -> Sample {
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let (mut latencies, mut failed) = (Vec::new(), 0);
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    if client.hello().await.is_some() {
+                        latencies.push(started.elapsed());
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for task in tasks {
+        if let Ok((mut latencies, f)) = task.await {
+            all.append(&mut latencies);
+            failed += f;
+        }
+    }
+    Sample::new(&all, failed)
+}

@@ -1,0 +1,151 @@
+//! Scenario 7: jovian against grpc-go, the stack it is measured against. Three grpc-go
+//! Greeter servers and three jovian ones register in one etcd; a grpc-go client (round_robin
+//! over etcd's resolver) and a jovian client each call both sets, closed loop, so the four
+//! client → servers pairings run side by side. Skipped, with a note, where Go is absent.
+
+use etcd_client::PutOptions;
+use jovian::ClientBuilder;
+use jovian_examples::GreeterClient;
+use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
+use jovian_tests::etcd::EtcdCluster;
+
+use crate::Sizes;
+use crate::closed_loop::{Client, Samples, drive, interleaved};
+use crate::failover::{server_process, wait_registered};
+use crate::gopeer::{self, LoadClient, Missing};
+use crate::report::{Section, ms, ratio};
+
+/// The jovian service name and etcd naming target of each server set. grpc-go sends the
+/// target as the `:authority`, where a `/` is a protocol error to hyper: hence the dots.
+const GO_SERVICE: &str = "grpcgo-go";
+const GO_TARGET: &str = "grpcgo.go";
+const JOVIAN_SERVICE: &str = "grpcgo-jovian";
+const JOVIAN_TARGET: &str = "grpcgo.jovian";
+const SERVERS: usize = 3;
+
+/// The pairings, in report order; `compare` is the pairing with the other client on the same
+/// servers.
+const PAIRINGS: [(&str, Option<usize>); 4] = [
+    ("grpc-go → grpc-go", None),
+    ("jovian → jovian", Some(3)),
+    ("jovian → grpc-go servers", Some(0)),
+    ("grpc-go → jovian servers", None),
+];
+
+pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
+    let mut section = Section::new(
+        "7. grpc-go peer",
+        "at 16 and 64 in flight, the jovian stack at least 1.2x the grpc-go stack, and the jovian client at least \
+         1.1x the grpc-go client against the same servers",
+        &[
+            "in flight",
+            "client → servers",
+            "calls/s (median)",
+            "vs grpc-go stack",
+            "vs grpc-go client, same servers",
+            "p50",
+            "p99",
+            "failed",
+        ],
+    );
+    let binary = match gopeer::build().await? {
+        Ok(binary) => binary,
+        Err(Missing(why)) => {
+            section.note(format!(
+                "Skipped: {why}. The Go peer builds offline from Debian's packages: `{}`.",
+                gopeer::APT
+            ));
+            return Ok(section);
+        }
+    };
+
+    let etcd = EtcdCluster::single().await;
+    let endpoints = etcd.endpoints().join(",");
+    // Held to the end of the scenario: dropping a process kills it.
+    let (mut go_servers, mut jovian_servers) = (Vec::new(), Vec::new());
+    for _ in 0..SERVERS {
+        go_servers.push(gopeer::server(&binary, &endpoints, GO_SERVICE, GO_TARGET).await?);
+        jovian_servers.push(server_process(&etcd, JOVIAN_SERVICE).await?);
+    }
+    // The jovian servers know only jovian's layout: name them in etcd's naming layout too, for
+    // the grpc-go client. The etcd is this scenario's own, so no lease is needed.
+    let mut kv = etcd.client().await;
+    for server in &jovian_servers {
+        let address = server.first_line.trim_start_matches("serving ");
+        let value = format!(r#"{{"Op":0,"Addr":"{address}","Metadata":null}}"#);
+        kv.put(format!("{JOVIAN_TARGET}/{address}"), value, None::<PutOptions>)
+            .await?;
+    }
+    wait_registered(&etcd, GO_SERVICE, SERVERS).await?;
+    wait_registered(&etcd, JOVIAN_SERVICE, SERVERS).await?;
+
+    let builder = ClientBuilder::new(EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await?);
+    let jovian_to_jovian = Client::Jovian(GreeterClient::new(builder.build(JOVIAN_SERVICE).await?));
+    let jovian_to_go = Client::Jovian(GreeterClient::new(builder.build(GO_SERVICE).await?));
+    jovian_to_jovian.warm_up(SERVERS).await?;
+    jovian_to_go.warm_up(SERVERS).await?;
+    let mut go_to_go = LoadClient::start(&binary, &endpoints, GO_TARGET, SERVERS).await?;
+    let mut go_to_jovian = LoadClient::start(&binary, &endpoints, JOVIAN_TARGET, SERVERS).await?;
+
+    let duration = sizes.call_duration;
+    let mut goals = Vec::new();
+    for in_flight in [1usize, 16, 64] {
+        let samples = interleaved(sizes.reps, PAIRINGS.len(), async |pairing| match pairing {
+            0 => go_to_go.drive(in_flight, duration).await,
+            1 => Ok(drive(&jovian_to_jovian, in_flight, duration).await),
+            2 => Ok(drive(&jovian_to_go, in_flight, duration).await),
+            _ => go_to_jovian.drive(in_flight, duration).await,
+        })
+        .await?;
+        let rates: Vec<f64> = samples.iter().map(|s| s.rate(duration)).collect();
+        for ((name, compare), (samples, rate)) in PAIRINGS.iter().zip(samples.iter().zip(&rates)) {
+            section.row(row(
+                in_flight,
+                name,
+                samples,
+                *rate,
+                rates[0],
+                compare.map(|c| rates[c]),
+            ));
+        }
+        if in_flight > 1 {
+            goals.push(format!(
+                "{in_flight} in flight: stack {} (goal 1.2x), client on grpc-go servers {} and on jovian servers {} \
+                 (goal 1.1x)",
+                ratio(rates[1], rates[0]),
+                ratio(rates[2], rates[0]),
+                ratio(rates[1], rates[3]),
+            ));
+        }
+    }
+    section.note(format!("Against the goals: {}.", goals.join("; ")));
+    section.note(format!(
+        "{SERVERS} servers of each kind, each its own process, registered in one etcd under a lease; the grpc-go \
+         client is its own process (GOMAXPROCS defaults to the cores), the jovian client runs in this one. All share \
+         the machine's cores with etcd. Each cell is {} s of calls per repetition; latencies are medians over \
+         repetitions. The Go Greeter encodes its two one-string messages by hand (no generated code to build), \
+         which if anything flatters grpc-go.",
+        duration.as_secs_f64()
+    ));
+    Ok(section)
+}
+
+fn row(
+    in_flight: usize,
+    name: &str,
+    samples: &Samples,
+    rate: f64,
+    stack: f64,
+    same_servers: Option<f64>,
+) -> Vec<String> {
+    vec![
+        in_flight.to_string(),
+        name.to_owned(),
+        format!("{rate:.0}"),
+        ratio(rate, stack),
+        same_servers.map_or_else(|| "-".to_owned(), |other| ratio(rate, other)),
+        ms(samples.p50()),
+        ms(samples.p99()),
+        samples.failed().to_string(),
+    ]
+}
