@@ -243,6 +243,9 @@ struct World<'a> {
     /// stopping, cut off from etcd by itself, its key deleted, overwritten or its lease
     /// revoked, for the recovery bound after), so that leaving clients' sets is its own doing.
     own_fault: Vec<Intervals>,
+    /// The same without the recovery tail after a freeze or a partition: what was wrong with
+    /// the instance at that very moment.
+    own_now: Vec<Intervals>,
     /// When etcd as a whole could not serve or could restart leases (freeze, leader change).
     etcd_outage: Intervals,
 }
@@ -278,6 +281,7 @@ impl<'a> World<'a> {
         let mut starved = Vec::new();
         let mut trouble = Vec::new();
         let mut own_fault = Vec::new();
+        let mut own_now = Vec::new();
         for server in &tl.servers {
             let death = server.death().unwrap_or(u64::MAX);
             let mut s = server.frozen.clone();
@@ -292,22 +296,37 @@ impl<'a> World<'a> {
                 t.add(a.max(server.spawned), e.min(death));
             }
             trouble.push(t);
-            let mut own = server.frozen.clone();
+            // Each fault counts for the recovery bound after it ends: the instance's lease may
+            // have expired and its owner is putting it back.
+            let mut own = Intervals::default();
+            let mut now = Intervals::default();
+            for &(a, e) in server.frozen.spans() {
+                own.add(a, e.saturating_add(b.recover));
+                now.add(a, e);
+            }
             // A fresh incarnation is still arriving (on a reused address, the old one's key may
-            // just be leaving).
-            own.add(server.spawned, server.registered.map_or(u64::MAX, |r| r + b.join));
-            own.add(death.min(server.sigterm.unwrap_or(u64::MAX)), u64::MAX);
+            // just be leaving); a stopping or dead one is leaving.
+            for span in [
+                (server.spawned, server.registered.map_or(u64::MAX, |r| r + b.join)),
+                (death.min(server.sigterm.unwrap_or(u64::MAX)), u64::MAX),
+            ] {
+                own.add(span.0, span.1);
+                now.add(span.0, span.1);
+            }
             if let Some(spans) = tl.own_link_down.get(&format!("{}:etcd", server.slot)) {
                 for &(a, e) in spans.spans() {
                     own.add(a, e.saturating_add(b.recover));
+                    now.add(a, e);
                 }
             }
             for fault in tl.faults.iter().filter(|f| f.target == server.slot) {
                 if matches!(fault.kind.as_str(), "key_delete" | "key_overwrite" | "lease_revoke") {
                     own.add(fault.start, fault.start + b.recover);
+                    now.add(fault.start, fault.start + b.recover);
                 }
             }
             own_fault.push(own);
+            own_now.push(now);
         }
         Self {
             tl,
@@ -316,6 +335,7 @@ impl<'a> World<'a> {
             starved,
             trouble,
             own_fault,
+            own_now,
             etcd_outage,
         }
     }
@@ -489,20 +509,20 @@ impl<'a> World<'a> {
                     }
                 }
                 if !previous.is_empty() && members.is_empty() {
-                    let innocent = self.tl.servers.iter().find_map(|s| self.innocent(&s.address, t));
+                    let innocent = self.tl.servers.iter().find_map(|s| self.healthy_now(&s.address, t));
                     if let Some(owner) = innocent {
                         let back = client
                             .snapshots
                             .iter()
                             .find(|(at, m)| *at > t && !m.is_empty())
                             .map_or("never refilled".to_owned(), |(at, _)| {
-                                format!("empty for {:.1}s", (at - t) as f64 / 1000.0)
+                                format!("empty for {} ms", at - t)
                             });
                         violations.push(Violation {
                             invariant: 2,
                             t,
                             what: format!(
-                                "{}/{} emptied its set, {back}, while {owner} was alive and untouched ({})",
+                                "{}/{} emptied its set, {back}, while {owner} was registered, alive and nothing was wrong with it alone ({})",
                                 client.slot,
                                 client.r#gen,
                                 self.etcd_state(t)
@@ -516,15 +536,23 @@ impl<'a> World<'a> {
         violations
     }
 
-    /// The server incarnation at `address` if, at `t`, it was registered, alive, and had no
-    /// fault of its own for the recovery bound before: nothing but registry trouble could make
-    /// a client drop it.
+    /// The server incarnation at `address` if, at `t`, it was registered, alive, and had had no
+    /// fault of its own within the recovery bound: nothing but registry trouble could make a
+    /// client drop it.
     fn innocent(&self, address: &str, t: u64) -> Option<String> {
+        self.untouched(address, t, &self.own_fault)
+    }
+
+    /// The server incarnation at `address` if, at `t`, it was registered, alive, and nothing
+    /// was wrong with it alone at that moment.
+    fn healthy_now(&self, address: &str, t: u64) -> Option<String> {
+        self.untouched(address, t, &self.own_now)
+    }
+
+    fn untouched(&self, address: &str, t: u64, faults: &[Intervals]) -> Option<String> {
         self.tl.servers.iter().enumerate().find_map(|(i, s)| {
-            let fine = s.address == address
-                && s.alive_at(t)
-                && s.registered.is_some_and(|r| r <= t)
-                && !self.own_fault[i].overlaps(t.saturating_sub(self.b.recover), t);
+            let fine =
+                s.address == address && s.alive_at(t) && s.registered.is_some_and(|r| r <= t) && !faults[i].contains(t);
             fine.then(|| format!("{}/{}", s.slot, s.r#gen))
         })
     }
