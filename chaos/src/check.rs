@@ -65,9 +65,9 @@ impl Bounds {
                 format!(
                     "a failed `write` must overlap (from 500 ms before its start to its end) a fault on some \
                      instance: dead, frozen or cut off from clients; a `read` (idempotent) must not fail while \
-                     any instance was registered {} ms (join bound) before it started and stayed healthy \
-                     (alive, not frozen, not cut off, not stopping) until it ended; a `write` must reach a \
-                     server at most once",
+                     an instance the client knew of (in its set, or held by etcd for the {} ms join bound) was \
+                     registered that long before it started and stayed healthy (alive, not frozen, not cut off, \
+                     not stopping) until it ended; a `write` must reach a server at most once",
                     self.join
                 ),
             ),
@@ -366,6 +366,21 @@ impl<'a> World<'a> {
         Some(held)
     }
 
+    /// The instances `client` knew of at `at`: its set then, and what etcd held throughout
+    /// `[since, at]`.
+    fn known_to(&self, client: &(String, u32), at: u64, since: u64) -> BTreeSet<String> {
+        let mut known = self.truth_throughout(since, at).unwrap_or_default();
+        let life = self
+            .tl
+            .clients
+            .iter()
+            .find(|life| life.slot == client.0 && life.r#gen == client.1);
+        if let Some((_, members)) = life.and_then(|l| l.snapshots.iter().rev().find(|(t, _)| *t <= at)) {
+            known.extend(members.iter().cloned());
+        }
+        known
+    }
+
     fn healthy_throughout(&self, i: usize, from: u64, to: u64) -> bool {
         let server = &self.tl.servers[i];
         server.registered.is_some_and(|r| r <= from)
@@ -385,7 +400,13 @@ impl<'a> World<'a> {
             );
             if call.method == "read" {
                 let from = call.start.saturating_sub(self.b.join);
-                let healthy = (0..self.tl.servers.len()).find(|&i| self.healthy_throughout(i, from, call.end));
+                // The client must have known of the healthy instance: it was in its set when the
+                // call started, or etcd held it long enough for any client to know. A client
+                // that starts while etcd has lost every lease has nothing to call.
+                let known = self.known_to(&call.client, call.start, from);
+                let healthy = (0..self.tl.servers.len())
+                    .filter(|&i| known.contains(&self.tl.servers[i].address))
+                    .find(|&i| self.healthy_throughout(i, from, call.end));
                 match healthy {
                     Some(i) => violations.push(Violation {
                         invariant: 1,
