@@ -602,9 +602,13 @@ impl<'a> World<'a> {
                 let mut in_client: BTreeMap<String, Vec<u64>> = BTreeMap::new();
                 let mut t = deadline;
                 while t < until {
-                    // A newer incarnation on the same address is a different instance.
+                    // Once a newer incarnation has registered the same address, the key is its
+                    // own, and its own departures are checked against its own deadlines.
                     let reused = self.tl.servers.iter().enumerate().any(|(j, other)| {
-                        j != i && other.address == server.address && other.alive_at(t) && !self.starved[j].contains(t)
+                        j != i
+                            && other.address == server.address
+                            && other.spawned > server.spawned
+                            && other.registered.is_some_and(|r| r <= t)
                     });
                     if !reused {
                         if self

@@ -268,6 +268,42 @@ fn a_dead_instance_that_lingers_is_caught() {
     );
 }
 
+/// Found on a real run (seed 1): a server killed and restarted on the same port, whose new
+/// incarnation was later cut off from etcd during a leader change (which refreshes leases),
+/// was reported as the dead incarnation's ghost. The key was the new incarnation's own.
+#[test]
+fn a_restart_on_the_same_port_owns_the_key() {
+    let mut history = quiet_run();
+    history.push(at(18_000, "s1", 1, proc("sigkill")));
+    history.push(at(18_001, "s1", 1, proc("exited")));
+    history.push(at(19_000, "s1", 2, proc("spawned")));
+    history.push(at(19_010, "s1", 2, lifecycle("registered", B)));
+    history.push(at(26_000, "orchestrator", 0, link("s1:etcd", "reset")));
+    history.push(at(26_500, "orchestrator", 0, fault(1, "leader_kill", "m0")));
+    history.push(at(29_000, "orchestrator", 0, Event::FaultEnd { id: 1 }));
+    history.push(at(30_000, "orchestrator", 0, link("s1:etcd", "forward")));
+    let report = verdict(history);
+    assert!(!flagged(&report, 3, ""), "{}", report.render());
+}
+
+fn link(link: &str, mode: &str) -> Event {
+    Event::Link {
+        link: link.into(),
+        mode: mode.into(),
+        latency_ms: 0,
+        causes: vec![],
+    }
+}
+
+fn fault(id: u32, kind: &str, target: &str) -> Event {
+    Event::FaultStart {
+        id,
+        kind: kind.into(),
+        target: target.into(),
+        detail: String::new(),
+    }
+}
+
 #[test]
 fn a_panic_or_an_unexplained_exit_is_caught() {
     let mut history = quiet_run();

@@ -91,7 +91,8 @@ async fn empty_service_fails_fast_with_unavailable_naming_it() {
         "message does not name the service: {}",
         status.message()
     );
-    assert!(elapsed < Duration::from_millis(10), "failing took {elapsed:?}");
+    // Fail fast means no waiting on any timeout (connect 2 s, call 5 s); speed is the bench's.
+    assert!(elapsed < Duration::from_secs(1), "failing took {elapsed:?}: it waited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
