@@ -194,7 +194,6 @@ impl Watcher {
                     if let Err(error) = requests.request_progress().await {
                         return format!("cannot ask etcd for progress: {error}");
                     }
-                    stall.asked();
                     continue;
                 }
                 () = view.grace_over() => {
@@ -237,20 +236,23 @@ impl Watcher {
     }
 }
 
-/// How often a watch asks etcd to confirm it is up to date (a progress request).
-const PROGRESS_EVERY: Duration = Duration::from_millis(1500);
-/// etcd not answering a progress request for this long is a stall: leases may expire in it.
-const STALL: Duration = Duration::from_secs(3);
+/// How often a watch asks etcd to confirm it is up to date (a progress request), so that a
+/// healthy etcd is heard from at least this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// etcd silent for this long is a stall: leases may expire in it. A lease of TTL `t` renewed
+/// every `t/3` expires only in a stall of at least `2t/3`, so stalls that can expire leases of
+/// 3 s or more are all seen.
+const STALL: Duration = Duration::from_secs(2);
 
-/// Tells, from how promptly etcd answers progress requests, whether it stalled (was frozen,
-/// or cut off from this client) long enough for leases to expire in the meantime: their
-/// owners could not renew them, and are about to put their keys back.
+/// Tells, from how long etcd went without a word on the watch stream (which progress requests
+/// keep busy), whether it stalled (was frozen, or cut off from this client) long enough for
+/// leases to expire meanwhile: their owners could not renew them, and are about to put their
+/// keys back.
 ///
-/// A stall is only judged once etcd has answered a progress request on this stream, so a
-/// proxy that does not forward them costs nothing but the detection.
+/// Stalls are only judged once etcd has answered a progress request on this stream, so a proxy
+/// that does not forward them costs nothing but the detection.
 struct StallDetector {
-    /// When the oldest unanswered progress request was sent.
-    waiting_since: Option<Instant>,
+    last_heard: Instant,
     answers_progress: bool,
     request_timeout: Duration,
 }
@@ -258,29 +260,23 @@ struct StallDetector {
 impl StallDetector {
     fn new(request_timeout: Duration) -> Self {
         Self {
-            waiting_since: None,
+            last_heard: Instant::now(),
             answers_progress: false,
             request_timeout,
         }
     }
 
-    fn asked(&mut self) {
-        self.waiting_since.get_or_insert_with(Instant::now);
-    }
-
     /// Notes a message from etcd; returns how long it had been silent if that was a stall.
     fn heard(&mut self, progress: bool) -> Option<Duration> {
-        let silence = self.waiting_since.take().map(|since| since.elapsed());
-        if progress {
-            self.answers_progress = true;
-        }
-        silence.filter(|s| self.answers_progress && *s >= STALL)
+        let silence = std::mem::replace(&mut self.last_heard, Instant::now()).elapsed();
+        self.answers_progress |= progress;
+        (self.answers_progress && silence >= STALL).then_some(silence)
     }
 
     /// How long etcd has been silent, if that is long enough to give up on this stream: it
-    /// answers progress requests, yet has not answered one within the request timeout.
+    /// answers progress requests, yet has not said a word within the request timeout.
     fn dead(&self) -> Option<Duration> {
-        let silence = self.waiting_since?.elapsed();
+        let silence = self.last_heard.elapsed();
         (self.answers_progress && silence > self.request_timeout + STALL).then_some(silence)
     }
 }
