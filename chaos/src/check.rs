@@ -292,6 +292,11 @@ impl<'a> World<'a> {
             starved.push(s);
             let mut t = server.frozen.clone();
             t.add(death, u64::MAX);
+            // A server that could not withdraw (etcd unreachable) is still picked while it stops,
+            // and calls racing its exit may fail: it is dying from its SIGTERM on.
+            if server.unregister_failed {
+                t.add(server.sigterm.unwrap_or(death), death);
+            }
             for &(a, e) in link(format!("{}:clients", server.slot)).spans() {
                 t.add(a.max(server.spawned), e.min(death));
             }
@@ -503,11 +508,14 @@ impl<'a> World<'a> {
             if let Some(previous) = previous {
                 for gone in previous.difference(members) {
                     let since = added.remove(gone.as_str()).unwrap_or(0).saturating_sub(self.b.lag);
+                    // Truth is polled; a key deleted and put back between two polls is seen
+                    // through the fault that deleted it.
                     let deleted = self
                         .tl
                         .truth
                         .iter()
-                        .any(|r| r.t >= since && r.t <= t + self.b.lag && r.reachable && !r.members.contains(gone));
+                        .any(|r| r.t >= since && r.t <= t + self.b.lag && r.reachable && !r.members.contains(gone))
+                        || self.key_removed_by_fault(gone, since, t + self.b.lag);
                     let live = self.innocent(gone, t);
                     if !deleted || live.is_some() {
                         let why = match (deleted, live) {
@@ -555,6 +563,20 @@ impl<'a> World<'a> {
             previous = Some(members);
         }
         violations
+    }
+
+    /// Whether a fault deleted the provider key of `address` (a key delete, or the revoke of its
+    /// lease) between `from` and `to`.
+    fn key_removed_by_fault(&self, address: &str, from: u64, to: u64) -> bool {
+        self.tl.faults.iter().any(|fault| {
+            matches!(fault.kind.as_str(), "key_delete" | "lease_revoke")
+                && (from..=to).contains(&fault.start)
+                && self
+                    .tl
+                    .servers
+                    .iter()
+                    .any(|s| s.slot == fault.target && s.address == address && s.alive_at(fault.start))
+        })
     }
 
     /// The server incarnation at `address` if, at `t`, it was registered, alive, and had had no

@@ -48,8 +48,10 @@ pub struct ClientArgs {
     /// Pause between one caller's calls, in ms.
     #[arg(long, default_value_t = 25)]
     pub pause_ms: u64,
-    /// Each call's deadline, in ms.
-    #[arg(long, default_value_t = 2000)]
+    /// Each call's deadline, in ms: the framework's default. An idempotent call survives a
+    /// frozen instance only if its deadline leaves time for the keep-alive to notice (about 2 s)
+    /// and for a retry.
+    #[arg(long, default_value_t = 5000)]
     pub deadline_ms: u64,
     /// Empty the instance set whenever etcd does not answer (a deliberately broken client).
     #[arg(long)]

@@ -63,6 +63,8 @@ pub struct Life {
     pub address: String,
     /// Servers: when `App::start` returned (serving and registered).
     pub registered: Option<u64>,
+    /// Servers: whether its stop could not unregister (etcd unreachable).
+    pub unregister_failed: bool,
     /// When the orchestrator sent SIGTERM.
     pub sigterm: Option<u64>,
     /// When the orchestrator sent SIGKILL.
@@ -342,12 +344,15 @@ fn apply(life: &mut Life, event: &Event, t: u64, frozen_since: &mut HashMap<(Str
             "exited" => life.exited = Some((t, status.clone())),
             _ => {}
         },
-        Event::Lifecycle { phase, address, .. } => {
+        Event::Lifecycle { phase, address, error } => {
             if !address.is_empty() {
                 life.address = address.clone();
             }
             if phase == "registered" {
                 life.registered = life.registered.or(Some(t));
+            }
+            if phase == "stopped" && error.contains("unregister") {
+                life.unregister_failed = true;
             }
         }
         Event::Snapshot { members } => life.snapshots.push((t, members.iter().cloned().collect())),

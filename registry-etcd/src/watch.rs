@@ -328,17 +328,24 @@ impl ServiceView {
                 "etcd's revision went backwards (data wiped or restored)"
             );
         }
-        self.kept = std::mem::take(&mut previous.kept);
         if grace.is_zero() {
             return;
         }
+        // Everything missing now, kept since an earlier interruption or gone in this one, gets
+        // the whole grace from now: its owner could not put it back while etcd was out of reach.
         let until = Instant::now() + grace;
         self.settle(grace);
-        for (uri, info) in &previous.providers {
-            self.kept
-                .entry(uri.clone())
-                .or_insert_with(|| (previous.merged(uri, info), until));
-        }
+        let earlier = std::mem::take(&mut previous.kept)
+            .into_iter()
+            .map(|(uri, (info, _))| (uri, info));
+        let now_missing = previous
+            .providers
+            .iter()
+            .map(|(uri, info)| (uri.clone(), previous.merged(uri, info)));
+        self.kept = earlier
+            .chain(now_missing)
+            .map(|(uri, info)| (uri, (info, until)))
+            .collect();
         self.kept.retain(|uri, _| !self.providers.contains_key(uri));
         if !self.kept.is_empty() {
             tracing::warn!(

@@ -52,7 +52,12 @@ impl Load {
                             Err(_) => Err(tonic::Status::deadline_exceeded("stuck: no answer within 30 s")),
                         };
                         let took = started.elapsed() - at;
+                        let failed = outcome.is_err();
                         calls.lock().unwrap().push(Call { at, took, outcome });
+                        if failed {
+                            // A caller that fails fast must not spin: back off as a real one would.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
                     }
                 })
             })

@@ -148,6 +148,9 @@ impl Balancer {
         loop {
             let set = self.set.load_full();
             let Some(instance) = set.pick(&self.sequence, key, &tried) else {
+                // Failing fast completes without waiting on anything, so a caller retrying in a
+                // loop would never yield: take from the task's budget like any I/O would.
+                tokio::task::consume_budget().await;
                 // Nothing left to try: say why the last attempt failed, not that none exist.
                 return Err(last_failure.unwrap_or_else(|| self.unavailable(&set)).into());
             };
