@@ -470,8 +470,12 @@ impl<'a> World<'a> {
                 {
                     let empty = BTreeSet::new();
                     let snapshot = client.snapshot_at(t).unwrap_or(&empty);
+                    // A key deleted and put back between two truth polls was not held throughout.
+                    let since = t.saturating_sub(self.b.join);
                     for address in held.difference(snapshot) {
-                        missing.entry(address.clone()).or_default().push(t);
+                        if !self.key_removed_by_fault(address, since, t) {
+                            missing.entry(address.clone()).or_default().push(t);
+                        }
                     }
                 }
                 t += self.b.step;
