@@ -40,7 +40,7 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// The bounds for a lease TTL of `ttl` ms (the registries' keep-alive is 3 s + 3 s).
+    /// The bounds for a lease TTL of `ttl` ms (watches notice a silent etcd within 5 s).
     pub fn for_ttl(ttl: u64) -> Self {
         Self {
             ttl,
@@ -76,7 +76,7 @@ impl Bounds {
                 format!(
                     "join: an instance etcd held throughout the last {} ms is in the snapshot of every client \
                      whose path to etcd was undisturbed for the last {} ms — a watch event takes milliseconds, \
-                     {} ms is scheduling margin; {} ms is keep-alive detection (3 s + 3 s) plus back-off and a \
+                     {} ms is scheduling margin; {} ms is a silent etcd restarting the watch (within 5 s, by progress requests) plus back-off and a \
                      re-list, with margin. never empties: a client removes an instance only if etcd lacked it \
                      within {} ms of the removal (truth is read every 100 ms, snapshots every 20 ms), and its \
                      set never goes empty while etcd holds instances or cannot be read",
