@@ -114,10 +114,23 @@ impl Balancer {
     /// Sends one call in a `grpc.client` span carrying its trace context, within its deadline,
     /// moving it to another instance when that is safe (see [`RetryPolicy`](super::RetryPolicy)).
     pub(super) async fn dispatch(&self, mut request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
-        let context = TraceContext::current().map_or_else(TraceContext::root, |c| c.child());
-        if let Ok(value) = http::HeaderValue::from_str(&context.to_string()) {
-            request.headers_mut().insert(TRACEPARENT, value);
-        }
+        // A `traceparent` the caller set (an interceptor, an OpenTelemetry layer) is theirs to
+        // keep; otherwise the call continues the trace being served, or starts one.
+        let given = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse);
+        let context = match given {
+            Some(given) => given,
+            None => {
+                let context = TraceContext::current().map_or_else(TraceContext::root, |c| c.child());
+                if let Ok(value) = http::HeaderValue::from_str(&context.to_string()) {
+                    request.headers_mut().insert(TRACEPARENT, value);
+                }
+                context
+            }
+        };
         let deadline = deadline::of(&request, self.options.timeout);
         let span = tracing::debug_span!(
             "grpc.client",
