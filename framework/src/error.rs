@@ -26,6 +26,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// Clients were asked of an App that has no registry to find services in.
+    #[error("this App has no registry to find services in; give it one with App::registry")]
+    NoRegistry,
+
     /// A registry operation failed.
     #[error("registry {operation} failed: {source}")]
     Registry {

@@ -350,3 +350,31 @@ async fn a_graceful_stop_under_load_loses_no_call() {
     );
     staying.stop().await.unwrap();
 }
+
+/// Failed on the old code: the futures borrowed the App (not `Sync`), so they could not be
+/// spawned, and without a registry `client` panicked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_can_be_built_on_another_task_and_need_a_registry() {
+    init_logging();
+    let lonely = App::new().config(jovian::Config::default()).governor(None);
+    let error = tokio::spawn(lonely.client("greeter")).await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::NoRegistry), "{error}");
+
+    let store = MemoryStore::new();
+    let app = App::new()
+        .config(jovian::Config::default())
+        .registry(store.registry())
+        .governor(None)
+        .drain_delay(Duration::ZERO)
+        .serve(greeter_server("spawned"));
+    let channel = tokio::spawn(app.client("spawned")).await.unwrap().unwrap();
+    let running = app.start().await.unwrap();
+    let from_running = tokio::spawn(running.client("spawned")).await.unwrap().unwrap();
+    for channel in [channel, from_running] {
+        eventually(Duration::from_secs(5), "the server to be seen", || async {
+            (channel.instance_count() == 1).then_some(())
+        })
+        .await;
+    }
+    running.stop().await.unwrap();
+}

@@ -32,7 +32,7 @@ pub use running::{Running, STARTED_AT};
 
 use crate::client::{ClientBuilder, ServiceChannel};
 use crate::error::BoxError;
-use crate::{Config, GrpcServer, Registry, Result};
+use crate::{Config, Error, GrpcServer, Registry, Result};
 
 /// How long an App waits after unregistering before it stops serving, by default.
 pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(1);
@@ -172,14 +172,17 @@ impl App {
     }
 
     /// A balanced channel to `service` over this App's registry, configured by the config's
-    /// `[clients.<service>]` section; see [`ServiceChannel`].
-    ///
-    /// # Panics
-    /// If no registry was set.
-    pub async fn client(&self, service: &str) -> Result<ServiceChannel> {
-        let registry = self.registry.clone().expect("App::client needs App::registry first");
-        let options = self.resolved_config()?.client(service)?;
-        ClientBuilder::new(registry).options(options).build(service).await
+    /// `[clients.<service>]` section; see [`ServiceChannel`]. The future owns what it needs,
+    /// so it can be spawned; without a registry it fails with [`Error::NoRegistry`].
+    pub fn client(&self, service: &str) -> impl Future<Output = Result<ServiceChannel>> + Send + 'static {
+        let prepared = match &self.registry {
+            Some(registry) => self
+                .resolved_config()
+                .and_then(|config| config.client(service))
+                .map(|options| ClientBuilder::new(Arc::clone(registry)).options(options)),
+            None => Err(Error::NoRegistry),
+        };
+        build_client(prepared, service)
     }
 
     /// The settings the App runs with: its config (loaded if none was given), overridden by
@@ -219,6 +222,16 @@ impl App {
     pub async fn run(self) -> Result<()> {
         self.start().await?.wait().await
     }
+}
+
+/// Builds the channel a prepared builder describes; shared by [`App::client`] and
+/// [`Running::client`].
+pub(crate) fn build_client(
+    prepared: Result<ClientBuilder>,
+    service: &str,
+) -> impl Future<Output = Result<ServiceChannel>> + Send + 'static {
+    let service = service.to_owned();
+    async move { prepared?.build(&service).await }
 }
 
 impl fmt::Display for Stage {

@@ -84,14 +84,17 @@ impl Running {
     }
 
     /// A balanced channel to `service` over this App's registry, configured by the config's
-    /// `[clients.<service>]` section.
-    ///
-    /// # Panics
-    /// If the App has no registry.
-    pub async fn client(&self, service: &str) -> Result<ServiceChannel> {
-        let registry = self.registry.clone().expect("Running::client needs App::registry");
-        let options = self.config.client(service)?;
-        ClientBuilder::new(registry).options(options).build(service).await
+    /// `[clients.<service>]` section. The future owns what it needs, so it can be spawned;
+    /// without a registry it fails with [`Error::NoRegistry`].
+    pub fn client(&self, service: &str) -> impl Future<Output = Result<ServiceChannel>> + Send + 'static {
+        let prepared = match &self.registry {
+            Some(registry) => self
+                .config
+                .client(service)
+                .map(|options| ClientBuilder::new(Arc::clone(registry)).options(options)),
+            None => Err(Error::NoRegistry),
+        };
+        super::build_client(prepared, service)
     }
 
     /// The settings the App runs with.
