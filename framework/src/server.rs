@@ -136,6 +136,18 @@ impl GrpcServer {
     }
 }
 
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("name", &self.info.name)
+            .field("services", &self.grpc_services)
+            .field("bind", &self.bind)
+            .field("advertise", &self.advertise)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Binds a listener, failing with an error that names the address; returns it with the address
 /// actually bound (port 0 resolved).
 pub(crate) async fn listen(addr: SocketAddr) -> crate::Result<(tokio::net::TcpListener, SocketAddr)> {

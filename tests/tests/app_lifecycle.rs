@@ -378,3 +378,13 @@ async fn clients_can_be_built_on_another_task_and_need_a_registry() {
     }
     running.stop().await.unwrap();
 }
+
+#[test]
+fn the_public_types_print_something_useful() {
+    let server = greeter_server("printed");
+    assert!(format!("{server:?}").contains("helloworld.Greeter"), "{server:?}");
+    let app = App::new().serve(server).governor(None);
+    assert!(format!("{app:?}").contains("printed"), "{app:?}");
+    let builder = ClientBuilder::new(MemoryStore::new().registry());
+    assert!(format!("{builder:?}").contains("RoundRobin"), "{builder:?}");
+}

@@ -234,6 +234,20 @@ pub(crate) fn build_client(
     async move { prepared?.build(&service).await }
 }
 
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field(
+                "servers",
+                &self.servers.iter().map(GrpcServer::name).collect::<Vec<_>>(),
+            )
+            .field("registry", &self.registry.is_some())
+            .field("hooks", &self.hooks.iter().map(|(stage, _)| *stage).collect::<Vec<_>>())
+            .field("overrides", &self.overrides)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -274,6 +274,23 @@ impl Running {
     }
 }
 
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field(
+                "servers",
+                &self
+                    .servers
+                    .iter()
+                    .map(|s| (&s.info.name, s.local_addr))
+                    .collect::<Vec<_>>(),
+            )
+            .field("governor", &self.governor_addr())
+            .field("registry", &self.registry.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         for server in &self.servers {

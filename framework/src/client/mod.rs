@@ -154,6 +154,14 @@ impl Service<http::Request<Body>> for ServiceChannel {
     }
 }
 
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for ServiceChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceChannel")
