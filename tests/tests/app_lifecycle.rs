@@ -103,8 +103,7 @@ async fn listening_everywhere_without_advertise_is_a_config_error() {
         .serve(greeter_server("anywhere").bind("0.0.0.0:0".parse().unwrap()))
         .start()
         .await
-        .err()
-        .expect("started without an address to register");
+        .expect_err("started without an address to register");
     assert!(
         matches!(&error, Error::Config { key, .. } if key == "servers.anywhere.advertise"),
         "{error}"
@@ -171,8 +170,7 @@ async fn a_failing_start_hook_aborts_the_start() {
         .hook(Stage::AfterStart, || async { Err("not today".into()) })
         .start()
         .await
-        .err()
-        .expect("start succeeded");
+        .expect_err("start succeeded");
     assert!(
         matches!(
             error,
