@@ -697,6 +697,7 @@ impl<'a> World<'a> {
             .tl
             .faults
             .iter()
+            .filter(|f| !self.tl.not_applied.contains(&f.id))
             .map(|f| f.end.unwrap_or(u64::MAX))
             .max()
             .unwrap_or(0);

@@ -174,6 +174,8 @@ pub struct Timeline {
     pub truth: Vec<TruthRead>,
     /// Faults in start order.
     pub faults: Vec<FaultSpan>,
+    /// Faults the orchestrator could not apply (etcd did not answer): they changed nothing.
+    pub not_applied: std::collections::BTreeSet<u32>,
     /// Calls in end order.
     pub calls: Vec<CallSpan>,
     /// Attempts received per call id: `(server slot, gen, t)`.
@@ -226,7 +228,16 @@ impl Timeline {
                     track(&mut links, &mut timeline.own_link_down, link, true, own, t);
                 }
                 Event::Note { text } if record.proc == "orchestrator" && text == RUN_OVER => timeline.end = t,
-                Event::Note { .. } => {}
+                Event::Note { text } => {
+                    // "fault {id} ({kind}) not applied: ..." marks a fault that did nothing.
+                    let id = text
+                        .strip_prefix("fault ")
+                        .filter(|_| text.contains(" not applied"))
+                        .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+                    if let Some(id) = id {
+                        timeline.not_applied.insert(id);
+                    }
+                }
                 Event::Truth {
                     reachable,
                     members,

@@ -299,6 +299,25 @@ fn a_key_deleted_and_put_back_between_two_polls_is_seen_through_its_fault() {
     assert!(!flagged(&report, 2, ""), "{}", report.render());
 }
 
+/// Found on a real run (seed 15): a key fault the orchestrator could not apply (etcd frozen)
+/// "ended" late and left no time to check convergence, though it changed nothing.
+#[test]
+fn a_fault_that_was_not_applied_does_not_delay_convergence() {
+    let mut history = quiet_run();
+    history.push(at(38_000, "orchestrator", 0, fault(9, "garbage", "etcd")));
+    history.push(at(
+        38_001,
+        "orchestrator",
+        0,
+        Event::Note {
+            text: "fault 9 (garbage) not applied: etcd did not answer in 3 s".into(),
+        },
+    ));
+    history.push(at(38_001, "orchestrator", 0, Event::FaultEnd { id: 9 }));
+    let report = verdict(history);
+    assert!(!flagged(&report, 4, ""), "{}", report.render());
+}
+
 fn link(link: &str, mode: &str) -> Event {
     Event::Link {
         link: link.into(),
