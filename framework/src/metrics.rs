@@ -43,6 +43,19 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// The process's Prometheus registry: register an application's own collectors here and the
+/// governor's `/metrics` serves them beside jovian's.
+///
+/// ```
+/// let orders = prometheus::IntCounter::new("orders_total", "Orders taken.").unwrap();
+/// jovian::metrics::registry().register(Box::new(orders.clone())).unwrap();
+/// orders.inc();
+/// assert!(jovian::metrics::render().contains("orders_total 1"));
+/// ```
+pub fn registry() -> &'static Registry {
+    &metrics().registry
+}
+
 /// Everything in the Prometheus text exposition format.
 pub fn render() -> String {
     let families = metrics().registry.gather();
