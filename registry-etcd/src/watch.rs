@@ -20,7 +20,7 @@
 //! are published. Values that are not valid entries are skipped, logged once per key and
 //! counted, never fatal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,6 +163,29 @@ impl Watcher {
         }
     }
 
+    /// The leases, among those of the providers `response` deletes, that etcd still holds: their
+    /// keys were deleted on purpose (an unregister), not lost with the lease. A lease that cannot
+    /// be asked about is taken for lost, so its instances are kept.
+    async fn withdrawn_leases(&self, response: &etcd_client::WatchResponse) -> HashSet<i64> {
+        let leases: BTreeSet<i64> = response
+            .events()
+            .iter()
+            .filter(|e| e.event_type() == EventType::Delete)
+            .filter_map(|e| e.prev_kv().map(KeyValue::lease))
+            .filter(|&lease| lease != 0)
+            .collect();
+        let alive = leases.into_iter().map(|lease| async move {
+            let ask = |mut c: Client| async move { c.lease_time_to_live(lease, None).await };
+            let answer = with_client(&self.client, self.request_timeout, ask).await;
+            answer.is_ok_and(|a| a.ttl() > 0).then_some(lease)
+        });
+        futures_util::future::join_all(alive)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Applies watch events from `view.revision + 1` on; returns why it stopped.
     async fn stream(&self, view: &mut ServiceView, publisher: &EndpointsPublisher) -> String {
         let (prefix, from, max) = (view.prefix.as_str(), view.revision + 1, self.max_message_bytes);
@@ -171,6 +194,7 @@ impl Watcher {
                 .with_prefix()
                 .with_start_revision(from)
                 .with_progress_notify()
+                .with_prev_key()
                 .with_fragment();
             c.watch_client()
                 .max_decoding_message_size(max)
@@ -223,11 +247,20 @@ impl Watcher {
                 }
                 continue;
             }
+            let withdrawn = match view.is_settling() {
+                true => self.withdrawn_leases(&response).await,
+                false => HashSet::new(),
+            };
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
                     EventType::Put => view.put(kv, &self.stats),
-                    EventType::Delete => view.delete(kv.key()),
+                    EventType::Delete => {
+                        // A key deleted while its lease lives (or that had none) was withdrawn
+                        // by its owner or an operator: it goes now, settling or not.
+                        let lease = event.prev_kv().map_or(0, |prev| prev.lease());
+                        view.delete(kv.key(), lease == 0 || withdrawn.contains(&lease));
+                    }
                 }
                 view.revision = view.revision.max(kv.mod_revision());
             }
@@ -434,11 +467,20 @@ impl ServiceView {
         Ok(())
     }
 
-    fn delete(&mut self, key: &[u8]) {
+    /// Whether deletes are being taken for lease expiries of recent trouble.
+    fn is_settling(&self) -> bool {
+        self.settling_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Applies a delete; `withdrawn` when it was made on purpose (its lease still lives), so it
+    /// takes effect even while the registry settles.
+    fn delete(&mut self, key: &[u8], withdrawn: bool) {
         match Keys::classify(&self.prefix, key) {
             Ok(KeyKind::Provider(uri)) => {
                 let removed = self.providers.remove(uri);
-                let settling = self.settling_until.filter(|until| Instant::now() < *until);
+                let settling = self
+                    .settling_until
+                    .filter(|until| !withdrawn && Instant::now() < *until);
                 match (removed, settling) {
                     (Some(info), Some(until)) => {
                         let merged = self.merged(uri, &info);

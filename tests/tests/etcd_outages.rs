@@ -426,3 +426,50 @@ async fn a_watch_on_a_member_without_a_leader_ends() {
     .await
     .unwrap();
 }
+
+/// Found by the fault runs (seed 17): a server stopping within the grace after a client's watch
+/// had trouble stayed in that client's set (its delete was taken for a lease expiry), so calls
+/// went on to it past its drain and one was cut off. A delete whose lease lives is a
+/// withdrawal, and takes effect at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_withdrawn_while_a_client_settles_leaves_it_at_once() {
+    init_logging();
+    let etcd = EtcdCluster::stock().await;
+    let proxy = Proxy::start(etcd.endpoint(0).parse().unwrap()).await;
+    let owner = registry(etcd.endpoints()).await;
+    let leaving = ServiceInfo::new("settle", "127.0.0.1:1");
+    owner.register(&leaving).await.unwrap();
+    owner
+        .register(&ServiceInfo::new("settle", "127.0.0.1:2"))
+        .await
+        .unwrap();
+    let config = EtcdConfig::new([proxy.addr().to_string()]).request_timeout(Duration::from_millis(500));
+    let reader = EtcdRegistry::connect(config).await.unwrap();
+    let mut watch = reader.watch("settle").await.unwrap();
+    proxy.cut();
+    eventually(Duration::from_secs(5), "the reader to lose its watch", || async {
+        (reader.stats().watch_restarts >= 1).then_some(())
+    })
+    .await;
+    proxy.restore();
+    owner
+        .register(&ServiceInfo::new("settle", "127.0.0.1:3"))
+        .await
+        .unwrap();
+    within(
+        Duration::from_secs(10),
+        "the reader to watch again",
+        watch.wait_for(|e| e.len() == 3),
+    )
+    .await
+    .unwrap();
+    // The reader re-listed moments ago: it is settling, and would keep an expired instance.
+    owner.unregister(&leaving).await.unwrap();
+    within(
+        Duration::from_secs(2),
+        "the withdrawn instance to leave",
+        watch.wait_for(|e| e.get(&leaving.uri()).is_none()),
+    )
+    .await
+    .unwrap();
+}
