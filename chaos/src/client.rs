@@ -1,4 +1,4 @@
-//! The chaos client process: callers on a [`ServiceChannel`] to the chaos service, recording
+//! The chaos client process: callers on a [`ServiceChannel`](jovian::ServiceChannel) to the chaos service, recording
 //! every call and every change of the channel's instance set.
 //!
 //! `Read` is marked idempotent in the client options, `Write` is not. Every call carries a

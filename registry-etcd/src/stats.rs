@@ -25,7 +25,7 @@ pub struct Stats {
     reported: Mutex<Reported>,
 }
 
-/// A copy of [`Stats`] at one moment.
+/// What the registry had done to stay correct, at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Lease keep-alives etcd answered.
