@@ -425,7 +425,15 @@ impl<'a> World<'a> {
                 }
             } else {
                 let from = call.start.saturating_sub(500);
-                let excuse = (0..self.tl.servers.len()).find(|&i| self.trouble[i].overlaps(from, call.end));
+                // A client cut off from etcd cannot see a server withdraw: it may still send to
+                // one that is stopping, and a call racing that process's exit may fail.
+                let unseen_stop = |i: usize| {
+                    self.tl.servers[i]
+                        .sigterm
+                        .is_some_and(|s| s <= call.start && self.disturbed_within(&call.client.0, s, call.start))
+                };
+                let excuse =
+                    (0..self.tl.servers.len()).find(|&i| self.trouble[i].overlaps(from, call.end) || unseen_stop(i));
                 match excuse {
                     Some(_) => allowed += 1,
                     None => violations.push(Violation {
@@ -636,11 +644,18 @@ impl<'a> World<'a> {
                             && other.spawned > server.spawned
                             && other.registered.is_some_and(|r| r <= t)
                     });
+                    // A key overwritten without a lease after its owner went quiet cannot expire:
+                    // only its owner, back in touch, can put it back on a lease.
+                    let overwritten =
+                        self.tl.faults.iter().any(|f| {
+                            f.kind == "key_overwrite" && f.target == server.slot && (x..=t).contains(&f.start)
+                        });
                     if !reused {
-                        if self
-                            .truth_at(t)
-                            .is_some_and(|r| r.reachable && r.members.contains(&server.address))
-                        {
+                        if self.truth_at(t).is_some_and(|r| {
+                            r.reachable
+                                && r.members.contains(&server.address)
+                                && !(overwritten && r.detached.contains(&server.address))
+                        }) {
                             in_etcd.push(t);
                         }
                         for client in self.tl.clients.iter().filter(|c| c.alive_at(t)) {
