@@ -478,9 +478,7 @@ impl ServiceView {
         match Keys::classify(&self.prefix, key) {
             Ok(KeyKind::Provider(uri)) => {
                 let removed = self.providers.remove(uri);
-                let settling = self
-                    .settling_until
-                    .filter(|until| !withdrawn && Instant::now() < *until);
+                let settling = self.settling_until.filter(|_| !withdrawn && self.is_settling());
                 match (removed, settling) {
                     (Some(info), Some(until)) => {
                         let merged = self.merged(uri, &info);
