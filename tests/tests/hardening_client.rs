@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use jovian::client::{ClientOptions, Ejection};
-use jovian::{App, ClientBuilder, GrpcServer, Registry, Running, ServiceChannel, ServiceInfo};
+use jovian::{App, ClientBuilder, GrpcServer, Registrar, Running, ServiceChannel, ServiceInfo};
 use jovian_examples::proto::greeter_server::{Greeter, GreeterServer};
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest, greeter_server, replying_address};
 use jovian_registry_memory::MemoryStore;

@@ -1,9 +1,10 @@
 //! What operators see: Prometheus metrics that move with calls, health, the debug view of
 //! registrations and client instance sets, and the governor's metrics-target key in etcd.
 
+use jovian::Discovery;
 use std::time::Duration;
 
-use jovian::{App, Registry};
+use jovian::App;
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_registry_memory::MemoryStore;
