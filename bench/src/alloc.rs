@@ -15,6 +15,7 @@ pub(crate) fn live_bytes() -> i64 {
 }
 
 /// Allocations (not counting reallocations) the whole process has made so far.
+#[allow(dead_code)] // used by the client-overhead scenario
 pub(crate) fn allocations() -> usize {
     COUNTING.stats().allocations
 }

@@ -9,7 +9,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client as Etcd, PutOptions, WatchOptions};
+use etcd_client::{Client as Etcd, PutOptions, Txn, TxnOp, WatchOptions};
+use futures_util::StreamExt;
 use jovian::{ClientBuilder, ServiceChannel, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
@@ -54,18 +55,37 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     Ok(section)
 }
 
-/// Registers `n` instances of `service` under `lease`, 64 puts in flight.
-async fn write_instances(client: &Etcd, lease: i64, service: &str, offset: usize, n: usize) -> anyhow::Result<()> {
-    let mut puts = Vec::new();
-    for i in 0..n {
-        let (key, value) = entry(service, offset + i);
+/// Registers instances `offset..offset + n` of `service` under `lease` as fast as etcd takes
+/// them: transactions of 128 puts (etcd's default limit of operations per transaction), 8 in
+/// flight. One put per request is bounded by etcd's proposals per second, not by the client.
+pub(crate) async fn write_instances(
+    client: &Etcd,
+    lease: i64,
+    service: &str,
+    offset: usize,
+    n: usize,
+) -> anyhow::Result<()> {
+    let batches: Vec<Txn> = (offset..offset + n)
+        .collect::<Vec<_>>()
+        .chunks(128)
+        .map(|chunk| {
+            let puts: Vec<TxnOp> = chunk
+                .iter()
+                .map(|&i| {
+                    let (key, value) = entry(service, i);
+                    TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)))
+                })
+                .collect();
+            Txn::new().and_then(puts)
+        })
+        .collect();
+    let mut writes = futures_util::stream::iter(batches.into_iter().map(|txn| {
         let mut client = client.clone();
-        puts.push(async move { client.put(key, value, Some(PutOptions::new().with_lease(lease))).await });
-        if puts.len() == 64 || i + 1 == n {
-            for put in futures_util::future::join_all(std::mem::take(&mut puts)).await {
-                put?;
-            }
-        }
+        async move { client.txn(txn).await }
+    }))
+    .buffer_unordered(8);
+    while let Some(written) = writes.next().await {
+        written?;
     }
     Ok(())
 }
