@@ -19,6 +19,7 @@ fn quiet_run() -> Vec<Record> {
                 seed: 1,
                 duration_ms: 40_000,
                 ttl_ms: 3_000,
+                members: 3,
                 servers: 2,
                 clients: 1,
                 replay: "replay".into(),
