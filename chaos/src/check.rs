@@ -656,12 +656,16 @@ impl<'a> World<'a> {
                         self.tl.faults.iter().any(|f| {
                             f.kind == "key_overwrite" && f.target == server.slot && (x..=t).contains(&f.start)
                         });
-                    if !reused {
-                        if self.truth_at(t).is_some_and(|r| {
-                            r.reachable
-                                && r.members.contains(&server.address)
-                                && !(overwritten && r.detached.contains(&server.address))
-                        }) {
+                    // Clients rightly follow etcd in keeping such a key.
+                    let stranded = overwritten
+                        && self
+                            .truth_at(t)
+                            .is_some_and(|r| r.reachable && r.detached.contains(&server.address));
+                    if !reused && !stranded {
+                        if self
+                            .truth_at(t)
+                            .is_some_and(|r| r.reachable && r.members.contains(&server.address))
+                        {
                             in_etcd.push(t);
                         }
                         for client in self.tl.clients.iter().filter(|c| c.alive_at(t)) {
