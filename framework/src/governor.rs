@@ -6,7 +6,7 @@
 //!   holds, the instances and their state (ejected, calls in flight, latency).
 //!
 //! The App registers the governor's address under `/prometheus/job/{app}/{host}/{address}`
-//! (a `Kind::Governor` entry), so a Prometheus file or etcd service discovery finds every
+//! (a `EntryKind::Governor` entry), so a Prometheus file or etcd service discovery finds every
 //! instance's `/metrics`.
 
 use std::net::SocketAddr;
