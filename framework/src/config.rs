@@ -776,6 +776,33 @@ mod tests {
     }
 
     #[test]
+    fn server_settings_made_in_code_win_field_by_field() {
+        let file = Config::from_toml(
+            "[servers.s]\nport = 7000\nmax_concurrent_streams = 8\nhttp2_keepalive_interval = \"20s\"",
+        )
+        .unwrap()
+        .servers["s"]
+            .clone();
+        let code = ServerConfig {
+            max_concurrent_streams: Some(64),
+            ..ServerConfig::default()
+        };
+        let merged = code.or(&file);
+        assert_eq!(merged.max_concurrent_streams, Some(64), "code wins");
+        assert_eq!(merged.port, Some(7000), "the file fills in");
+        assert_eq!(merged.http2_keepalive_interval, Some(Duration::from_secs(20)));
+        let zero = ServerConfig {
+            concurrency_limit_per_connection: Some(0),
+            ..ServerConfig::default()
+        };
+        let error = zero.transport("s").unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "servers.s.concurrency_limit_per_connection"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn client_sections_become_options() {
         let config = Config::from_toml(
             "[clients.greeter]\npolicy = \"consistent_hash\"\nzone = \"z1\"\nidempotent_methods = [\"/helloworld.Greeter/SayHello\"]",
