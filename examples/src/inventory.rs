@@ -35,7 +35,7 @@ pub mod proto {
 
 pub use proto::inventory_client::InventoryClient;
 pub use proto::inventory_server::InventoryServer;
-pub use proto::{GetItemRequest, Item, ReserveRequest, Reservation};
+pub use proto::{GetItemRequest, Item, Reservation, ReserveRequest};
 
 /// The service name the inventory registers under.
 pub const SERVICE: &str = "inventory";

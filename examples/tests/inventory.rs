@@ -79,7 +79,10 @@ async fn reserving_confirms_through_the_greeter_and_counts_in_the_apps_metric() 
         format!("Hello Ada from {greeter_address}"),
         "the confirmation is the Greeter's answer"
     );
-    assert_eq!(reservations().with_label_values(&["reserved"]).get(), reserved_before + 1);
+    assert_eq!(
+        reservations().with_label_values(&["reserved"]).get(),
+        reserved_before + 1
+    );
     assert!(
         jovian::metrics::render().contains("inventory_reservations_total{outcome=\"reserved\"}"),
         "the app's metric is served with jovian's"
@@ -126,14 +129,20 @@ async fn a_slow_dependency_ends_in_the_servers_time_limit_or_the_callers_deadlin
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
-    assert!(error.message().contains("time limit"), "the server's limit ended it: {error:?}");
+    assert!(
+        error.message().contains("time limit"),
+        "the server's limit ended it: {error:?}"
+    );
 
     let error = client
         .reserve(reserve("apple", 1, "10000", Duration::from_millis(100)))
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
-    assert!(!error.message().contains("time limit"), "the caller's deadline ended it: {error:?}");
+    assert!(
+        !error.message().contains("time limit"),
+        "the caller's deadline ended it: {error:?}"
+    );
 
     let stock = client.get_item(get("apple", KEY)).await.unwrap().into_inner();
     assert_eq!(stock.available, 10, "reservations that were not confirmed took nothing");

@@ -370,7 +370,10 @@ mod tests {
         let path = "/helloworld.Greeter/SayHello";
         assert_eq!(methods.labels(path).as_refs(), [UNKNOWN; 3], "not reached yet");
         methods.reached(path, None);
-        assert_eq!(methods.labels(path).as_refs(), ["unary", "helloworld.Greeter", "SayHello"]);
+        assert_eq!(
+            methods.labels(path).as_refs(),
+            ["unary", "helloworld.Greeter", "SayHello"]
+        );
         methods.reached("/helloworld.Greeter/Chat", Some(Code::Internal));
         assert_eq!(
             methods.labels("/helloworld.Greeter/Chat").as_refs(),
@@ -397,7 +400,9 @@ mod tests {
         }
         assert_eq!(methods.reached.read().unwrap().len(), MAX_LABELLED_METHODS);
         assert_eq!(
-            methods.labels(&format!("/svc.S/M{}", MAX_LABELLED_METHODS + 1)).as_refs(),
+            methods
+                .labels(&format!("/svc.S/M{}", MAX_LABELLED_METHODS + 1))
+                .as_refs(),
             [UNKNOWN; 3]
         );
     }

@@ -369,7 +369,10 @@ async fn apps_sharing_a_registry_each_withdraw_only_their_own_instances() {
     let observer = store.registry();
 
     a.stop().await.expect("A stops");
-    assert!(observer.list("shared-a").await.unwrap().is_empty(), "A withdrew its instance");
+    assert!(
+        observer.list("shared-a").await.unwrap().is_empty(),
+        "A withdrew its instance"
+    );
     let listed = observer.list("shared-b").await.unwrap();
     assert!(
         listed.get(&format!("grpc://{b_addr}")).is_some(),
@@ -378,7 +381,10 @@ async fn apps_sharing_a_registry_each_withdraw_only_their_own_instances() {
     direct_hello(b_addr, "x").await.expect("B still serves");
 
     b.stop().await.expect("B's stop succeeds: the registry is still open");
-    assert!(observer.list("shared-b").await.unwrap().is_empty(), "B withdrew its instance");
+    assert!(
+        observer.list("shared-b").await.unwrap().is_empty(),
+        "B withdrew its instance"
+    );
     shared
         .list("shared-b")
         .await

@@ -128,7 +128,11 @@ fn an_app_reads_neither_the_file_nor_the_environment_unless_asked() {
         jail.set_env("JOVIAN_SHUTDOWN_DEADLINE", "7s");
         jail.set_env("JOVIAN_GOVERNOR__ENABLED", "true");
         let resolved = check(App::new().resolved_config())?;
-        assert_eq!(resolved, Config::default(), "App::new() is the defaults, whatever is around");
+        assert_eq!(
+            resolved,
+            Config::default(),
+            "App::new() is the defaults, whatever is around"
+        );
 
         jail.set_env("JOVIAN_REGISTRY__TTL", "not a duration");
         check(App::new().name("x").resolved_config()).expect("a broken variable breaks nothing it was not asked for");
@@ -170,11 +174,20 @@ fn server_sections_take_transport_settings_and_name_their_keys_in_errors() {
     );
     for (toml, key) in [
         ("[servers.s]\nmax_streams = 1", "servers.s.max_streams"),
-        ("[servers.s]\nhttp2_keepalive_interval = \"0s\"", "servers.s.http2_keepalive_interval"),
+        (
+            "[servers.s]\nhttp2_keepalive_interval = \"0s\"",
+            "servers.s.http2_keepalive_interval",
+        ),
         ("[servers.s]\ntcp_keepalive = \"soon\"", "servers.s.tcp_keepalive"),
-        ("[servers.s.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"", "servers.s.tls.ca"),
+        (
+            "[servers.s.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"",
+            "servers.s.tls.ca",
+        ),
     ] {
         let error = Config::from_toml(toml).unwrap_err();
-        assert!(matches!(&error, Error::Config { key: k, .. } if k == key), "{toml}: {error}");
+        assert!(
+            matches!(&error, Error::Config { key: k, .. } if k == key),
+            "{toml}: {error}"
+        );
     }
 }

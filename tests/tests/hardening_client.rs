@@ -273,14 +273,13 @@ async fn junk_paths_do_not_grow_the_server_metrics() {
     let grown = after.concat().len().saturating_sub(size_before);
     assert!(grown < 1024, "/metrics grew by {grown} bytes");
     assert!(
-        after
-            .iter()
-            .any(|l| l.starts_with("grpc_server_handled_total")
-                && l.contains("grpc_method=\"unknown\"")
-                && l.contains("grpc_code=\"Unimplemented\"")),
+        after.iter().any(|l| l.starts_with("grpc_server_handled_total")
+            && l.contains("grpc_method=\"unknown\"")
+            && l.contains("grpc_code=\"Unimplemented\"")),
         "junk calls are counted, as one unknown method: {after:#?}"
     );
-    let real = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"SayHello\",grpc_service=\"helloworld.Greeter\"";
+    let real =
+        "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"SayHello\",grpc_service=\"helloworld.Greeter\"";
     let metrics = jovian::metrics::render();
     assert!(metrics.contains(real), "real methods keep their label: {metrics}");
 }

@@ -222,10 +222,9 @@ async fn no_governor_runs_unless_configured() {
 async fn the_governor_registers_its_advertised_address_and_never_an_unreachable_one() {
     init_logging();
     let store = MemoryStore::new();
-    let config = Config::from_toml(
-        "[governor]\nenabled = true\naddress = \"0.0.0.0:0\"\nadvertise = \"metrics.internal:9100\"",
-    )
-    .unwrap();
+    let config =
+        Config::from_toml("[governor]\nenabled = true\naddress = \"0.0.0.0:0\"\nadvertise = \"metrics.internal:9100\"")
+            .unwrap();
     let running = App::from_config(config)
         .name("obs")
         .registry(store.registry())

@@ -7,13 +7,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tonic::codegen::http;
 use jovian::{App, ClientBuilder, Config, GrpcServer, Running, ServiceChannel};
 use jovian_examples::proto::greeter_server::Greeter;
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest};
 use jovian_registry_memory::MemoryStore;
 use jovian_tests::greeters::{Sleepy, server};
 use jovian_tests::init_logging;
+use tonic::codegen::http;
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -103,7 +103,11 @@ async fn concurrency_per_connection_comes_from_the_servers_config_section() {
     let crowd = Crowd::default();
     let config = Config::from_toml("[servers.crowd-config]\nconcurrency_limit_per_connection = 1").unwrap();
     let (running, channel) = start(&store, App::from_config(config), server("crowd-config", crowd.clone())).await;
-    assert_eq!(crowd.most_at_once(channel, 4).await, 1, "one connection, one call at a time");
+    assert_eq!(
+        crowd.most_at_once(channel, 4).await,
+        1,
+        "one connection, one call at a time"
+    );
     running.stop().await.unwrap();
 }
 
@@ -141,7 +145,10 @@ fn handled(code: &str, method: &str) -> u64 {
     } else {
         ["unary", "helloworld.Greeter", method, code]
     };
-    jovian::metrics::metrics().server_handled.with_label_values(&labels).get()
+    jovian::metrics::metrics()
+        .server_handled
+        .with_label_values(&labels)
+        .get()
 }
 
 fn with_token(name: &str) -> Request<HelloRequest> {
@@ -158,7 +165,10 @@ async fn a_layer_that_rejects_calls_is_seen_by_callers_and_metrics_but_not_by_he
     let (running, channel) = start(&store, App::new(), guarded).await;
     let mut client = GreeterClient::new(channel);
 
-    let (unknown_before, known_before) = (handled("Unauthenticated", "unknown"), handled("Unauthenticated", "SayHello"));
+    let (unknown_before, known_before) = (
+        handled("Unauthenticated", "unknown"),
+        handled("Unauthenticated", "SayHello"),
+    );
     let error = client.say_hello(HelloRequest { name: "x".into() }).await.unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
     assert_eq!(
@@ -166,7 +176,10 @@ async fn a_layer_that_rejects_calls_is_seen_by_callers_and_metrics_but_not_by_he
         unknown_before + 1,
         "a path no call reached yet is not labelled, whatever the layers answer"
     );
-    client.say_hello(with_token("x")).await.expect("a call with the token passes");
+    client
+        .say_hello(with_token("x"))
+        .await
+        .expect("a call with the token passes");
     let error = client.say_hello(HelloRequest { name: "x".into() }).await.unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
     assert_eq!(handled("Unauthenticated", "SayHello"), known_before + 1);

@@ -40,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let mut inventory = InventoryClient::new(ClientBuilder::new(registry).build(SERVICE).await?);
 
     let lookup = GetItemRequest { id: args.item.clone() };
-    let item = inventory.get_item(request(lookup, &args.api_key, deadline)?).await?.into_inner();
+    let item = inventory
+        .get_item(request(lookup, &args.api_key, deadline)?)
+        .await?
+        .into_inner();
     println!("{} ({}): {} available", item.name, item.id, item.available);
 
     if let Some(quantity) = args.reserve {
@@ -49,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
             quantity,
             customer: args.customer,
         };
-        let reservation = inventory.reserve(request(reserve, &args.api_key, deadline)?).await?.into_inner();
+        let reservation = inventory
+            .reserve(request(reserve, &args.api_key, deadline)?)
+            .await?
+            .into_inner();
         println!(
             "reserved {} of {}, {} left: {}",
             reservation.quantity, reservation.id, reservation.remaining, reservation.confirmation

@@ -34,10 +34,13 @@ async fn main() -> anyhow::Result<()> {
     jovian::trace::init_logging();
     let args = Args::parse();
     let registry = args.registry.connect().await?;
-    let app = App::from_config(Config::load()?).name("inventory").registry(registry.clone());
+    let app = App::from_config(Config::load()?)
+        .name("inventory")
+        .registry(registry.clone());
     let greeter = app.client(GREETER).await?;
     let inventory = Inventory::new(greeter, Inventory::sample_stock());
-    let server = inventory_server(inventory, &args.api_key, Duration::from_millis(args.time_limit_ms)).bind(args.listen);
+    let server =
+        inventory_server(inventory, &args.api_key, Duration::from_millis(args.time_limit_ms)).bind(args.listen);
     let running = app.serve(server).start().await?;
     for info in running.registrations() {
         println!("serving {} on {}", info.name, info.address);
