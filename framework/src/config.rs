@@ -206,6 +206,10 @@ pub struct ServerConfig {
     pub max_frame_size: Option<u32>,
     /// The largest header list (metadata) accepted, in bytes.
     pub max_header_list_size: Option<u32>,
+    /// The largest request message accepted, in bytes as sent; a larger one fails the call
+    /// with `RESOURCE_EXHAUSTED` before it is read. tonic's generated servers have their own
+    /// limit too (4 MiB unless raised with `max_decoding_message_size`), which still applies.
+    pub max_request_message_bytes: Option<usize>,
 }
 
 /// How calls to one service are balanced, filtered, timed and retried.
@@ -376,6 +380,7 @@ impl ServerConfig {
                 .or(fallback.initial_connection_window_size),
             max_frame_size: self.max_frame_size.or(fallback.max_frame_size),
             max_header_list_size: self.max_header_list_size.or(fallback.max_header_list_size),
+            max_request_message_bytes: self.max_request_message_bytes.or(fallback.max_request_message_bytes),
         }
     }
 

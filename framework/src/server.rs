@@ -140,9 +140,13 @@ impl GrpcServer {
         self
     }
 
-    /// Adds a tonic service (a generated `XxxServer`). Message size limits are the generated
-    /// server's own (`XxxServer::new(svc).max_decoding_message_size(8 << 20)`), as tonic
-    /// enforces them there.
+    /// Adds a tonic service (a generated `XxxServer`).
+    ///
+    /// tonic's generated servers limit the messages they decode to 4 MiB unless told
+    /// otherwise (`XxxServer::new(svc).max_decoding_message_size(16 << 20)`).
+    /// [`ServerConfig::max_request_message_bytes`] sets a limit for every service of the
+    /// server, from config or code; a larger one than the generated server's needs raising
+    /// there too.
     pub fn add_service<S>(mut self, service: S) -> Self
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -206,7 +210,7 @@ impl GrpcServer {
 
     /// The service that serves this server's calls, with `health` beside the layered
     /// application services, and what its metrics need to know about the methods.
-    pub(crate) fn into_service(self, health: Routes) -> (Dispatch, Arc<Methods>) {
+    pub(crate) fn into_service(self, health: Routes, max_request_message: Option<usize>) -> (Dispatch, Arc<Methods>) {
         let mut offered = self.grpc_services;
         offered.push(HEALTH_SERVICE);
         let mut types = self.method_types;
@@ -215,7 +219,11 @@ impl GrpcServer {
             .or_insert(GrpcType::ServerStream);
         let methods = Arc::new(Methods::new(offered, types));
         let learned = LearnMethods::new(self.routes.routes().prepare(), Arc::clone(&methods));
-        let mut application = BoxCloneService::new(learned.map_err(|never: Infallible| -> BoxError { match never {} }));
+        let limited = learned.map_request(move |request: http::Request<Body>| match max_request_message {
+            Some(limit) => request.map(|body| Body::new(LimitedMessages::new(body, limit))),
+            None => request,
+        });
+        let mut application = BoxCloneService::new(limited.map_err(|never: Infallible| -> BoxError { match never {} }));
         for layer in self.layers.into_iter().rev() {
             application = layer(application);
         }
@@ -286,6 +294,88 @@ fn layer_error_status(error: BoxError) -> tonic::Status {
     tonic::Status::unknown(error.to_string())
 }
 
+/// A request body whose gRPC messages may be at most `limit` bytes: the stream fails with
+/// `RESOURCE_EXHAUSTED` as soon as a message's length prefix announces more, before its bytes
+/// are read, so an oversized message costs the server nothing.
+struct LimitedMessages {
+    inner: Body,
+    limit: usize,
+    /// The length prefix being read (a compressed flag and a big-endian u32).
+    prefix: [u8; 5],
+    prefix_read: usize,
+    /// Bytes of the current message still to come.
+    message_left: usize,
+}
+
+impl LimitedMessages {
+    fn new(inner: Body, limit: usize) -> Self {
+        Self {
+            inner,
+            limit,
+            prefix: [0; 5],
+            prefix_read: 0,
+            message_left: 0,
+        }
+    }
+
+    /// Follows the message boundaries through `data`; the first message over the limit is an
+    /// error.
+    fn check(&mut self, mut data: &[u8]) -> Result<(), tonic::Status> {
+        while !data.is_empty() {
+            if self.message_left > 0 {
+                let taken = self.message_left.min(data.len());
+                self.message_left -= taken;
+                data = &data[taken..];
+                continue;
+            }
+            let taken = (5 - self.prefix_read).min(data.len());
+            self.prefix[self.prefix_read..self.prefix_read + taken].copy_from_slice(&data[..taken]);
+            self.prefix_read += taken;
+            data = &data[taken..];
+            if self.prefix_read == 5 {
+                self.prefix_read = 0;
+                let length =
+                    u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]) as usize;
+                if length > self.limit {
+                    return Err(tonic::Status::resource_exhausted(format!(
+                        "a request message of {length} bytes is larger than the {} this server accepts",
+                        self.limit
+                    )));
+                }
+                self.message_left = length;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl http_body::Body for LimitedMessages {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && let Err(status) = self.check(data)
+        {
+            return Poll::Ready(Some(Err(status)));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl ServerTls {
     /// tonic's TLS settings, read from the files now so a bad path fails the start; errors
     /// name the keys of `[servers.<server>.tls]`.
@@ -325,4 +415,31 @@ pub(crate) async fn listen(addr: SocketAddr) -> crate::Result<(tokio::net::TcpLi
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, local_addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(length: u32) -> Vec<u8> {
+        let mut framed = vec![0];
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.resize(5 + length as usize, b'x');
+        framed
+    }
+
+    #[test]
+    fn messages_are_followed_across_chunks_and_the_first_too_large_fails() {
+        let mut limited = LimitedMessages::new(Body::empty(), 10);
+        let stream = [message(10), message(0), message(3)].concat();
+        // Every split, including ones through a length prefix.
+        for chunk in stream.chunks(3) {
+            limited.check(chunk).expect("messages within the limit pass");
+        }
+        let too_large = message(11);
+        limited.check(&too_large[..2]).expect("half a prefix says nothing yet");
+        let status = limited.check(&too_large[2..]).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("11 bytes"), "{status:?}");
+    }
 }

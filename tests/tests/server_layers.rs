@@ -217,3 +217,23 @@ async fn a_timeout_layer_ends_slow_calls_with_deadline_exceeded() {
     assert_eq!(handled("DeadlineExceeded", "SayHello"), before + 1);
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_messages_over_the_configured_size_are_refused() {
+    init_logging();
+    let store = MemoryStore::new();
+    let config = Config::from_toml("[servers.small]\nmax_request_message_bytes = 64").unwrap();
+    let (running, channel) = start(&store, App::from_config(config), server("small", Sleepy)).await;
+    let mut client = GreeterClient::new(channel);
+    client
+        .say_hello(HelloRequest { name: "short".into() })
+        .await
+        .expect("a small message passes");
+    let error = client
+        .say_hello(HelloRequest { name: "x".repeat(100) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+    assert!(error.message().contains("the 64 this server accepts"), "{error:?}");
+    running.stop().await.unwrap();
+}

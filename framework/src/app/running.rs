@@ -310,6 +310,7 @@ struct BoundServer {
     builder: tonic::transport::Server,
     listener: tokio::net::TcpListener,
     tcp_keepalive: Option<Duration>,
+    max_request_message: Option<usize>,
     info: ServiceInfo,
     local_addr: SocketAddr,
 }
@@ -377,6 +378,7 @@ async fn bind(server: GrpcServer, app_name: &str, section: &ServerConfig) -> Res
         builder,
         listener,
         tcp_keepalive: settings.tcp_keepalive,
+        max_request_message: settings.max_request_message_bytes,
         info,
         local_addr,
     })
@@ -386,7 +388,9 @@ impl BoundServer {
     fn serve(self, failures: mpsc::UnboundedSender<Error>) -> ServingServer {
         let (health, health_service) = tonic_health::server::health_reporter();
         let grpc_services = self.server.grpc_services.clone();
-        let (service, methods) = self.server.into_service(tonic::service::Routes::new(health_service));
+        let (service, methods) = self
+            .server
+            .into_service(tonic::service::Routes::new(health_service), self.max_request_message);
         let service = ServerObserve::new(service, &self.info.name, methods);
         let stop = CancellationToken::new();
         let cut_off = CancellationToken::new();
