@@ -461,6 +461,9 @@ impl ClientConfig {
                 found: "0".into(),
             });
         }
+        if let Some(tls) = &self.tls {
+            check_client_tls(tls, &key("tls"))?;
+        }
         let mut options = ClientOptions {
             policy,
             filter: Filter {
@@ -483,6 +486,34 @@ impl ClientConfig {
         options.ejection.max = self.ejection_max;
         options.ejection.after_timeouts = self.ejection_after_timeouts;
         Ok(options)
+    }
+}
+
+/// Checks a `tls` section's files now, so that a wrong path is reported under the key it was
+/// written at (`clients.greeter.tls.ca`) when the client is built from the config.
+fn check_client_tls(tls: &ClientTls, section: &str) -> Result<()> {
+    let files = [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)];
+    for (name, path) in files {
+        if let Some(path) = path {
+            std::fs::File::open(path).map_err(|e| Error::Config {
+                key: format!("{section}.{name}"),
+                expected: "a readable PEM file".into(),
+                found: format!("{}: {e}", path.display()),
+            })?;
+        }
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => Err(Error::Config {
+            key: format!("{section}.key"),
+            expected: "the private key of tls.cert".into(),
+            found: "nothing".into(),
+        }),
+        (None, Some(_)) => Err(Error::Config {
+            key: format!("{section}.cert"),
+            expected: "the certificate of tls.key".into(),
+            found: "nothing".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -778,6 +809,30 @@ mod tests {
         );
         let error = Config::from_toml("[registry]\nkind = \"zookeeper\"").unwrap_err();
         assert!(error.to_string().contains("etcd"), "{error}");
+    }
+
+    #[test]
+    fn client_tls_errors_name_the_key_in_the_clients_section() {
+        for (toml, key) in [
+            (
+                "[clients.greeter.tls]\nca = \"/nonexistent/ca.pem\"",
+                "clients.greeter.tls.ca",
+            ),
+            (
+                "[clients.greeter.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",
+                "clients.greeter.tls.cert",
+            ),
+            (
+                "[clients.greeter.tls]\ncert = \"Cargo.toml\"",
+                "clients.greeter.tls.key",
+            ),
+        ] {
+            let error = Config::from_toml(toml).unwrap().client("greeter").unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, .. } if k == key),
+                "{toml}: {error}"
+            );
+        }
     }
 
     #[test]
