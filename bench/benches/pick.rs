@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jovian::ServiceChannel;
 use jovian::client::{ClientOptions, HashKey, Policy};
-use jovian::{ClientBuilder, Registry, ServiceInfo};
+use jovian::{ClientBuilder, Registrar, ServiceInfo};
 use jovian_registry_memory::MemoryStore;
 
 fn channel(runtime: &tokio::runtime::Runtime, n: usize, policy: Policy) -> ServiceChannel {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jovian::client::ClientOptions;
-use jovian::{ClientBuilder, Registry};
+use jovian::{ClientBuilder, Discovery, Registry};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use tokio::process::Command;

@@ -11,6 +11,8 @@
 
 #![forbid(unsafe_code)]
 
+mod alloc;
+mod burst;
 mod closed_loop;
 mod failover;
 mod gopeer;
@@ -38,7 +40,7 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Run only these scenarios (comma-separated): propagation, overhead, picks, large,
-    /// registration, failover, grpc-go.
+    /// burst, registration, failover, grpc-go.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7).
@@ -50,14 +52,16 @@ struct Args {
 }
 
 /// How big and how long each scenario runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Sizes {
     pub(crate) reps: usize,
     pub(crate) propagation_samples: usize,
     pub(crate) call_duration: Duration,
     pub(crate) pick_iterations: u64,
     pub(crate) pick_sizes: [usize; 3],
-    pub(crate) large_service: usize,
+    pub(crate) large_sizes: Vec<usize>,
+    pub(crate) large_changes: usize,
+    pub(crate) burst: usize,
     pub(crate) registrations: usize,
     pub(crate) registration_duration: Duration,
     pub(crate) failover_duration: Duration,
@@ -72,7 +76,9 @@ impl Sizes {
                 call_duration: Duration::from_millis(200),
                 pick_iterations: 10_000,
                 pick_sizes: [10, 100, 1_000],
-                large_service: 200,
+                large_sizes: vec![50, 200],
+                large_changes: 5,
+                burst: 200,
                 registrations: 20,
                 registration_duration: Duration::from_secs(3),
                 failover_duration: Duration::from_millis(500),
@@ -84,7 +90,9 @@ impl Sizes {
                 call_duration: Duration::from_secs(2),
                 pick_iterations: 1_000_000,
                 pick_sizes: [10, 1_000, 10_000],
-                large_service: 10_000,
+                large_sizes: vec![100, 1_000, 10_000, 50_000],
+                large_changes: 100,
+                burst: 10_000,
                 registrations: 1_000,
                 registration_duration: Duration::from_secs(60),
                 failover_duration: Duration::from_secs(2),
@@ -113,25 +121,28 @@ async fn main() -> anyhow::Result<()> {
     println!("{} repetitions per comparison, variants interleaved.\n", sizes.reps);
     let mut sections = Vec::new();
     if wanted("propagation") {
-        sections.push(propagation::run(sizes).await?);
+        sections.push(propagation::run(sizes.clone()).await?);
     }
     if wanted("overhead") {
-        sections.push(overhead::run(sizes).await?);
+        sections.push(overhead::run(sizes.clone()).await?);
     }
     if wanted("picks") {
-        sections.push(picks::run(sizes).await?);
+        sections.push(picks::run(sizes.clone()).await?);
     }
     if wanted("large") {
-        sections.push(large::run(sizes).await?);
+        sections.push(large::run(sizes.clone()).await?);
+    }
+    if wanted("burst") {
+        sections.push(burst::run(sizes.clone()).await?);
     }
     if wanted("registration") {
-        sections.push(registration_load::run(sizes).await?);
+        sections.push(registration_load::run(sizes.clone()).await?);
     }
     if wanted("failover") {
-        sections.push(failover::run(sizes).await?);
+        sections.push(failover::run(sizes.clone()).await?);
     }
     if wanted("grpc-go") {
-        sections.push(grpcgo::run(sizes).await?);
+        sections.push(grpcgo::run(sizes.clone()).await?);
     }
     for section in &sections {
         println!("{}", section.markdown());

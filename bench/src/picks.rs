@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use jovian::client::{ClientOptions, HashKey, Policy};
-use jovian::{ClientBuilder, Registry, ServiceChannel, ServiceInfo};
+use jovian::{ClientBuilder, Registrar, ServiceChannel, ServiceInfo};
 use jovian_registry_memory::MemoryStore;
 
 use crate::Sizes;

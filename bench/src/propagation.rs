@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, WatchOptions};
-use jovian::{ClientBuilder, Registry, ServiceInfo};
+use jovian::{ClientBuilder, Registrar, Registry, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 

@@ -1,9 +1,11 @@
 //! Scenario 5: many registrations, each with its own registry and lease, on one etcd: the
 //! keep-alive traffic they cost etcd, and whether every one is still there at the end.
 
+use jovian::Discovery;
+use jovian::Registrar;
 use std::time::{Duration, Instant};
 
-use jovian::{Registry, ServiceInfo};
+use jovian::ServiceInfo;
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::http_get;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jovian::{ClientBuilder, ClientOptions, Endpoints, EndpointsPublisher, EndpointsWatch, Registry, ServiceInfo};
+use jovian::{ClientBuilder, ClientOptions, Discovery, Endpoints, EndpointsPublisher, EndpointsWatch};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use rand::Rng;
 
@@ -196,36 +196,28 @@ impl Caller {
 /// A registry wrapper whose watches publish an empty set while etcd does not answer a `list`
 /// (probed every 200 ms with a 1 s limit) — the "empties on registry trouble" defect, built on
 /// purpose so the checker can be shown to catch it.
-pub struct EmptiesOnTrouble(pub Arc<dyn Registry>);
+pub struct EmptiesOnTrouble(pub Arc<dyn Discovery>);
 
 #[async_trait]
-impl Registry for EmptiesOnTrouble {
-    async fn register(&self, info: &ServiceInfo) -> jovian::Result<()> {
-        self.0.register(info).await
-    }
-
-    async fn unregister(&self, info: &ServiceInfo) -> jovian::Result<()> {
-        self.0.unregister(info).await
-    }
-
+impl Discovery for EmptiesOnTrouble {
     async fn list(&self, name: &str) -> jovian::Result<Endpoints> {
         self.0.list(name).await
     }
 
     async fn watch(&self, name: &str) -> jovian::Result<EndpointsWatch> {
         let mut inner = self.0.watch(name).await?;
-        let (publisher, watch) = EndpointsWatch::channel((*inner.current()).clone());
+        let (publisher, watch) = EndpointsWatch::channel(inner.current());
         tokio::spawn(empty_on_trouble(self.0.clone(), name.to_owned(), inner, publisher));
         Ok(watch)
     }
 
-    async fn close(&self) -> jovian::Result<()> {
-        self.0.close().await
+    async fn services(&self) -> jovian::Result<Vec<String>> {
+        self.0.services().await
     }
 }
 
 async fn empty_on_trouble(
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn Discovery>,
     name: String,
     mut inner: EndpointsWatch,
     publisher: EndpointsPublisher,
@@ -235,7 +227,7 @@ async fn empty_on_trouble(
     loop {
         tokio::select! {
             changed = inner.changed() => match changed {
-                Ok(endpoints) if !troubled => { publisher.publish((*endpoints).clone()); }
+                Ok(endpoints) if !troubled => { publisher.publish(endpoints); }
                 Ok(_) => {}
                 Err(_) => return,
             },
@@ -245,8 +237,8 @@ async fn empty_on_trouble(
                 if healthy == troubled {
                     troubled = !healthy;
                     let endpoints = match troubled {
-                        true => Endpoints::empty(name.clone(), inner.peek().revision),
-                        false => (*inner.peek()).clone(),
+                        true => Endpoints::new(name.as_str(), inner.peek().revision()),
+                        false => inner.peek(),
                     };
                     publisher.publish(endpoints);
                 }

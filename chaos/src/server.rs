@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jovian::{App, GrpcServer, Registry};
+use jovian::{App, GrpcServer, Registrar};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use tonic::{Request, Response, Status};
 

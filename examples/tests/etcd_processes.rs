@@ -3,9 +3,9 @@
 
 mod support;
 
+use jovian::Discovery;
 use std::process::Command;
 
-use jovian::Registry;
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use support::{GreeterProcess, registry_args};

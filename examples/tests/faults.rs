@@ -3,10 +3,11 @@
 
 mod support;
 
+use jovian::Discovery;
 use std::time::Duration;
 
+use jovian::ClientBuilder;
 use jovian::client::ClientOptions;
-use jovian::{ClientBuilder, Registry};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::load::{Load, failures, rate};

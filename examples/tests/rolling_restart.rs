@@ -4,11 +4,12 @@
 
 mod support;
 
+use jovian::Discovery;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jovian::{ClientBuilder, Registry};
+use jovian::ClientBuilder;
 use jovian_examples::{GreeterClient, HelloRequest};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;

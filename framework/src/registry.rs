@@ -1,8 +1,13 @@
 //! The registry contract: where servers announce themselves and clients find them.
 //!
+//! Split the way kratos splits it: a [`Registrar`] registers, a [`Discovery`] finds, and a
+//! [`Registry`] does both. A read-only source (a static list, DNS) implements [`Discovery`]
+//! alone and clients take it as they take a full registry; an [`App`](crate::App) needs a
+//! [`Registry`], since it registers its servers and builds clients from the same place.
+//!
 //! Implementations live in their own crates (`jovian-registry-memory`, `jovian-registry-etcd`)
-//! and must all pass the same conformance suite, so code written against one behaves the same
-//! on another.
+//! and must all pass the same conformance suite (`jovian-tests`' `conformance_tests!`), so code
+//! written against one behaves the same on another.
 
 use std::sync::Arc;
 
@@ -10,22 +15,31 @@ use async_trait::async_trait;
 
 use crate::{Endpoints, EndpointsWatch, Result, ServiceInfo};
 
-/// A service registry.
+/// Where servers register.
 ///
-/// Registrations are bound to the registry's lease: they stay while the registry keeps the
-/// lease alive and vanish about one TTL after the owning process stops renewing it (a crash),
-/// so dead instances never linger. Watches deliver whole [`Endpoints`] snapshots.
+/// Registrations are bound to the registrar's lease: they stay while it keeps the lease alive
+/// and vanish about one TTL after the owning process stops renewing it (a crash), so dead
+/// instances never linger.
 #[async_trait]
-pub trait Registry: Send + Sync + 'static {
+pub trait Registrar: Send + Sync + 'static {
     /// Registers `info` under its name, bound to this registry's lease and kept alive until
-    /// [`unregister`](Registry::unregister) or [`close`](Registry::close). Registering the same
-    /// `scheme://address` again replaces the entry.
+    /// [`unregister`](Registrar::unregister) or [`close`](Registrar::close). Registering the
+    /// same `scheme://address` again replaces the entry.
     async fn register(&self, info: &ServiceInfo) -> Result<()>;
 
     /// Removes an instance this registry registered. Removing one that is not there is not an
     /// error.
     async fn unregister(&self, info: &ServiceInfo) -> Result<()>;
 
+    /// Unregisters everything this registry registered, releases its lease and stops its
+    /// background tasks, watches included. Later calls fail with
+    /// [`Error::Closed`](crate::Error::Closed).
+    async fn close(&self) -> Result<()>;
+}
+
+/// Where clients find services.
+#[async_trait]
+pub trait Discovery: Send + Sync + 'static {
     /// The current instances of `name`.
     async fn list(&self, name: &str) -> Result<Endpoints>;
 
@@ -34,26 +48,38 @@ pub trait Registry: Send + Sync + 'static {
     /// when the registry is closed.
     async fn watch(&self, name: &str) -> Result<EndpointsWatch>;
 
-    /// Unregisters everything this registry registered, releases its lease and stops its
-    /// background tasks. Later calls fail with [`Error::Closed`](crate::Error::Closed).
-    async fn close(&self) -> Result<()>;
+    /// The name of every service that has at least one registered instance, sorted.
+    async fn services(&self) -> Result<Vec<String>>;
 }
 
+/// A registry that both registers and discovers: what an [`App`](crate::App) runs on.
+/// Implemented for everything that is both a [`Registrar`] and a [`Discovery`].
+pub trait Registry: Registrar + Discovery {}
+
+impl<T: Registrar + Discovery + ?Sized> Registry for T {}
+
 #[async_trait]
-impl<R: Registry + ?Sized> Registry for Arc<R> {
+impl<R: Registrar + ?Sized> Registrar for Arc<R> {
     async fn register(&self, info: &ServiceInfo) -> Result<()> {
         (**self).register(info).await
     }
     async fn unregister(&self, info: &ServiceInfo) -> Result<()> {
         (**self).unregister(info).await
     }
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
+    }
+}
+
+#[async_trait]
+impl<D: Discovery + ?Sized> Discovery for Arc<D> {
     async fn list(&self, name: &str) -> Result<Endpoints> {
         (**self).list(name).await
     }
     async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
         (**self).watch(name).await
     }
-    async fn close(&self) -> Result<()> {
-        (**self).close().await
+    async fn services(&self) -> Result<Vec<String>> {
+        (**self).services().await
     }
 }

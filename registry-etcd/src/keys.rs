@@ -30,6 +30,18 @@ impl Keys {
         Self { prefix }
     }
 
+    /// `/{prefix}/`: every key of every service.
+    pub(crate) fn root(&self) -> String {
+        format!("/{}/", self.prefix)
+    }
+
+    /// The service a key under [`root`](Keys::root) names, if it is a provider's key.
+    pub(crate) fn provider_service<'k>(root: &str, key: &'k [u8]) -> Option<&'k str> {
+        let rest = std::str::from_utf8(key).ok()?.strip_prefix(root)?;
+        let (name, rest) = rest.split_once('/')?;
+        (!name.is_empty() && rest.starts_with("providers/")).then_some(name)
+    }
+
     /// `/{prefix}/{name}/`: every key of one service.
     pub(crate) fn service(&self, name: &str) -> String {
         format!("/{}/{name}/", self.prefix)

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use etcd_client::{Client, GetOptions};
-use jovian::{Endpoints, EndpointsWatch, Error, Registry, Result, ServiceInfo};
+use jovian::{Discovery, Endpoints, EndpointsWatch, Error, Registrar, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -142,14 +142,14 @@ impl EtcdRegistry {
 
 impl Drop for EtcdRegistry {
     /// Stops renewing and watching without unregistering: the keys expire with the lease, as
-    /// after a crash. Call [`close`](Registry::close) to remove them at once.
+    /// after a crash. Call [`close`](Registrar::close) to remove them at once.
     fn drop(&mut self) {
         self.stopped.cancel();
     }
 }
 
 #[async_trait]
-impl Registry for EtcdRegistry {
+impl Registrar for EtcdRegistry {
     async fn register(&self, info: &ServiceInfo) -> Result<()> {
         let span = tracing::info_span!("registry.register", service = %info.name, address = %info.address);
         observed("register", self.register_entry(info).instrument(span)).await
@@ -164,6 +164,17 @@ impl Registry for EtcdRegistry {
         .await
     }
 
+    async fn close(&self) -> Result<()> {
+        observed(
+            "close",
+            self.session.close().instrument(tracing::info_span!("registry.close")),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Discovery for EtcdRegistry {
     async fn list(&self, name: &str) -> Result<Endpoints> {
         self.ensure_open()?;
         let list = async { self.watcher.list(name).await.map_err(|e| e.into_error("list")) };
@@ -184,10 +195,12 @@ impl Registry for EtcdRegistry {
         .await
     }
 
-    async fn close(&self) -> Result<()> {
+    async fn services(&self) -> Result<Vec<String>> {
+        self.ensure_open()?;
+        let services = async { self.watcher.services().await.map_err(|e| e.into_error("services")) };
         observed(
-            "close",
-            self.session.close().instrument(tracing::info_span!("registry.close")),
+            "services",
+            services.instrument(tracing::info_span!("registry.services")),
         )
         .await
     }

@@ -20,7 +20,7 @@
 //! are published. Values that are not valid entries are skipped, logged once per key and
 //! counted, never fatal.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +60,42 @@ impl Watcher {
     /// The current instances of `name`.
     pub(crate) async fn list(&self, name: &str) -> Result<Endpoints, CallError> {
         Ok(self.load(name).await?.snapshot())
+    }
+
+    /// Every service with at least one provider key, sorted. Reads keys only, a page at a
+    /// time, and skips the rest of a service once one of its providers is seen, so the cost
+    /// grows with the services more than with their instances.
+    pub(crate) async fn services(&self) -> Result<Vec<String>, CallError> {
+        let root = self.keys.root();
+        let end = Keys::prefix_end(&root);
+        let mut names = BTreeSet::new();
+        let mut from = root.clone().into_bytes();
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_keys_only()
+                .with_limit(PAGE_KEYS);
+            let key = from.as_slice();
+            let get = |mut c: Client| {
+                let options = options.clone();
+                async move { c.get(key, Some(options)).await }
+            };
+            let listed = with_client(&self.client, self.request_timeout, get).await?;
+            for kv in listed.kvs() {
+                if let Some(name) = Keys::provider_service(&root, kv.key()) {
+                    names.insert(name.to_owned());
+                }
+            }
+            let Some(last) = listed.kvs().last().filter(|_| listed.more()) else {
+                break;
+            };
+            // Past a service known to have a provider, none of its keys can add anything.
+            from = match Keys::provider_service(&root, last.key()) {
+                Some(name) => Keys::prefix_end(&self.keys.service(name)),
+                None => [last.key(), b"\0"].concat(),
+            };
+        }
+        Ok(names.into_iter().collect())
     }
 
     /// Lists `name`, then follows it in the background until the registry stops or nobody
@@ -265,6 +301,9 @@ impl Watcher {
                 view.revision = view.revision.max(kv.mod_revision());
             }
             publisher.publish(view.snapshot());
+            // A burst arrives as responses back to back, each ready at once: without this the
+            // loop would hold its worker thread (and every task queued on it) until the burst ends.
+            tokio::task::consume_budget().await;
         }
     }
 }
@@ -320,19 +359,22 @@ fn is_progress(response: &etcd_client::WatchResponse) -> bool {
     response.events().is_empty() && !response.created() && !response.canceled()
 }
 
-/// One service's providers and overrides as read from etcd.
+/// One service's providers and overrides as read from etcd, and the snapshot clients see,
+/// kept up to date key by key: an event costs the same whatever the size of the service.
 struct ServiceView {
     name: String,
     prefix: String,
     revision: i64,
-    providers: BTreeMap<String, ServiceInfo>,
-    overrides: BTreeMap<String, Map<String, Value>>,
+    providers: HashMap<Arc<str>, Arc<ServiceInfo>>,
+    overrides: HashMap<Arc<str>, Map<String, Value>>,
     /// Instances that went missing across an interruption, each kept until its deadline unless
     /// re-announced (or deleted again once the registry has settled).
-    kept: BTreeMap<String, (ServiceInfo, Instant)>,
+    kept: HashMap<Arc<str>, (Arc<ServiceInfo>, Instant)>,
     /// Until then, deletes of providers are treated as lease expiries of the interruption (the
     /// owner is about to put the key back) and kept like missing instances.
     settling_until: Option<Instant>,
+    /// What clients see: every provider merged with its override, and the kept instances.
+    published: Endpoints,
 }
 
 impl ServiceView {
@@ -341,10 +383,11 @@ impl ServiceView {
             name: name.to_owned(),
             prefix,
             revision: 0,
-            providers: BTreeMap::new(),
-            overrides: BTreeMap::new(),
-            kept: BTreeMap::new(),
+            providers: HashMap::new(),
+            overrides: HashMap::new(),
+            kept: HashMap::new(),
             settling_until: None,
+            published: Endpoints::new(name, 0),
         }
     }
 
@@ -374,16 +417,20 @@ impl ServiceView {
         let now_missing = previous
             .providers
             .iter()
-            .map(|(uri, info)| (uri.clone(), previous.merged(uri, info)));
+            .map(|(uri, info)| (Arc::clone(uri), previous.merged(uri, info)));
         self.kept = earlier
             .chain(now_missing)
+            .filter(|(uri, _)| !self.providers.contains_key(uri))
             .map(|(uri, info)| (uri, (info, until)))
             .collect();
-        self.kept.retain(|uri, _| !self.providers.contains_key(uri));
-        if !self.kept.is_empty() {
+        let kept: Vec<Arc<str>> = self.kept.keys().cloned().collect();
+        for uri in &kept {
+            self.refresh(uri);
+        }
+        if !kept.is_empty() {
             tracing::warn!(
                 service = %self.name,
-                missing = self.kept.len(),
+                missing = kept.len(),
                 "instances missing after an interruption are kept for up to {grace:?} while their owners re-register"
             );
         }
@@ -418,17 +465,33 @@ impl ServiceView {
         if self.settling_until.is_some_and(|until| until <= now) {
             self.settling_until = None;
         }
-        let before = self.kept.len();
-        self.kept.retain(|_, (_, until)| *until > now);
-        if self.kept.len() < before {
-            tracing::info!(service = %self.name, dropped = before - self.kept.len(), "instances not re-announced in time are dropped");
+        let due: Vec<Arc<str>> = self
+            .kept
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(uri, _)| Arc::clone(uri))
+            .collect();
+        for uri in &due {
+            self.kept.remove(uri);
+            self.refresh(uri);
+        }
+        if !due.is_empty() {
+            tracing::info!(service = %self.name, dropped = due.len(), "instances not re-announced in time are dropped");
         }
     }
 
     fn put(&mut self, kv: &KeyValue, stats: &Stats) {
         let outcome = match Keys::classify(&self.prefix, kv.key()) {
-            Ok(KeyKind::Provider(uri)) => self.put_provider(uri, kv.value()),
-            Ok(KeyKind::Configurator(uri)) => self.put_override(uri, kv.value()),
+            Ok(KeyKind::Provider(uri)) => {
+                let outcome = self.put_provider(uri, kv.value());
+                self.refresh(uri);
+                outcome
+            }
+            Ok(KeyKind::Configurator(uri)) => {
+                let outcome = self.put_override(uri, kv.value());
+                self.refresh(uri);
+                outcome
+            }
             Ok(KeyKind::Other) => Ok(()),
             Err(reason) => Err(reason.to_owned()),
         };
@@ -445,7 +508,7 @@ impl ServiceView {
             return Err(format!("the value describes {info}, not the key's {}@{uri}", self.name));
         }
         self.kept.remove(uri);
-        self.providers.insert(uri.to_owned(), info);
+        self.providers.insert(uri.into(), Arc::new(info));
         Ok(())
     }
 
@@ -463,7 +526,7 @@ impl ServiceView {
         // Type-check the fields now so that merging can never fail later.
         serde_json::from_value::<ServiceInfo>(Value::Object(fields.clone()))
             .map_err(|e| format!("override does not fit a service entry: {e}"))?;
-        self.overrides.insert(uri.to_owned(), fields);
+        self.overrides.insert(uri.into(), fields);
         Ok(())
     }
 
@@ -482,38 +545,49 @@ impl ServiceView {
                 match (removed, settling) {
                     (Some(info), Some(until)) => {
                         let merged = self.merged(uri, &info);
-                        self.kept.insert(uri.to_owned(), (merged, until));
+                        self.kept.insert(uri.into(), (merged, until));
                     }
                     _ => {
                         self.kept.remove(uri);
                     }
                 }
+                self.refresh(uri);
             }
             Ok(KeyKind::Configurator(uri)) => {
                 self.overrides.remove(uri);
+                self.refresh(uri);
             }
             _ => {}
         }
     }
 
-    fn snapshot(&self) -> Endpoints {
-        let now = Instant::now();
-        let kept = self
-            .kept
-            .iter()
-            .filter(|(uri, (_, until))| now < *until && !self.providers.contains_key(*uri));
-        let instances = self
-            .providers
-            .iter()
-            .map(|(uri, info)| self.merged(uri, info))
-            .chain(kept.map(|(_, (info, _))| info.clone()));
-        Endpoints::from_instances(self.name.clone(), self.revision, instances)
+    /// Brings the published entry at `uri` in line with the provider, its override and the
+    /// kept instances.
+    fn refresh(&mut self, uri: &str) {
+        let effective = match self.providers.get(uri) {
+            Some(info) => Some(self.merged(uri, info)),
+            None => self.kept.get(uri).map(|(info, _)| Arc::clone(info)),
+        };
+        match effective {
+            Some(info) => {
+                self.published.insert(info);
+            }
+            None => {
+                self.published.remove(uri);
+            }
+        }
     }
 
-    fn merged(&self, uri: &str, info: &ServiceInfo) -> ServiceInfo {
+    fn snapshot(&self) -> Endpoints {
+        let mut snapshot = self.published.clone();
+        snapshot.set_revision(self.revision);
+        snapshot
+    }
+
+    fn merged(&self, uri: &str, info: &Arc<ServiceInfo>) -> Arc<ServiceInfo> {
         match self.overrides.get(uri) {
-            Some(fields) => merge(info, fields),
-            None => info.clone(),
+            Some(fields) => Arc::new(merge(info, fields)),
+            None => Arc::clone(info),
         }
     }
 }

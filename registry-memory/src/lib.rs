@@ -3,7 +3,7 @@
 //! A [`MemoryStore`] plays the part of an etcd cluster; each [`MemoryRegistry`] on it plays a
 //! process's registry client, with its own lease. Registrations are bound to the lease, which
 //! the registry renews every TTL/3 in the background. When a registry is dropped without
-//! [`close`](Registry::close) (a crash) its renewals stop and its entries vanish once the TTL
+//! [`close`](Registrar::close) (a crash) its renewals stop and its entries vanish once the TTL
 //! runs out, exactly as with etcd. Creating a store and registries is cheap: make one per test.
 //!
 //! ```
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jovian::{Endpoints, EndpointsWatch, Error, Registry, Result, ServiceInfo};
+use jovian::{Discovery, Endpoints, EndpointsWatch, Error, Registrar, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
 
 use store::LeaseId;
@@ -94,14 +94,14 @@ impl Default for MemoryRegistry {
 
 impl Drop for MemoryRegistry {
     /// Stops renewing without unregistering: the entries expire with the lease, as after a
-    /// crash. Call [`close`](Registry::close) to remove them at once.
+    /// crash. Call [`close`](Registrar::close) to remove them at once.
     fn drop(&mut self) {
         self.shared.stopped.cancel();
     }
 }
 
 #[async_trait]
-impl Registry for MemoryRegistry {
+impl Registrar for MemoryRegistry {
     async fn register(&self, info: &ServiceInfo) -> Result<()> {
         info.validate().map_err(|source| Error::InvalidServiceInfo {
             service: info.to_string(),
@@ -137,33 +137,6 @@ impl Registry for MemoryRegistry {
         Ok(())
     }
 
-    async fn list(&self, name: &str) -> Result<Endpoints> {
-        self.ensure_open()?;
-        Ok(self.shared.store.snapshot(name))
-    }
-
-    async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
-        self.ensure_open()?;
-        let mut source = self.shared.store.watch(name);
-        let (publisher, watch) = EndpointsWatch::channel((*source.current()).clone());
-        let stopped = self.shared.stopped.clone();
-        // The forwarder owns this registry's publisher, so closing the registry ends the
-        // watches made through it while the store's own watch lives on for others.
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stopped.cancelled() => return,
-                    () = publisher.unwatched() => return,
-                    changed = source.changed() => match changed {
-                        Ok(snapshot) => { publisher.publish((*snapshot).clone()); }
-                        Err(_) => return,
-                    },
-                }
-            }
-        });
-        Ok(watch)
-    }
-
     async fn close(&self) -> Result<()> {
         let mut state = self.shared.state.lock().expect("registry state lock");
         if state.closed {
@@ -176,6 +149,41 @@ impl Registry for MemoryRegistry {
         }
         self.shared.stopped.cancel();
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Discovery for MemoryRegistry {
+    async fn list(&self, name: &str) -> Result<Endpoints> {
+        self.ensure_open()?;
+        Ok(self.shared.store.snapshot(name))
+    }
+
+    async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
+        self.ensure_open()?;
+        let mut source = self.shared.store.watch(name);
+        let (publisher, watch) = EndpointsWatch::channel(source.current());
+        let stopped = self.shared.stopped.clone();
+        // The forwarder owns this registry's publisher, so closing the registry ends the
+        // watches made through it while the store's own watch lives on for others.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stopped.cancelled() => return,
+                    () = publisher.unwatched() => return,
+                    changed = source.changed() => match changed {
+                        Ok(snapshot) => { publisher.publish(snapshot); }
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
+        Ok(watch)
+    }
+
+    async fn services(&self) -> Result<Vec<String>> {
+        self.ensure_open()?;
+        Ok(self.shared.store.services())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The shared keyspace: entries bound to leases, a revision counter, and a watch per service.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -25,10 +25,21 @@ struct Keyspace {
     leases: HashMap<LeaseId, Lease>,
 }
 
-#[derive(Default)]
 struct Service {
-    entries: BTreeMap<String, (ServiceInfo, LeaseId)>,
+    /// The entries, kept as the snapshot watchers get, so a change costs O(1) whatever the size.
+    endpoints: Endpoints,
+    leases: HashMap<String, LeaseId>,
     publisher: Option<EndpointsPublisher>,
+}
+
+impl Service {
+    fn new(name: &str) -> Self {
+        Self {
+            endpoints: Endpoints::new(name, 0),
+            leases: HashMap::new(),
+            publisher: None,
+        }
+    }
 }
 
 struct Lease {
@@ -88,13 +99,13 @@ impl MemoryStore {
             return;
         };
         owner.keys.insert(key.clone());
-        let previous = keyspace
+        let service = keyspace
             .services
             .entry(key.0.clone())
-            .or_default()
-            .entries
-            .insert(key.1.clone(), (info.clone(), lease));
-        if let Some((_, old_lease)) = previous.filter(|(_, old)| *old != lease)
+            .or_insert_with(|| Service::new(&key.0));
+        service.endpoints.insert(info.clone());
+        let previous = service.leases.insert(key.1.clone(), lease);
+        if let Some(old_lease) = previous.filter(|old| *old != lease)
             && let Some(old) = keyspace.leases.get_mut(&old_lease)
         {
             old.keys.remove(&key);
@@ -104,8 +115,11 @@ impl MemoryStore {
 
     pub(crate) fn delete(&self, service: &str, uri: &str) {
         let mut keyspace = self.lock();
-        let removed = keyspace.services.get_mut(service).and_then(|s| s.entries.remove(uri));
-        if let Some((_, lease)) = removed {
+        let removed = keyspace.services.get_mut(service).and_then(|s| {
+            s.endpoints.remove(uri);
+            s.leases.remove(uri)
+        });
+        if let Some(lease) = removed {
             if let Some(lease) = keyspace.leases.get_mut(&lease) {
                 lease.keys.remove(&(service.to_owned(), uri.to_owned()));
             }
@@ -117,10 +131,26 @@ impl MemoryStore {
         self.lock().snapshot(service)
     }
 
+    /// Every service with an instance, sorted; metrics targets are not services.
+    pub(crate) fn services(&self) -> Vec<String> {
+        let keyspace = self.lock();
+        let mut names: Vec<String> = keyspace
+            .services
+            .iter()
+            .filter(|(name, s)| !s.endpoints.is_empty() && !name.starts_with("/prometheus/job/"))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     pub(crate) fn watch(&self, service: &str) -> EndpointsWatch {
         let mut keyspace = self.lock();
         let snapshot = keyspace.snapshot(service);
-        let entry = keyspace.services.entry(service.to_owned()).or_default();
+        let entry = keyspace
+            .services
+            .entry(service.to_owned())
+            .or_insert_with(|| Service::new(service));
         match &entry.publisher {
             Some(publisher) => publisher.subscribe(),
             None => {
@@ -148,12 +178,12 @@ pub(crate) fn entry_key(info: &ServiceInfo) -> (String, String) {
 
 impl Keyspace {
     fn snapshot(&self, service: &str) -> Endpoints {
-        let instances = self
-            .services
-            .get(service)
-            .map(|s| s.entries.values().map(|(info, _)| info.clone()).collect::<Vec<_>>())
-            .unwrap_or_default();
-        Endpoints::from_instances(service, self.revision, instances)
+        let mut snapshot = match self.services.get(service) {
+            Some(s) => s.endpoints.clone(),
+            None => Endpoints::new(service, 0),
+        };
+        snapshot.set_revision(self.revision);
+        snapshot
     }
 
     fn drop_lease(&mut self, lease: LeaseId) {
@@ -163,7 +193,8 @@ impl Keyspace {
         let mut touched = BTreeSet::new();
         for (service, uri) in lease.keys {
             if let Some(s) = self.services.get_mut(&service) {
-                s.entries.remove(&uri);
+                s.endpoints.remove(&uri);
+                s.leases.remove(&uri);
                 touched.insert(service);
             }
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jovian::{Endpoints, Error, Registry, ServiceInfo};
+use jovian::{Discovery, Endpoints, Error, Registrar, Registry, ServiceInfo};
 
 use crate::within;
 
@@ -39,6 +39,8 @@ macro_rules! conformance_tests {
             burst_of_changes_ends_in_final_snapshot,
             services_are_isolated,
             service_with_no_instances,
+            services_lists_every_name_with_an_instance,
+            snapshots_of_one_watch_change_by_what_changed,
             concurrent_registrations,
             crashed_owner_vanishes_after_ttl,
             close_removes_everything_and_ends_watches,
@@ -64,11 +66,74 @@ fn instance(name: &str, port: u16) -> ServiceInfo {
 }
 
 fn addresses(endpoints: &Endpoints) -> BTreeSet<String> {
-    endpoints.instances.values().map(|i| i.address.clone()).collect()
+    endpoints.iter().map(|i| i.address.clone()).collect()
 }
 
 fn set(ports: &[u16]) -> BTreeSet<String> {
     ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+}
+
+/// `services` names every service with at least one instance, sorted, and forgets one whose
+/// last instance left; metrics targets are not services.
+pub async fn services_lists_every_name_with_an_instance<B: Backend>(backend: &B) {
+    let registry = backend.registry(LONG_TTL).await;
+    let before = registry.services().await.unwrap();
+    let ours =
+        |names: Vec<String>| -> Vec<String> { names.into_iter().filter(|n| n.starts_with("conf-svc-")).collect() };
+    assert_eq!(ours(before), Vec::<String>::new());
+    let b = instance("conf-svc-b", 1001);
+    registry.register(&b).await.unwrap();
+    registry.register(&instance("conf-svc-a", 1001)).await.unwrap();
+    registry.register(&instance("conf-svc-a", 1002)).await.unwrap();
+    let mut governor = instance("conf-svc-governor", 1003);
+    governor.kind = jovian::Kind::Governor;
+    registry.register(&governor).await.unwrap();
+    assert_eq!(ours(registry.services().await.unwrap()), ["conf-svc-a", "conf-svc-b"]);
+    registry.unregister(&b).await.unwrap();
+    assert_eq!(ours(registry.services().await.unwrap()), ["conf-svc-a"]);
+    registry.close().await.unwrap();
+}
+
+/// Consecutive snapshots of one watch say exactly what changed between them.
+pub async fn snapshots_of_one_watch_change_by_what_changed<B: Backend>(backend: &B) {
+    let owner = backend.registry(LONG_TTL).await;
+    let observer = backend.registry(LONG_TTL).await;
+    for port in 1001..1051 {
+        owner.register(&instance("conf-delta", port)).await.unwrap();
+    }
+    let mut watch = observer.watch("conf-delta").await.unwrap();
+    let first = wait_for(&mut watch, "50 instances", |e| e.len() == 50).await;
+    owner.register(&instance("conf-delta", 1051)).await.unwrap();
+    owner.unregister(&instance("conf-delta", 1001)).await.unwrap();
+    owner
+        .register(&instance("conf-delta", 1002).with_weight(7))
+        .await
+        .unwrap();
+    let last = wait_for(&mut watch, "the three changes", |e| {
+        e.contains("grpc://127.0.0.1:1051")
+            && !e.contains("grpc://127.0.0.1:1001")
+            && e.get("grpc://127.0.0.1:1002").is_some_and(|i| i.weight == 7)
+    })
+    .await;
+    let mut changes: Vec<String> = last
+        .changes_since(&first)
+        .map(|change| match change {
+            jovian::Change::Added(i) => format!("added {}", i.address),
+            jovian::Change::Removed(i) => format!("removed {}", i.address),
+            jovian::Change::Updated { old, new } => format!("{} weight {} -> {}", new.address, old.weight, new.weight),
+        })
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            "127.0.0.1:1002 weight 100 -> 7",
+            "added 127.0.0.1:1051",
+            "removed 127.0.0.1:1001"
+        ]
+    );
+    assert_eq!(last.changes_since(&last).count(), 0);
+    owner.close().await.unwrap();
 }
 
 /// Register two instances, list them, unregister one, list again.
@@ -81,10 +146,10 @@ pub async fn register_list_unregister<B: Backend>(backend: &B) {
     registry.register(&a).await.unwrap();
     registry.register(&b).await.unwrap();
     let listed = registry.list("conf-rlu").await.unwrap();
-    assert_eq!(listed.service, "conf-rlu");
+    assert_eq!(listed.service(), "conf-rlu");
     assert_eq!(addresses(&listed), set(&[1001, 1002]));
     assert_eq!(
-        listed.get(&a.uri()),
+        listed.get(&a.uri()).map(|i| &**i),
         Some(&a),
         "an entry reads back exactly as registered"
     );
@@ -305,7 +370,7 @@ async fn wait_for(
     watch: &mut jovian::EndpointsWatch,
     what: &str,
     condition: impl FnMut(&Endpoints) -> bool,
-) -> std::sync::Arc<Endpoints> {
+) -> Endpoints {
     within(PROPAGATION, what, watch.wait_for(condition))
         .await
         .unwrap_or_else(|e| panic!("watch ended waiting for {what}: {e}"))

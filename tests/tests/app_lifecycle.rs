@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jovian::{App, ClientBuilder, Error, Registry, Stage};
+use jovian::{App, ClientBuilder, Discovery, Error, Registrar, Registry, Stage};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server};
 use jovian_registry_memory::MemoryStore;
 use jovian_tests::greeters::{Sleepy, server};

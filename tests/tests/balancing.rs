@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jovian::client::{ClientOptions, Ejection, Filter, HashKey, Policy};
-use jovian::{App, ClientBuilder, GrpcServer, Registry, Running, ServiceChannel, ServiceInfo};
+use jovian::{App, ClientBuilder, Discovery, GrpcServer, Registrar, Running, ServiceChannel, ServiceInfo};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server, replying_address};
 use jovian_registry_memory::MemoryStore;
 use jovian_tests::{eventually, init_logging, within};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use jovian::{App, ClientBuilder, Registry, Running, ServiceChannel, ServiceInfo};
+use jovian::{App, ClientBuilder, Registrar, Running, ServiceChannel, ServiceInfo};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server, replying_address};
 use jovian_registry_memory::MemoryStore;
 use jovian_tests::greeters::{PeerEcho, server};

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::Permission;
-use jovian::{Error, Registry, ServiceInfo};
+use jovian::{Discovery, Error, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry, TlsFiles};
 use jovian_tests::etcd::{EtcdCluster, EtcdOptions, free_port};
 use jovian_tests::pki::Pki;

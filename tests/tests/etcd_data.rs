@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jovian::{Endpoints, Registry, ServiceInfo};
+use jovian::{Discovery, Endpoints, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::{init_logging, within};

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use jovian::{Kind, Registry, ServiceInfo};
+use jovian::{Discovery, Kind, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::{eventually, init_logging};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use jovian::{Kind, Registry, ServiceInfo};
+use jovian::{Discovery, Kind, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::{init_logging, within};

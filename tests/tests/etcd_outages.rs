@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{GetOptions, Permission, RoleRevokePermissionOptions, Txn, TxnOp};
-use jovian::{App, ClientBuilder, Registry, Running, ServiceChannel, ServiceInfo};
+use jovian::{App, ClientBuilder, Discovery, Registrar, Running, ServiceChannel, ServiceInfo};
 use jovian_examples::greeter_server;
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;

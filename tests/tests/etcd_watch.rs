@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use jovian::{Endpoints, Registry, ServiceInfo};
+use jovian::{Discovery, Endpoints, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::proxy::Proxy;
@@ -18,11 +18,11 @@ fn instance(port: u16) -> ServiceInfo {
 }
 
 fn addresses(endpoints: &Endpoints) -> BTreeSet<String> {
-    endpoints.instances.values().map(|i| i.address.clone()).collect()
+    endpoints.iter().map(|i| i.address.clone()).collect()
 }
 
 /// Keeps every snapshot a watch delivers until the watch ends.
-fn record(mut watch: jovian::EndpointsWatch) -> Arc<Mutex<Vec<Arc<Endpoints>>>> {
+fn record(mut watch: jovian::EndpointsWatch) -> Arc<Mutex<Vec<Endpoints>>> {
     let seen = Arc::new(Mutex::new(vec![watch.current()]));
     let recorder = seen.clone();
     tokio::spawn(async move {
@@ -53,7 +53,7 @@ async fn every_snapshot_is_the_true_state_at_its_revision() {
     let truth = writer.list("w").await.unwrap();
     eventually(Duration::from_secs(5), "the watch to reach the final state", || async {
         let last = seen.lock().unwrap().last().cloned().unwrap();
-        (last.instances == truth.instances).then_some(())
+        (last.same_instances(&truth)).then_some(())
     })
     .await;
 
@@ -67,12 +67,12 @@ async fn every_snapshot_is_the_true_state_at_its_revision() {
     let mut previous = 0;
     for snapshot in &snapshots {
         assert!(
-            snapshot.revision > previous,
+            snapshot.revision() > previous,
             "revisions went {previous} -> {}",
-            snapshot.revision
+            snapshot.revision()
         );
-        previous = snapshot.revision;
-        let options = GetOptions::new().with_prefix().with_revision(snapshot.revision);
+        previous = snapshot.revision();
+        let options = GetOptions::new().with_prefix().with_revision(snapshot.revision());
         let at = client.get("/jovian/w/providers/", Some(options)).await.unwrap();
         let expected: BTreeSet<String> = at
             .kvs()
@@ -83,7 +83,7 @@ async fn every_snapshot_is_the_true_state_at_its_revision() {
             addresses(snapshot),
             expected,
             "snapshot at revision {} differs from etcd",
-            snapshot.revision
+            snapshot.revision()
         );
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jovian::{App, Config, Error, Registry};
+use jovian::{App, Config, Discovery, Error};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_registry_memory::MemoryStore;

@@ -50,7 +50,7 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 ///
 /// ```no_run
 /// # async fn demo(registry: std::sync::Arc<dyn jovian::Registry>, server: jovian::GrpcServer) -> Result<(), jovian::Error> {
-/// use jovian::{App, Config, Registry};
+/// use jovian::{App, Config, Registrar};
 ///
 /// jovian::trace::init_logging();
 /// App::from_config(Config::load()?) // jovian.toml and JOVIAN_*, because this program asks
@@ -164,7 +164,7 @@ impl App {
     /// The App uses the registry but does not own it: stopping unregisters exactly what this
     /// App registered and leaves the registry open, so several Apps can share one (an
     /// `Arc<R>` clone each) and one stopping never touches another's instances. Close it
-    /// yourself once nothing uses it ([`Registry::close`] revokes its lease at once; dropping
+    /// yourself once nothing uses it ([`Registrar::close`](crate::Registrar::close) revokes its lease at once; dropping
     /// it lets the lease expire within its TTL).
     pub fn registry(mut self, registry: impl Registry) -> Self {
         self.registry = Some(Arc::new(registry));

@@ -2,14 +2,14 @@
 //! it, and how one call is dispatched.
 //!
 //! Picks read an immutable candidate list through an atomic pointer: no lock on the call path.
-//! Each snapshot builds a new list: instances whose entry is unchanged keep their state
-//! (connection, in-flight count, latency, ejection), re-announced ones keep the connection with
-//! fresh state, new ones get a channel on their first call (so a client of a large service
-//! holds nothing per instance it never calls).
+//! Each snapshot is applied as what changed since the last one (O(changed), not O(N)):
+//! instances whose entry is unchanged are not touched and keep their state (connection,
+//! in-flight count, latency, ejection), re-announced ones keep the connection with fresh state,
+//! new ones get a channel on their first call (so a client of a large service holds nothing
+//! per instance it never calls), removed ones are dropped with their metric series.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -25,11 +25,12 @@ use super::instance::Instance;
 use super::options::{ClientOptions, ClientTls, HashKey, Policy};
 use super::policy::{Picker, hash};
 use super::replay::Outgoing;
+use super::slots::{Chunked, Slots};
 use crate::error::BoxError;
 use crate::metrics::metrics;
 use crate::observe::ObservedBody;
 use crate::trace::{TRACEPARENT, TraceContext};
-use crate::{Endpoints, EndpointsWatch, Error, Registry, ServiceInfo};
+use crate::{Change, Discovery, Endpoints, EndpointsWatch, Error, ServiceInfo};
 
 pub(super) struct Balancer {
     service: Arc<str>,
@@ -39,16 +40,26 @@ pub(super) struct Balancer {
     sequence: AtomicU64,
     budget: RetryBudget,
     picks: prometheus::IntCounter,
+    /// The updating side of `set`, used only by the task that follows the registry.
+    updater: Mutex<Updater>,
 }
 
 /// One snapshot's worth of instances, ready to pick from.
 struct InstanceSet {
     /// Every instance that passes the filter.
-    admitted: Vec<Arc<Instance>>,
+    admitted: Chunked<Arc<Instance>>,
     /// Those calls go to: the preferred zone's, or all when that zone has too few.
-    candidates: Vec<Arc<Instance>>,
+    candidates: Chunked<Arc<Instance>>,
     picker: Picker,
     registered: usize,
+}
+
+/// What the instance set was built from, kept to apply the next snapshot as a change.
+struct Updater {
+    applied: Endpoints,
+    admitted: Slots<Arc<Instance>>,
+    /// The admitted instances in the filter's preferred zone (none without a preference).
+    local: Slots<Arc<Instance>>,
 }
 
 impl Balancer {
@@ -69,6 +80,11 @@ impl Balancer {
             sequence: AtomicU64::new(rand::random::<u32>().into()),
             budget,
             picks,
+            updater: Mutex::new(Updater {
+                applied: Endpoints::new(service, 0),
+                admitted: Slots::new(),
+                local: Slots::new(),
+            }),
         }))
     }
 
@@ -85,7 +101,7 @@ impl Balancer {
     }
 
     pub(super) fn instances(&self) -> Vec<ServiceInfo> {
-        self.set.load().candidates.iter().map(|i| i.info.clone()).collect()
+        self.set.load().candidates.iter().map(|i| (*i.info).clone()).collect()
     }
 
     /// Each candidate with whether it is ejected, its calls in flight and its latency (µs).
@@ -93,7 +109,7 @@ impl Balancer {
         let set = self.set.load();
         set.candidates
             .iter()
-            .map(|i| (i.info.clone(), i.is_ejected(), i.in_flight(), i.latency_us()))
+            .map(|i| ((*i.info).clone(), i.is_ejected(), i.in_flight(), i.latency_us()))
             .collect()
     }
 
@@ -107,7 +123,7 @@ impl Balancer {
         set.admitted
             .iter()
             .filter(|i| i.is_ejected())
-            .map(|i| i.info.clone())
+            .map(|i| (*i.info).clone())
             .collect()
     }
 
@@ -266,7 +282,7 @@ impl Balancer {
     pub(super) fn follow(
         self: &Arc<Self>,
         mut watch: EndpointsWatch,
-        registry: Arc<dyn Registry>,
+        registry: Arc<dyn Discovery>,
     ) -> tokio::task::JoinHandle<()> {
         self.apply(&watch.current());
         let balancer = Arc::clone(self);
@@ -279,53 +295,45 @@ impl Balancer {
         })
     }
 
+    /// Applies what changed from the last snapshot applied to `snapshot`.
     fn apply(&self, snapshot: &Endpoints) {
-        let current = self.set.load();
-        let known: HashMap<&str, &Arc<Instance>> =
-            current.admitted.iter().map(|i| (i.info.address.as_str(), i)).collect();
-        let filter = &self.options.filter;
-        let admitted: Vec<Arc<Instance>> = snapshot
-            .instances
-            .values()
-            .filter(|info| filter.admits(info))
-            .filter_map(|info| match known.get(info.address.as_str()) {
-                Some(same) if same.info == *info => Some(Arc::clone(same)),
-                Some(changed) => Some(Arc::new(Instance::new(info.clone(), changed.existing_channel()))),
-                None => valid_address(info).then(|| Arc::new(Instance::new(info.clone(), None))),
-            })
-            .collect();
-        let staying: HashSet<&str> = admitted.iter().map(|i| i.info.address.as_str()).collect();
-        let gone: Vec<Arc<Instance>> = current
-            .admitted
-            .iter()
-            .filter(|i| !staying.contains(i.info.address.as_str()))
-            .cloned()
-            .collect();
-        let candidates = match &filter.zone {
-            Some(zone) => {
-                let local: Vec<_> = admitted.iter().filter(|i| &i.info.zone == zone).cloned().collect();
-                if local.len() >= filter.min_zone_instances.max(1) {
-                    local
-                } else {
-                    admitted.clone()
+        let mut updater = self.updater.lock().expect("balancer updater lock");
+        let updater = &mut *updater;
+        let previous = std::mem::replace(&mut updater.applied, snapshot.clone());
+        let mut gone = Vec::new();
+        for change in snapshot.changes_since(&previous) {
+            match change {
+                Change::Added(info) => self.admit(updater, info, None),
+                Change::Removed(info) => gone.extend(updater.remove(&info.uri())),
+                Change::Updated { new, .. } => {
+                    // Re-announced or re-configured: fresh state, but the connection stays.
+                    let old = updater.remove(&new.uri());
+                    self.admit(updater, new, old.as_ref().and_then(|o| o.existing_channel()));
+                    gone.extend(old.filter(|_| updater.admitted.get(&new.uri()).is_none()));
                 }
             }
-            None => admitted.clone(),
+        }
+        let filter = &self.options.filter;
+        let local_enough = updater.local.len() >= filter.min_zone_instances.max(1);
+        let chosen = match filter.zone.is_some() && local_enough {
+            true => &updater.local,
+            false => &updater.admitted,
         };
+        let candidates = chosen.list().clone();
         tracing::debug!(
             service = %self.service,
             registered = snapshot.len(),
             candidates = candidates.len(),
-            revision = snapshot.revision,
+            revision = snapshot.revision(),
             "instance set updated"
         );
         metrics()
             .client_instances
             .with_label_values(&[&self.service])
             .set(candidates.len() as i64);
-        let picker = Picker::build(&self.options.policy, &candidates);
+        let picker = Picker::build(&self.options.policy, &candidates, chosen.max_weight());
         self.set.store(Arc::new(InstanceSet {
-            admitted,
+            admitted: updater.admitted.list().clone(),
             candidates,
             picker,
             registered: snapshot.len(),
@@ -334,6 +342,19 @@ impl Balancer {
         for instance in gone {
             instance.forget_metrics(&self.service);
         }
+    }
+
+    /// Adds `info` to the instance set if the filter admits it and its address can be dialled.
+    fn admit(&self, updater: &mut Updater, info: &Arc<ServiceInfo>, channel: Option<Channel>) {
+        let filter = &self.options.filter;
+        if !filter.admits(info) || !valid_address(info) {
+            return;
+        }
+        let instance = Arc::new(Instance::new(Arc::clone(info), channel));
+        if filter.zone.as_ref().is_some_and(|zone| *zone == info.zone) {
+            updater.local.put(Arc::clone(&instance));
+        }
+        updater.admitted.put(instance);
     }
 
     /// A lazily connecting channel to `info`'s address, made on the instance's first call.
@@ -395,12 +416,20 @@ impl Balancer {
     }
 }
 
+impl Updater {
+    /// Takes the instance at `uri` out of the set; returns it.
+    fn remove(&mut self, uri: &str) -> Option<Arc<Instance>> {
+        self.local.remove(uri);
+        self.admitted.remove(uri)
+    }
+}
+
 impl InstanceSet {
     fn empty(policy: &Policy) -> Self {
         Self {
-            admitted: Vec::new(),
-            candidates: Vec::new(),
-            picker: Picker::build(policy, &[]),
+            admitted: Chunked::new(),
+            candidates: Chunked::new(),
+            picker: Picker::build(policy, &Chunked::new(), 0),
             registered: 0,
         }
     }
@@ -415,19 +444,19 @@ impl InstanceSet {
     /// key keeps its stable clockwise fallback instead.
     fn pick(&self, sequence: &AtomicU64, key: Option<u64>, tried: &[Arc<Instance>]) -> Option<Arc<Instance>> {
         let n = self.candidates.len();
-        if n == 0 {
+        if self.candidates.is_empty() {
             return None;
         }
         let untried = |i: &Arc<Instance>| !tried.iter().any(|t| Arc::ptr_eq(t, i));
         let takes = |i: &Arc<Instance>| i.is_usable() && untried(i);
         let first = self.picker.pick(&self.candidates, sequence, key);
-        if takes(&self.candidates[first]) {
-            return Some(Arc::clone(&self.candidates[first]));
+        if takes(self.candidates.get(first)) {
+            return Some(Arc::clone(self.candidates.get(first)));
         }
         let hashed = key.is_some() && matches!(self.picker, Picker::Hash(_));
         if !hashed {
             for _ in 1..n.min(MAX_DRAWS) {
-                let next = &self.candidates[self.picker.pick(&self.candidates, sequence, key)];
+                let next = self.candidates.get(self.picker.pick(&self.candidates, sequence, key));
                 if takes(next) {
                     return Some(Arc::clone(next));
                 }
@@ -438,7 +467,7 @@ impl InstanceSet {
             order
                 .iter()
                 .chain([&first])
-                .map(|&i| &self.candidates[i])
+                .map(|&i| self.candidates.get(i))
                 .find(|c| untried(c) && (last_resort || c.is_usable()))
                 .cloned()
         };

@@ -8,8 +8,8 @@
 //! at a time until a call succeeds, so an instance that is still dead fails one call, not
 //! every call that picked it meanwhile.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
@@ -18,7 +18,9 @@ use super::now_ms;
 use crate::ServiceInfo;
 
 pub(super) struct Instance {
-    pub(super) info: ServiceInfo,
+    pub(super) info: Arc<ServiceInfo>,
+    /// `scheme://address`, the instance's key in the registry's snapshots.
+    key: Arc<str>,
     /// Made on the first call, so a client of a large service holds no connection state for
     /// instances it never calls.
     channel: OnceLock<Channel>,
@@ -41,6 +43,15 @@ pub(super) struct InstanceMetrics {
     pub(super) latency: prometheus::Histogram,
 }
 
+impl super::slots::Slotted for Arc<Instance> {
+    fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+    fn weight(&self) -> u32 {
+        self.info.weight
+    }
+}
+
 /// Marks a call in flight on an instance until dropped.
 pub(super) struct InFlight<'a> {
     instance: &'a Instance,
@@ -49,8 +60,9 @@ pub(super) struct InFlight<'a> {
 
 impl Instance {
     /// An instance whose channel is made on first use, or `channel` to keep an existing one.
-    pub(super) fn new(info: ServiceInfo, channel: Option<Channel>) -> Self {
+    pub(super) fn new(info: Arc<ServiceInfo>, channel: Option<Channel>) -> Self {
         Self {
+            key: info.uri().into(),
             info,
             channel: channel.map(OnceLock::from).unwrap_or_default(),
             in_flight: AtomicUsize::new(0),

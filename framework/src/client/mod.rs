@@ -11,7 +11,7 @@
 //! client takes it.
 //!
 //! ```no_run
-//! # async fn demo(registry: impl jovian::Registry) -> Result<(), jovian::Error> {
+//! # async fn demo(registry: impl jovian::Discovery) -> Result<(), jovian::Error> {
 //! let channel = jovian::ClientBuilder::new(registry).build("greeter").await?;
 //! // let mut client = GreeterClient::new(channel);
 //! # Ok(()) }
@@ -25,6 +25,7 @@ mod live;
 mod options;
 mod policy;
 mod replay;
+mod slots;
 
 use std::fmt;
 use std::future::Future;
@@ -36,7 +37,7 @@ use tonic::body::Body;
 use tower::Service;
 
 use crate::error::BoxError;
-use crate::{Registry, Result, ServiceInfo};
+use crate::{Discovery, Result, ServiceInfo};
 use balancer::Balancer;
 pub(crate) use live::{ClientView, live_clients};
 pub use options::{
@@ -47,13 +48,13 @@ pub use options::{
 /// Builds [`ServiceChannel`]s over one registry.
 #[derive(Clone)]
 pub struct ClientBuilder {
-    registry: Arc<dyn Registry>,
+    registry: Arc<dyn Discovery>,
     options: ClientOptions,
 }
 
 impl ClientBuilder {
     /// A builder over `registry` with default options.
-    pub fn new(registry: impl Registry) -> Self {
+    pub fn new(registry: impl Discovery) -> Self {
         Self {
             registry: Arc::new(registry),
             options: ClientOptions::default(),
@@ -73,7 +74,7 @@ impl ClientBuilder {
         let mut watch = self.registry.watch(service).await?;
         if let Some(limit) = self.options.wait_for_instances {
             let filter = &self.options.filter;
-            let first = watch.wait_for(|e| e.instances.values().any(|i| filter.admits(i)));
+            let first = watch.wait_for(|e| e.iter().any(|i| filter.admits(i)));
             if tokio::time::timeout(limit, first).await.is_err() {
                 tracing::warn!(service, ?limit, filter = %filter, "no instance appeared in time; calls fail until one does");
             }

@@ -1,8 +1,9 @@
-//! The picking policies, each over an immutable list of candidates built once per snapshot.
+//! The picking policies, each over an immutable list of candidates.
 //!
 //! Every pick is a few atomic operations and at most a binary search: no lock, and a cost that
 //! does not grow with the number of instances (the weighted scheduler loops about max/mean
-//! weight times, independent of N).
+//! weight times, independent of N). What a policy precomputes is O(1) to update, except the
+//! consistent-hash ring, which is rebuilt (O(N log N)) when the candidates change.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,9 @@ use rand::Rng;
 
 use super::instance::Instance;
 use super::options::Policy;
+use super::slots::Chunked;
+
+type Candidates = Chunked<Arc<Instance>>;
 
 /// What a policy precomputed for one candidate list.
 pub(super) enum Picker {
@@ -22,10 +26,11 @@ pub(super) enum Picker {
 }
 
 impl Picker {
-    pub(super) fn build(policy: &Policy, candidates: &[Arc<Instance>]) -> Self {
+    /// The picker for `candidates`, whose largest weight is `max_weight`.
+    pub(super) fn build(policy: &Policy, candidates: &Candidates, max_weight: u32) -> Self {
         match policy {
             Policy::RoundRobin => Picker::RoundRobin,
-            Policy::WeightedRoundRobin => Picker::Weighted(StrideScheduler::new(candidates)),
+            Policy::WeightedRoundRobin => Picker::Weighted(StrideScheduler::new(max_weight)),
             Policy::PowerOfTwoChoices => Picker::PowerOfTwo,
             Policy::ConsistentHash(_) => Picker::Hash(Ring::new(candidates)),
             Policy::Random => Picker::Random,
@@ -34,12 +39,12 @@ impl Picker {
 
     /// The index of the candidate for the next call. `sequence` is the balancer's counter;
     /// `key` the request's hash key, if the policy uses one.
-    pub(super) fn pick(&self, candidates: &[Arc<Instance>], sequence: &AtomicU64, key: Option<u64>) -> usize {
+    pub(super) fn pick(&self, candidates: &Candidates, sequence: &AtomicU64, key: Option<u64>) -> usize {
         let n = candidates.len();
         let next = || sequence.fetch_add(1, Ordering::Relaxed);
         match self {
             Picker::RoundRobin => (next() % n as u64) as usize,
-            Picker::Weighted(scheduler) => scheduler.pick(next),
+            Picker::Weighted(scheduler) => scheduler.pick(candidates, next),
             Picker::Random => rand::rng().random_range(0..n),
             Picker::PowerOfTwo => {
                 if n == 1 {
@@ -48,7 +53,7 @@ impl Picker {
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
-                let load = |i: usize| (candidates[i].in_flight(), candidates[i].latency_us());
+                let load = |i: usize| (candidates.get(i).in_flight(), candidates.get(i).latency_us());
                 if load(b) < load(a) { b } else { a }
             }
             Picker::Hash(ring) => match key {
@@ -68,35 +73,38 @@ impl Picker {
     }
 }
 
-/// gRPC's static stride scheduler: weights scaled to 16 bits; sequence number `s` picks
-/// candidate `s mod n` when its weight "fires" in generation `s / n`. Over 65,535 generations
-/// each candidate fires exactly its scaled weight times, evenly spread.
+/// gRPC's static stride scheduler: weights scaled to 16 bits of the largest; sequence number
+/// `s` picks candidate `s mod n` when its weight "fires" in generation `s / n`. Over 65,535
+/// generations each candidate fires exactly its scaled weight times, evenly spread. Scaling at
+/// pick time keeps the scheduler O(1) to update: only the largest weight is precomputed.
 pub(super) struct StrideScheduler {
-    weights: Vec<u64>,
+    max: u64,
 }
 
 const MAX_WEIGHT: u64 = u16::MAX as u64;
 
 impl StrideScheduler {
-    fn new(candidates: &[Arc<Instance>]) -> Self {
-        let raw: Vec<u64> = candidates.iter().map(|c| u64::from(c.info.weight)).collect();
-        let max = raw.iter().copied().max().unwrap_or(0);
-        // All zero: nobody said otherwise, so share equally rather than refuse every call.
-        let weights = if max == 0 {
-            vec![MAX_WEIGHT; raw.len()]
-        } else {
-            raw.iter().map(|&w| w * MAX_WEIGHT / max).collect()
-        };
-        Self { weights }
+    fn new(max_weight: u32) -> Self {
+        Self {
+            max: u64::from(max_weight),
+        }
     }
 
-    fn pick(&self, mut next: impl FnMut() -> u64) -> usize {
-        let n = self.weights.len() as u64;
+    fn scaled(&self, weight: u32) -> u64 {
+        // All zero: nobody said otherwise, so share equally rather than refuse every call.
+        match self.max {
+            0 => MAX_WEIGHT,
+            max => u64::from(weight) * MAX_WEIGHT / max,
+        }
+    }
+
+    fn pick(&self, candidates: &Candidates, mut next: impl FnMut() -> u64) -> usize {
+        let n = candidates.len() as u64;
         loop {
             let sequence = next();
             let index = sequence % n;
             let generation = sequence / n;
-            let weight = self.weights[index as usize];
+            let weight = self.scaled(candidates.get(index as usize).info.weight);
             let offset = index * (MAX_WEIGHT / 2);
             if weight > 0 && (weight * generation + offset) % MAX_WEIGHT >= MAX_WEIGHT - weight {
                 return index as usize;
@@ -117,7 +125,7 @@ fn points_per_candidate(n: usize) -> usize {
 }
 
 impl Ring {
-    fn new(candidates: &[Arc<Instance>]) -> Self {
+    fn new(candidates: &Candidates) -> Self {
         let per = points_per_candidate(candidates.len());
         let mut points = Vec::with_capacity(candidates.len() * per);
         for (index, candidate) in candidates.iter().enumerate() {
