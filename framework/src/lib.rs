@@ -35,6 +35,8 @@ mod observe;
 mod registry;
 mod server;
 mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trace;
 
 pub use app::{App, Running, ShutdownHandle, Stage};

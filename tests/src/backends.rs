@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_registry_memory::{MemoryRegistry, MemoryStore};
 
-use crate::conformance::Backend;
 use crate::etcd::EtcdCluster;
+use jovian::testing::Backend;
 
 /// Registries on one [`MemoryStore`].
 #[derive(Default)]

@@ -1,10 +1,9 @@
-//! Test support for jovian: the registry conformance suite, a harness that runs real etcd
+//! Test support for jovian: the conformance backends, a harness that runs real etcd
 //! processes, and small helpers for waiting on conditions with a deadline.
 
 #![forbid(unsafe_code)]
 
 pub mod backends;
-pub mod conformance;
 pub mod etcd;
 pub mod greeters;
 pub mod load;

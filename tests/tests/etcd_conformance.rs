@@ -2,4 +2,4 @@
 
 use jovian_tests::backends::EtcdBackend;
 
-jovian_tests::conformance_tests!(EtcdBackend::start().await);
+jovian::conformance_tests!(EtcdBackend::start().await);

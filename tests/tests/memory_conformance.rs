@@ -2,4 +2,4 @@
 
 use jovian_tests::backends::MemoryBackend;
 
-jovian_tests::conformance_tests!(MemoryBackend::default());
+jovian::conformance_tests!(MemoryBackend::default());

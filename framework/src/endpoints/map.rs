@@ -3,7 +3,8 @@
 //! are compared bucket by bucket, skipping every bucket they still share.
 //!
 //! Entries are spread over a fixed number of buckets by a hash of their key, each bucket a
-//! sorted vector. With 64 buckets a change costs about N/64 pointer copies and a comparison
+//! vector sorted by key. The key (`scheme://address`) is read from the entry itself, never
+//! stored: an entry costs the map one pointer. With 64 buckets a change costs about N/64 pointer copies and a comparison
 //! about 64 pointer checks plus the changed buckets: flat in practice from a handful of
 //! instances to hundreds of thousands, without the pointer-chasing of a persistent tree on the
 //! read side.
@@ -14,8 +15,42 @@ use crate::ServiceInfo;
 
 const BUCKETS: usize = 64;
 
-type Entry = (Arc<str>, Arc<ServiceInfo>);
+type Entry = Arc<ServiceInfo>;
 type Bucket = Arc<Vec<Entry>>;
+
+/// An entry's key as two parts, ordered like the `scheme://address` string they make.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a> {
+    scheme: &'a str,
+    address: &'a str,
+}
+
+impl<'a> Key<'a> {
+    fn of(info: &'a ServiceInfo) -> Self {
+        Key {
+            scheme: &info.scheme,
+            address: &info.address,
+        }
+    }
+
+    /// `scheme://address` taken apart; a string without `://` matches no entry.
+    fn parse(uri: &'a str) -> Option<Self> {
+        let (scheme, address) = uri.split_once("://")?;
+        Some(Key { scheme, address })
+    }
+
+    fn bucket(self) -> usize {
+        // FNV-1a over the bytes of `scheme://address`: stable, and plenty to spread them.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [self.scheme, "://", self.address] {
+            for &byte in part.as_bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        (hash ^ (hash >> 32)) as usize % BUCKETS
+    }
+}
 
 #[derive(Clone)]
 pub(super) struct InstanceMap {
@@ -44,39 +79,44 @@ impl InstanceMap {
         self.len
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<&Arc<ServiceInfo>> {
-        let bucket = self.buckets.get(bucket_of(key))?;
-        let at = bucket.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
-        Some(&bucket[at].1)
+    /// The entry at `uri` (`scheme://address`).
+    pub(super) fn get(&self, uri: &str) -> Option<&Arc<ServiceInfo>> {
+        let key = Key::parse(uri)?;
+        let bucket = self.buckets.get(key.bucket())?;
+        let at = bucket.binary_search_by(|e| Key::of(e).cmp(&key)).ok()?;
+        Some(&bucket[at])
     }
 
-    /// Puts `info` at `key`; returns what was there.
-    pub(super) fn insert(&mut self, key: Arc<str>, info: Arc<ServiceInfo>) -> Option<Arc<ServiceInfo>> {
-        let bucket = self.bucket_mut(&key);
-        match bucket.binary_search_by(|(k, _)| (**k).cmp(&key)) {
-            Ok(at) => Some(std::mem::replace(&mut bucket[at].1, info)),
+    /// Puts `info` at its `scheme://address`; returns what was there.
+    pub(super) fn insert(&mut self, info: Arc<ServiceInfo>) -> Option<Arc<ServiceInfo>> {
+        let key = Key::of(&info);
+        let bucket = self.bucket_mut(key.bucket());
+        match bucket.binary_search_by(|e| Key::of(e).cmp(&key)) {
+            Ok(at) => Some(std::mem::replace(&mut bucket[at], info)),
             Err(at) => {
-                bucket.insert(at, (key, info));
+                bucket.insert(at, info);
                 self.len += 1;
                 None
             }
         }
     }
 
-    pub(super) fn remove(&mut self, key: &str) -> Option<Arc<ServiceInfo>> {
-        let index = bucket_of(key);
+    /// Removes the entry at `uri` (`scheme://address`); returns it.
+    pub(super) fn remove(&mut self, uri: &str) -> Option<Arc<ServiceInfo>> {
+        let key = Key::parse(uri)?;
+        let index = key.bucket();
         let at = self
             .buckets
             .get(index)?
-            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .binary_search_by(|e| Key::of(e).cmp(&key))
             .ok()?;
         let bucket = Arc::make_mut(&mut Arc::make_mut(&mut self.buckets)[index]);
         self.len -= 1;
-        Some(bucket.remove(at).1)
+        Some(bucket.remove(at))
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<ServiceInfo>)> {
-        self.buckets.iter().flat_map(|b| b.iter().map(|(k, v)| (k, v)))
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<ServiceInfo>> {
+        self.buckets.iter().flat_map(|b| b.iter())
     }
 
     /// Every key whose value differs between `older` and `self`, bucket by bucket: buckets the
@@ -97,12 +137,12 @@ impl InstanceMap {
         })
     }
 
-    fn bucket_mut(&mut self, key: &str) -> &mut Vec<Entry> {
+    fn bucket_mut(&mut self, index: usize) -> &mut Vec<Entry> {
         let buckets = Arc::make_mut(&mut self.buckets);
         if buckets.is_empty() {
             buckets.resize_with(BUCKETS, Bucket::default);
         }
-        Arc::make_mut(&mut buckets[bucket_of(key)])
+        Arc::make_mut(&mut buckets[index])
     }
 }
 
@@ -127,15 +167,15 @@ impl<'a> Iterator for MergeDiff<'a> {
         loop {
             match (self.new.split_first(), self.old.split_first()) {
                 (None, None) => return None,
-                (Some(((_, added), rest)), None) => {
+                (Some((added, rest)), None) => {
                     self.new = rest;
                     return Some(Difference::Added(added));
                 }
-                (None, Some(((_, removed), rest))) => {
+                (None, Some((removed, rest))) => {
                     self.old = rest;
                     return Some(Difference::Removed(removed));
                 }
-                (Some(((new_key, new), new_rest)), Some(((old_key, old), old_rest))) => match new_key.cmp(old_key) {
+                (Some((new, new_rest)), Some((old, old_rest))) => match Key::of(new).cmp(&Key::of(old)) {
                     std::cmp::Ordering::Less => {
                         self.new = new_rest;
                         return Some(Difference::Added(new));
@@ -157,36 +197,23 @@ impl<'a> Iterator for MergeDiff<'a> {
     }
 }
 
-/// FNV-1a: stable, and plenty to spread `scheme://host:port` keys.
-fn bucket_of(key: &str) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in key.as_bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash ^ (hash >> 32)) as usize % BUCKETS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn info(port: u16) -> (Arc<str>, Arc<ServiceInfo>) {
-        let info = ServiceInfo::new("svc", format!("10.0.0.1:{port}"));
-        (info.uri().into(), Arc::new(info))
+    fn info(port: u16) -> Arc<ServiceInfo> {
+        Arc::new(ServiceInfo::new("svc", format!("10.0.0.1:{port}")))
     }
 
     #[test]
     fn a_copy_shares_everything_and_one_change_is_one_difference() {
         let mut map = InstanceMap::new();
         for port in 0..5_000 {
-            let (key, value) = info(port);
-            map.insert(key, value);
+            map.insert(info(port));
         }
         let before = map.clone();
         assert!(map.differences(&before).next().is_none());
-        let (key, value) = info(60_000);
-        map.insert(key, value);
+        map.insert(info(60_000));
         map.remove("grpc://10.0.0.1:7");
         let mut changes: Vec<String> = map
             .differences(&before)
@@ -206,13 +233,14 @@ mod tests {
     #[test]
     fn an_equal_value_put_again_is_no_difference_and_a_changed_one_is() {
         let mut map = InstanceMap::new();
-        let (key, value) = info(1);
-        map.insert(key.clone(), value.clone());
+        let value = info(1);
+        map.insert(Arc::clone(&value));
         let before = map.clone();
-        map.insert(key.clone(), Arc::new((*value).clone()));
+        map.insert(Arc::new((*value).clone()));
         assert!(map.differences(&before).next().is_none());
         assert!(map == before);
-        map.insert(key, Arc::new((*value).clone().with_weight(5)));
+        assert!(map.get("grpc://10.0.0.1:1").is_some() && map.get("10.0.0.1:1").is_none());
+        map.insert(Arc::new((*value).clone().with_weight(5)));
         assert!(matches!(map.differences(&before).next(), Some(Difference::Updated(..))));
     }
 }

@@ -132,7 +132,7 @@ impl Endpoints {
 
     /// Every instance, in no particular order (the same order for the same set).
     pub fn iter(&self) -> impl Iterator<Item = &Arc<ServiceInfo>> {
-        self.instances.iter().map(|(_, info)| info)
+        self.instances.iter()
     }
 
     /// The addresses of all instances, sorted.
@@ -144,8 +144,7 @@ impl Endpoints {
 
     /// Puts `info` at its `scheme://address`; returns the entry it replaced.
     pub fn insert(&mut self, info: impl Into<Arc<ServiceInfo>>) -> Option<Arc<ServiceInfo>> {
-        let info = info.into();
-        self.instances.insert(info.uri().into(), info)
+        self.instances.insert(info.into())
     }
 
     /// Removes the instance at `uri` (`scheme://address`); returns it.

@@ -1,5 +1,4 @@
-//! The registry conformance suite: one set of behaviours every [`Registry`] must show, run
-//! against each implementation (`conformance_tests!` makes one `#[tokio::test]` per case).
+//! The cases of the registry conformance suite; see [the module](super).
 //!
 //! A backend hands out registry clients on one shared store, each like a separate process with
 //! its own lease. Dropping a client without `close` must behave like a crash: renewals stop,
@@ -8,10 +7,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::{Discovery, Endpoints, Error, Registrar, Registry, ServiceInfo};
 use async_trait::async_trait;
-use jovian::{Discovery, Endpoints, Error, Registrar, Registry, ServiceInfo};
 
-use crate::within;
+use super::within;
 
 /// A registry implementation under test.
 #[async_trait]
@@ -27,39 +26,6 @@ pub trait Backend: Send + Sync + 'static {
 /// How long any change may take to reach a watcher, as a correctness bound.
 pub const PROPAGATION: Duration = Duration::from_secs(5);
 const LONG_TTL: Duration = Duration::from_secs(30);
-
-/// Makes one `#[tokio::test]` per conformance case for the backend `$backend` evaluates to
-/// (inside an async context, once per test).
-#[macro_export]
-macro_rules! conformance_tests {
-    ($backend:expr) => {
-        $crate::conformance_tests!(@cases $backend;
-            register_list_unregister,
-            watch_sees_adds_removals_and_updates,
-            burst_of_changes_ends_in_final_snapshot,
-            services_are_isolated,
-            service_with_no_instances,
-            services_lists_every_name_with_an_instance,
-            snapshots_of_one_watch_change_by_what_changed,
-            concurrent_registrations,
-            crashed_owner_vanishes_after_ttl,
-            close_removes_everything_and_ends_watches,
-            registrations_of_several_owners,
-            invalid_entries_are_rejected,
-            closed_registry_refuses_work
-        );
-    };
-    (@cases $backend:expr; $($case:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                $crate::init_logging();
-                let backend = $backend;
-                $crate::conformance::$case(&backend).await;
-            }
-        )*
-    };
-}
 
 fn instance(name: &str, port: u16) -> ServiceInfo {
     ServiceInfo::new(name, format!("127.0.0.1:{port}"))
@@ -86,7 +52,7 @@ pub async fn services_lists_every_name_with_an_instance<B: Backend>(backend: &B)
     registry.register(&instance("conf-svc-a", 1001)).await.unwrap();
     registry.register(&instance("conf-svc-a", 1002)).await.unwrap();
     let mut governor = instance("conf-svc-governor", 1003);
-    governor.kind = jovian::Kind::Governor;
+    governor.kind = crate::Kind::Governor;
     registry.register(&governor).await.unwrap();
     assert_eq!(ours(registry.services().await.unwrap()), ["conf-svc-a", "conf-svc-b"]);
     registry.unregister(&b).await.unwrap();
@@ -118,9 +84,9 @@ pub async fn snapshots_of_one_watch_change_by_what_changed<B: Backend>(backend: 
     let mut changes: Vec<String> = last
         .changes_since(&first)
         .map(|change| match change {
-            jovian::Change::Added(i) => format!("added {}", i.address),
-            jovian::Change::Removed(i) => format!("removed {}", i.address),
-            jovian::Change::Updated { old, new } => format!("{} weight {} -> {}", new.address, old.weight, new.weight),
+            crate::Change::Added(i) => format!("added {}", i.address),
+            crate::Change::Removed(i) => format!("removed {}", i.address),
+            crate::Change::Updated { old, new } => format!("{} weight {} -> {}", new.address, old.weight, new.weight),
         })
         .collect();
     changes.sort();
@@ -367,7 +333,7 @@ pub async fn closed_registry_refuses_work<B: Backend>(backend: &B) {
 }
 
 async fn wait_for(
-    watch: &mut jovian::EndpointsWatch,
+    watch: &mut crate::EndpointsWatch,
     what: &str,
     condition: impl FnMut(&Endpoints) -> bool,
 ) -> Endpoints {
