@@ -266,6 +266,9 @@ impl<'a> World<'a> {
                     etcd_wide.add(fault.start, end_of(fault));
                     etcd_outage.add(fault.start, end_of(fault).saturating_add(1_000));
                 }
+                // etcd is gone, then back empty: every watch breaks, and owners re-register. No
+                // lease survives to be refreshed, so departures keep their deadlines.
+                "etcd_wipe" => etcd_wide.add(fault.start, end_of(fault)),
                 _ => {}
             }
         }
@@ -577,17 +580,20 @@ impl<'a> World<'a> {
         violations
     }
 
-    /// Whether a fault deleted the provider key of `address` (a key delete, or the revoke of its
-    /// lease) between `from` and `to`.
+    /// Whether a fault deleted the provider key of `address` (a key delete, the revoke of its
+    /// lease, or a wipe of etcd, which deletes every key) between `from` and `to`.
     fn key_removed_by_fault(&self, address: &str, from: u64, to: u64) -> bool {
         self.tl.faults.iter().any(|fault| {
-            matches!(fault.kind.as_str(), "key_delete" | "lease_revoke")
-                && (from..=to).contains(&fault.start)
-                && self
+            let hit = match fault.kind.as_str() {
+                "key_delete" | "lease_revoke" => self
                     .tl
                     .servers
                     .iter()
-                    .any(|s| s.slot == fault.target && s.address == address && s.alive_at(fault.start))
+                    .any(|s| s.slot == fault.target && s.address == address && s.alive_at(fault.start)),
+                "etcd_wipe" => true,
+                _ => false,
+            };
+            hit && (from..=to).contains(&fault.start)
         })
     }
 
@@ -650,12 +656,16 @@ impl<'a> World<'a> {
                         self.tl.faults.iter().any(|f| {
                             f.kind == "key_overwrite" && f.target == server.slot && (x..=t).contains(&f.start)
                         });
-                    if !reused {
-                        if self.truth_at(t).is_some_and(|r| {
-                            r.reachable
-                                && r.members.contains(&server.address)
-                                && !(overwritten && r.detached.contains(&server.address))
-                        }) {
+                    // Clients rightly follow etcd in keeping such a key.
+                    let stranded = overwritten
+                        && self
+                            .truth_at(t)
+                            .is_some_and(|r| r.reachable && r.detached.contains(&server.address));
+                    if !reused && !stranded {
+                        if self
+                            .truth_at(t)
+                            .is_some_and(|r| r.reachable && r.members.contains(&server.address))
+                        {
                             in_etcd.push(t);
                         }
                         for client in self.tl.clients.iter().filter(|c| c.alive_at(t)) {

@@ -39,6 +39,9 @@ pub enum Event {
         duration_ms: u64,
         /// The lease TTL every registry uses, in ms.
         ttl_ms: u64,
+        /// etcd members (histories from before the single-member variant had three).
+        #[serde(default = "three")]
+        members: usize,
         /// Server slots.
         servers: usize,
         /// Client slots.
@@ -164,6 +167,10 @@ pub enum Event {
         /// The text.
         text: String,
     },
+}
+
+fn three() -> usize {
+    3
 }
 
 /// Writes records as JSON lines to a sink, one `write` per line so lines from a process that

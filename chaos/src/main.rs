@@ -36,6 +36,10 @@ struct RunArgs {
     /// The whole run (`60s`, `2m`, `45000ms`): 3 s warm-up, faults, 18 s to settle.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
+    /// etcd members: 3, or 1 for the variant that also wipes etcd (`etcd_wipe`) and has no
+    /// leader to kill.
+    #[arg(long, default_value_t = 3)]
+    members: usize,
     /// Server processes (3 to 5).
     #[arg(long, default_value_t = 4)]
     servers: usize,
@@ -118,12 +122,27 @@ fn options(args: RunArgs) -> anyhow::Result<RunOptions> {
     if !(1..=8).contains(&args.servers) || args.clients == 0 {
         anyhow::bail!("use 3 to 5 servers (at most 8) and at least one client");
     }
+    if args.members != 1 && args.members != 3 {
+        anyhow::bail!("use --members 3 (the default) or --members 1 (the variant with etcd wipes)");
+    }
+    if let Some(kind) = args.kinds.iter().find(|k| !k.fits_members(args.members)) {
+        let shape = if kind.fits_members(1) {
+            "--members 1"
+        } else {
+            "--members 3"
+        };
+        anyhow::bail!(
+            "{kind} does not fit a cluster of {} etcd member(s); use {shape}",
+            args.members
+        );
+    }
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("target/chaos/seed-{}", args.seed)));
     Ok(RunOptions {
         seed: args.seed,
         duration: args.duration,
+        members: args.members,
         servers: args.servers,
         clients: args.clients,
         ttl: args.ttl,

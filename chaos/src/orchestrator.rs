@@ -1,6 +1,6 @@
-//! The orchestrator: starts the cluster (three etcd members, the servers and clients, each
-//! process behind its own proxies), plays the fault schedule against it, and records
-//! everything it does in the history.
+//! The orchestrator: starts the cluster (three etcd members, or one that can be wiped; the
+//! servers and clients, each process behind its own proxies), plays the fault schedule against
+//! it, and records everything it does in the history.
 //!
 //! Every server and client reaches each etcd member through a proxy of its own, and clients
 //! reach each server through that server's proxy, so one process can be cut off (or slowed)
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jovian_tests::etcd::{EtcdCluster, free_port};
+use jovian_tests::etcd::{EtcdCluster, EtcdOptions, free_port};
 use jovian_tests::proxy::{Mode, Proxy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +72,8 @@ pub struct Cluster {
 
 /// How many of each process a cluster has and where its files go.
 pub struct ClusterSpec {
+    /// etcd members (1 or 3).
+    pub members: usize,
     /// Server slots.
     pub servers: usize,
     /// Client slots.
@@ -90,7 +92,7 @@ impl Cluster {
     /// Starts etcd, the proxies, the servers (waiting until etcd holds every one) and the
     /// clients.
     pub async fn start(spec: &ClusterSpec, clock: Clock, sink: Sink) -> anyhow::Result<Self> {
-        let etcd = EtcdCluster::three().await;
+        let etcd = EtcdCluster::start(spec.members, EtcdOptions::default()).await;
         let admin = etcd.client().await;
         let (exits_tx, exits) = mpsc::unbounded_channel();
         let truth_stop = CancellationToken::new();
@@ -411,7 +413,7 @@ impl Cluster {
         );
         let latency = fault.detail.parse::<u64>().unwrap_or(0);
         match fault.kind {
-            FaultKind::MemberKill | FaultKind::LeaderKill => {
+            FaultKind::MemberKill | FaultKind::LeaderKill | FaultKind::EtcdWipe => {
                 let m: usize = target.trim_start_matches('m').parse()?;
                 self.etcd.kill(m);
                 self.member_down[m] = true;
@@ -480,6 +482,12 @@ impl Cluster {
                 };
                 self.etcd.restart(m).await;
                 self.member_down[m] = false;
+                self.refresh_all();
+            }
+            FaultKind::EtcdWipe => {
+                // A brand new etcd on the same address: no key, no lease, revisions from 1.
+                self.etcd.restart_wiped().await;
+                self.member_down[0] = false;
                 self.refresh_all();
             }
             FaultKind::ClusterFreezeShort | FaultKind::ClusterFreezeLong => {

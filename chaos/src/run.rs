@@ -18,6 +18,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// The whole run, faults and settling.
     pub duration: Duration,
+    /// etcd members: 3, or 1 for the variant whose etcd can be wiped.
+    pub members: usize,
     /// Server processes.
     pub servers: usize,
     /// Client processes.
@@ -43,6 +45,7 @@ impl RunOptions {
     /// The run's shape, which with the seed fixes the schedule.
     pub fn shape(&self) -> Shape {
         Shape {
+            members: self.members,
             servers: self.servers,
             clients: self.clients,
             duration_ms: self.duration.as_millis() as u64,
@@ -50,7 +53,7 @@ impl RunOptions {
             settle_ms: SETTLE.as_millis() as u64,
             ttl_ms: self.ttl.as_millis() as u64,
             kinds: match self.kinds.is_empty() {
-                true => FaultKind::ALL.to_vec(),
+                true => FaultKind::for_members(self.members),
                 false => self.kinds.clone(),
             },
         }
@@ -66,6 +69,9 @@ impl RunOptions {
             self.clients,
             self.ttl.as_millis()
         );
+        if self.members != 3 {
+            command.push_str(&format!(" --members {}", self.members));
+        }
         if !self.kinds.is_empty() {
             let kinds: Vec<String> = self.kinds.iter().map(|k| k.name()).collect();
             command.push_str(&format!(" --kinds {}", kinds.join(",")));
@@ -120,12 +126,14 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Report> {
             seed: options.seed,
             duration_ms: shape.duration_ms,
             ttl_ms: shape.ttl_ms,
+            members: options.members,
             servers: options.servers,
             clients: options.clients,
             replay: options.replay_command(),
         },
     );
     let spec = ClusterSpec {
+        members: options.members,
         servers: options.servers,
         clients: options.clients,
         ttl_ms: shape.ttl_ms,

@@ -4,8 +4,8 @@
 //! Faults start at random gaps after a warm-up and must all be healed before the settle
 //! period, during which the checker expects every client to converge. Faults may overlap, with
 //! three limits that keep a run meaningful rather than merely destructive:
-//! - one etcd-cluster fault (member kill, leader kill, cluster freeze) at a time, so a quorum
-//!   always comes back and restarting a member never waits on a frozen cluster;
+//! - one etcd-cluster fault (member kill, leader kill, cluster freeze, wipe) at a time, so a
+//!   quorum always comes back and restarting a member never waits on a frozen cluster;
 //! - one process fault per slot at a time (a server is not killed while frozen);
 //! - at least one server untouched by a process fault at any time, so "idempotent calls never
 //!   fail while an instance is healthy" has a healthy instance to be tested against.
@@ -61,12 +61,15 @@ pub enum FaultKind {
     ServerCut,
     /// Stop a client (SIGTERM or SIGKILL) and start it again.
     ClientRestart,
+    /// SIGKILL the only etcd member and start it again with its data directory wiped: every
+    /// key and lease is gone (single-member clusters only).
+    EtcdWipe,
 }
 
 impl FaultKind {
-    /// Every kind, in a fixed order (the schedule draws from it, so the order is part of what a
-    /// seed means).
-    pub const ALL: [FaultKind; 20] = [
+    /// Every kind, in a fixed order (the schedule draws from the kinds a cluster shape offers,
+    /// in this order, so the order is part of what a seed means; new kinds go last).
+    pub const ALL: [FaultKind; 21] = [
         FaultKind::MemberKill,
         FaultKind::LeaderKill,
         FaultKind::ClusterFreezeShort,
@@ -87,6 +90,7 @@ impl FaultKind {
         FaultKind::ServerFreeze,
         FaultKind::ServerCut,
         FaultKind::ClientRestart,
+        FaultKind::EtcdWipe,
     ];
 
     /// The kind's name, as on the command line and in the history.
@@ -105,7 +109,26 @@ impl FaultKind {
                 | FaultKind::LeaderKill
                 | FaultKind::ClusterFreezeShort
                 | FaultKind::ClusterFreezeLong
+                | FaultKind::EtcdWipe
         )
+    }
+
+    /// Whether a cluster of `members` etcd members can take this fault: a leader kill is a
+    /// member kill unless other members elect a new leader, and a wipe of one member of three
+    /// is a member joining again, which the harness does not do (and which loses no data).
+    pub fn fits_members(self, members: usize) -> bool {
+        match self {
+            FaultKind::LeaderKill => members >= 3,
+            FaultKind::EtcdWipe => members == 1,
+            _ => true,
+        }
+    }
+
+    /// The kinds a cluster of `members` members draws from by default, in [`Self::ALL`]'s
+    /// order. Three members draw exactly the kinds they always did, so their seeds still name
+    /// the same schedules.
+    pub fn for_members(members: usize) -> Vec<FaultKind> {
+        FaultKind::ALL.into_iter().filter(|k| k.fits_members(members)).collect()
     }
 
     /// Faults that take a server out of service.
@@ -162,6 +185,8 @@ impl Fault {
 /// The run's shape, which together with the seed fixes the schedule.
 #[derive(Clone, Debug)]
 pub struct Shape {
+    /// etcd members (1 or 3).
+    pub members: usize,
     /// Server slots.
     pub servers: usize,
     /// Client slots.
@@ -206,7 +231,8 @@ fn draw(rng: &mut StdRng, kind: FaultKind, at_ms: u64, shape: &Shape, id: u32) -
     let (duration_ms, target, detail) = match kind {
         FaultKind::MemberKill => (
             rng.random_range(1500..6000),
-            format!("m{}", rng.random_range(0..3)),
+            // An i32 range, as it always was: three members keep their schedules.
+            format!("m{}", rng.random_range(0..shape.members as i32)),
             String::new(),
         ),
         FaultKind::LeaderKill => (rng.random_range(1500..6000), "leader".into(), String::new()),
@@ -258,6 +284,9 @@ fn draw(rng: &mut StdRng, kind: FaultKind, at_ms: u64, shape: &Shape, id: u32) -
             format!("c{}", rng.random_range(0..shape.clients)),
             either(rng, "sigterm", "sigkill"),
         ),
+        // Down from a moment to past the TTL: owners find their leases gone either when etcd
+        // answers a renewal with "no such lease" or after failing to renew at all.
+        FaultKind::EtcdWipe => (rng.random_range(500..ttl * 2), "m0".into(), String::new()),
     };
     Fault {
         id,
@@ -302,13 +331,22 @@ mod tests {
 
     fn shape() -> Shape {
         Shape {
+            members: 3,
             servers: 4,
             clients: 2,
             duration_ms: 60_000,
             warmup_ms: 3_000,
             settle_ms: 17_000,
             ttl_ms: 3_000,
-            kinds: FaultKind::ALL.to_vec(),
+            kinds: FaultKind::for_members(3),
+        }
+    }
+
+    fn single() -> Shape {
+        Shape {
+            members: 1,
+            kinds: FaultKind::for_members(1),
+            ..shape()
         }
     }
 
@@ -333,6 +371,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_single_member_draws_wipes_and_no_leader_kill() {
+        let single = single();
+        let faults: Vec<Fault> = (0..50).flat_map(|seed| generate(seed, &single)).collect();
+        assert!(faults.iter().any(|f| f.kind == FaultKind::EtcdWipe));
+        assert!(faults.iter().all(|f| f.kind != FaultKind::LeaderKill));
+        assert!(
+            faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::MemberKill || f.kind == FaultKind::EtcdWipe)
+                .all(|f| f.target == "m0")
+        );
+        let three: Vec<Fault> = (0..50).flat_map(|seed| generate(seed, &shape())).collect();
+        assert!(three.iter().all(|f| f.kind != FaultKind::EtcdWipe));
     }
 
     #[test]

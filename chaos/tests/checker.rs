@@ -19,6 +19,7 @@ fn quiet_run() -> Vec<Record> {
                 seed: 1,
                 duration_ms: 40_000,
                 ttl_ms: 3_000,
+                members: 3,
                 servers: 2,
                 clients: 1,
                 replay: "replay".into(),
@@ -376,4 +377,159 @@ fn a_leak_is_caught() {
     }
     let report = verdict(history);
     assert!(flagged(&report, 5, "c0/1 grew"), "{}", report.render());
+}
+
+fn write_call(start: u64, end: u64, id: &str, ok: bool) -> Record {
+    let mut record = call(start, "write", id, ok);
+    record.t = end;
+    record
+}
+
+fn truth_detached(members: &[&str], detached: &[&str]) -> Event {
+    Event::Truth {
+        reachable: true,
+        revision: 1,
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+        detached: detached.iter().map(|m| (*m).to_owned()).collect(),
+    }
+}
+
+/// s1 stops in order (SIGTERM at 18 s, unregistered at once, exits at 19 s) and c0 sends it a
+/// write at 18.4 s that fails as the process goes; `c0_cut_off` partitions c0 from etcd over
+/// 17–21 s, so it cannot see the withdrawal.
+fn write_to_a_stopping_server(c0_cut_off: bool) -> Vec<Record> {
+    let mut history = quiet_run();
+    if c0_cut_off {
+        history.push(at(17_000, "orchestrator", 0, fault(1, "partition_blackhole", "c0")));
+        history.push(at(17_000, "orchestrator", 0, link("c0:etcd", "blackhole")));
+        history.push(at(21_000, "orchestrator", 0, link("c0:etcd", "forward")));
+        history.push(at(21_000, "orchestrator", 0, Event::FaultEnd { id: 1 }));
+    }
+    history.push(at(17_500, "orchestrator", 0, fault(2, "server_term", "s1")));
+    history.push(at(18_000, "s1", 1, proc("sigterm")));
+    history.push(at(18_010, "s1", 1, lifecycle("stopping", B)));
+    history.push(at(18_100, "orchestrator", 0, truth(true, &[A])));
+    // A client that can hear etcd drops the withdrawn instance at once; a cut-off one only
+    // once its link is back.
+    let heard = if c0_cut_off { 21_100 } else { 18_120 };
+    history.push(at(heard, "c0", 1, snapshot(&[A])));
+    history.push(write_call(18_400, 18_900, "c0.1.late", false));
+    history.push(at(18_950, "s1", 1, lifecycle("stopped", B)));
+    history.push(at(
+        19_000,
+        "s1",
+        1,
+        Event::Proc {
+            action: "exited".into(),
+            pid: 1,
+            status: "code 0".into(),
+        },
+    ));
+    history.push(at(20_000, "orchestrator", 0, Event::FaultEnd { id: 2 }));
+    history
+}
+
+/// Found on a real run (seed 17): a client cut off from etcd cannot see a server withdraw, so
+/// a write it sends to that stopping server may race the process's exit.
+#[test]
+fn a_write_to_a_server_whose_withdrawal_the_client_could_not_see_may_fail() {
+    let report = verdict(write_to_a_stopping_server(true));
+    assert!(report.passed(), "{}", report.render());
+    assert_eq!(report.failures_allowed, 1, "{}", report.render());
+}
+
+/// The same write from a client that could hear etcd: it had seen the server withdraw, and
+/// had no business sending it anything.
+#[test]
+fn a_write_to_a_withdrawn_server_the_client_could_see_leave_is_caught() {
+    let report = verdict(write_to_a_stopping_server(false));
+    assert!(
+        flagged(&report, 1, "non-idempotent c0/1 call c0.1.late"),
+        "{}",
+        report.render()
+    );
+    assert_eq!(report.violations.len(), 1, "{}", report.render());
+}
+
+/// s1 frozen over 23.5–33 s (past the TTL: its lease cannot be renewed), late enough that c0's
+/// path to etcd has been whole for the recovery bound when s1's deadline comes; its key is
+/// overwritten without a lease at `overwrite_at`, and stays so until s1 is back and puts it on
+/// its lease.
+fn a_detached_key_while_its_owner_is_frozen(overwrite_at: u64) -> Vec<Record> {
+    let mut history = quiet_run();
+    history.push(at(23_500, "s1", 1, proc("sigstop")));
+    history.push(at(overwrite_at, "orchestrator", 0, fault(1, "key_overwrite", "s1")));
+    history.push(at(overwrite_at, "orchestrator", 0, Event::FaultEnd { id: 1 }));
+    history.push(at(overwrite_at + 10, "orchestrator", 0, truth_detached(&[A, B], &[B])));
+    history.push(at(33_000, "s1", 1, proc("sigcont")));
+    history.push(at(33_100, "orchestrator", 0, truth(true, &[A, B])));
+    history
+}
+
+/// Found on a real run (seed 20): a key overwritten without a lease after its owner went quiet
+/// cannot expire, so etcd — and every client, following it — rightly keeps it until the owner
+/// is back.
+#[test]
+fn a_key_overwritten_without_a_lease_after_its_owner_went_quiet_may_outlive_the_ttl() {
+    let report = verdict(a_detached_key_while_its_owner_is_frozen(24_900));
+    assert!(report.passed(), "{}", report.render());
+}
+
+/// The same key overwritten while its owner could still see it: the owner should have put it
+/// back on its lease at once, so a detached key outliving the owner's lease is a defect.
+#[test]
+fn a_key_left_detached_by_an_owner_that_could_repair_it_is_caught() {
+    let report = verdict(a_detached_key_while_its_owner_is_frozen(23_000));
+    assert!(
+        flagged(&report, 3, &format!("etcd still held {B} (s1/1)")),
+        "{}",
+        report.render()
+    );
+    assert!(flagged(&report, 3, "its key had no lease"), "{}", report.render());
+    assert!(
+        flagged(&report, 3, &format!("c0/1 still had {B}")),
+        "{}",
+        report.render()
+    );
+}
+
+/// etcd wiped at 20 s (down until 21 s, then empty until both owners have registered again at
+/// 21.3 s); `c0_drops_b` makes the client drop s1 on the way.
+fn a_wipe(c0_drops_b: bool) -> Vec<Record> {
+    let mut history = quiet_run();
+    history.push(at(20_000, "orchestrator", 0, fault(1, "etcd_wipe", "m0")));
+    history.push(at(20_050, "orchestrator", 0, truth(false, &[])));
+    history.push(at(21_000, "orchestrator", 0, Event::FaultEnd { id: 1 }));
+    history.push(at(21_050, "orchestrator", 0, truth(true, &[])));
+    history.push(at(21_200, "orchestrator", 0, truth(true, &[A])));
+    history.push(at(21_300, "orchestrator", 0, truth(true, &[A, B])));
+    if c0_drops_b {
+        history.push(at(21_100, "c0", 1, snapshot(&[A])));
+        history.push(at(21_320, "c0", 1, snapshot(&[A, B])));
+    }
+    history
+}
+
+/// A wipe deletes every key and lease; owners register again and clients that kept their
+/// instances through it have done right.
+#[test]
+fn a_client_that_keeps_its_instances_through_a_wipe_passes() {
+    let report = verdict(a_wipe(false));
+    assert!(report.passed(), "{}", report.render());
+}
+
+/// etcd lacked s1 for a moment after the wipe, but s1 was alive and nothing had happened to it
+/// alone: only registry trouble made the client drop it.
+#[test]
+fn a_client_that_drops_a_live_instance_in_a_wipe_is_caught() {
+    let report = verdict(a_wipe(true));
+    assert!(
+        flagged(
+            &report,
+            2,
+            &format!("c0/1 removed {B}: s1/1 was alive and nothing had happened to it alone")
+        ),
+        "{}",
+        report.render()
+    );
 }

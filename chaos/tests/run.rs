@@ -1,5 +1,6 @@
-//! The program end to end, as CI runs it: one fixed seed for 45 s (debug build), and the
-//! deliberately broken client, which the checker must catch.
+//! The program end to end, as CI runs it: one fixed seed for 45 s (debug build) on three etcd
+//! members, and the deliberately broken client on the single-member variant, where etcd is also
+//! wiped: the checker must catch the broken client, and nothing else.
 //!
 //! Each test runs the real binary (`jovian-chaos`), which starts etcd, servers and clients and
 //! cleans them all up itself (and through watchdogs should it be killed). The two never run at
@@ -65,6 +66,9 @@ fn one_seed_keeps_every_invariant() {
     assert!(passed, "the chaos run found violations:\n{printed}");
 }
 
+/// Seed 3 on one member: long freezes, partitions of everyone from etcd, and a wipe of etcd at
+/// 9.5 s for 2.3 s. Client c0 is the broken one; c1, the servers and etcd must ride through
+/// all of it, so every violation reported must be c0's.
 #[test]
 fn a_client_that_empties_its_set_on_registry_trouble_is_caught() {
     let args = [
@@ -72,14 +76,26 @@ fn a_client_that_empties_its_set_on_registry_trouble_is_caught() {
         "3",
         "--duration",
         "30s",
+        "--members",
+        "1",
         "--broken-client",
         "--kinds",
-        "cluster_freeze_long,partition_all_blackhole",
+        "cluster_freeze_long,partition_all_blackhole,etcd_wipe",
     ];
     let (passed, printed) = chaos("broken-client", &args, Duration::from_secs(120));
     assert!(!passed, "the broken client went unnoticed:\n{printed}");
     assert!(
         printed.contains("c0/1 emptied its set"),
         "the broken client's emptying was not reported:\n{printed}"
+    );
+    assert!(printed.contains("etcd_wipe ×1"), "the run wiped no etcd:\n{printed}");
+    let others: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.trim_start().starts_with("- t="))
+        .filter(|line| !line.contains("c0/1"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "violations beyond the broken client's: {others:#?}\n{printed}"
     );
 }
