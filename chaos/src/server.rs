@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jovian::{App, GrpcServer};
+use jovian::{App, GrpcServer, Registrar};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use tonic::{Request, Response, Status};
 
@@ -113,7 +113,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     out.emit(lifecycle("registered", String::new()));
     terminated.await;
     out.emit(lifecycle("stopping", String::new()));
-    let stopped = running.stop().await;
+    // The App leaves its registry open; this process owns it, so it closes it, which revokes
+    // the lease now instead of letting it expire.
+    let registry = running.registry().cloned();
+    let mut stopped = running.stop().await;
+    if let Some(registry) = registry {
+        stopped = stopped.and(registry.close().await);
+    }
     out.emit(lifecycle(
         "stopped",
         stopped.err().map(|e| e.to_string()).unwrap_or_default(),

@@ -38,10 +38,18 @@ impl RegistryArgs {
         if let Some(prefix) = &self.prefix {
             config.prefix = prefix.clone();
         }
-        let kind = self.registry.unwrap_or(match config.kind {
-            jovian::config::RegistryKind::Etcd => RegistryKind::Etcd,
-            jovian::config::RegistryKind::Memory => RegistryKind::Memory,
-        });
+        let kind = match (self.registry, config.kind) {
+            (Some(kind), _) => kind,
+            (None, jovian::config::RegistryKind::Etcd) => RegistryKind::Etcd,
+            (None, jovian::config::RegistryKind::Memory) => RegistryKind::Memory,
+            (None, other) => {
+                return Err(jovian::Error::Config {
+                    key: "registry.kind".into(),
+                    expected: "etcd or memory, the registries these examples know".into(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
         Ok(match kind {
             RegistryKind::Memory => Arc::new(jovian_registry_memory::MemoryRegistry::new()),
             RegistryKind::Etcd => {
@@ -50,14 +58,4 @@ impl RegistryArgs {
             }
         })
     }
-}
-
-/// Logs to stderr, at `RUST_LOG` or `default` level.
-pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

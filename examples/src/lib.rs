@@ -1,9 +1,10 @@
-//! The Greeter service shared by the examples and the tests, and the command-line plumbing
-//! the example binaries share.
+//! The Greeter service shared by the examples and the tests, the inventory example (a service
+//! that calls the Greeter), and the command-line plumbing the example binaries share.
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod inventory;
 
 use tonic::{Request, Response, Status};
 

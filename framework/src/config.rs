@@ -1,7 +1,12 @@
 //! Configuration: built-in defaults < `jovian.toml` < `JOVIAN_*` environment < code.
 //!
-//! The file is `$JOVIAN_CONFIG` if set (it must exist then), else `jovian.toml` in the working
-//! directory if there is one. Environment variables nest with `__`: `JOVIAN_REGISTRY__TTL=5s`
+//! Nothing is read unless the application asks: an [`App`](crate::App) runs on
+//! [`Config::default`] and what its code sets, so a test or a library is not changed by a
+//! stray file or environment variable. A program that wants operators to configure it loads
+//! the config itself, `App::from_config(Config::load()?)`.
+//!
+//! [`Config::load`] reads `$JOVIAN_CONFIG` if set (it must exist then), else `jovian.toml` in
+//! the working directory if there is one. Environment variables nest with `__`: `JOVIAN_REGISTRY__TTL=5s`
 //! sets `registry.ttl`. Durations are written `500ms`, `2s`, `1m`. Anything that does not fit
 //! fails with [`Error::Config`] naming the key, what it takes and what was there; unknown keys
 //! are errors too, so a typo never goes unnoticed.
@@ -29,11 +34,15 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{ClientOptions, ClientTls, Filter, HashKey, Policy};
-use crate::{Error, Result};
+use crate::{Error, Result, ServerTls};
 
 /// Everything an App and its clients can be told from outside the code.
+///
+/// Build one with [`Config::load`], [`Config::from_toml`] or [`Config::default`] and change
+/// its fields; new settings may be added, so it cannot be written as a struct literal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// The application name: registered as `appId` and in the governor's metrics key.
     pub name: String,
@@ -54,13 +63,21 @@ pub struct Config {
 }
 
 /// The governor HTTP endpoint (`/metrics`, `/healthz`, `/debug/registry`).
+///
+/// Off unless configured: it is one more port for operators to open, and its registered
+/// address must be one a remote Prometheus can reach, which only the deployment knows. Like a
+/// server, it registers `advertise` if set, else the address it bound, and refuses to start
+/// on every interface (`0.0.0.0`) without an `advertise`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GovernorConfig {
-    /// Whether to run it.
+    /// Whether to run it (default false).
     pub enabled: bool,
     /// Where it listens; port 0 picks a free port.
     pub address: SocketAddr,
+    /// The `host:port` to register for scrapers instead of the bound address.
+    pub advertise: Option<String>,
 }
 
 /// Which registry to use and how to reach it. Registry crates build themselves from this
@@ -69,6 +86,7 @@ pub struct GovernorConfig {
 /// `Debug` shows the password as `<redacted>`.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// `etcd` or `memory`.
     pub kind: RegistryKind,
@@ -110,6 +128,7 @@ pub struct RegistryConfig {
 /// Which registry implementation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum RegistryKind {
     /// etcd v3.
     #[default]
@@ -140,9 +159,14 @@ impl fmt::Debug for RegistryConfig {
 /// What `Debug` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// One server's listener.
+/// One server: its listener, TLS, and the HTTP/2 and connection settings of tonic's server.
+///
+/// Every field is optional: `None` takes the default (for the transport settings, tonic's).
+/// The same settings can be made in code with [`GrpcServer::configure`](crate::GrpcServer::configure)
+/// and its other builders; those win over the config.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Interface to listen on (default 127.0.0.1).
     pub host: Option<IpAddr>,
@@ -150,11 +174,48 @@ pub struct ServerConfig {
     pub port: Option<u16>,
     /// The `host:port` to register instead of the bound address.
     pub advertise: Option<String>,
+    /// Serve TLS with these files (`[servers.NAME.tls]`: `cert`, `key`, `client_ca`).
+    pub tls: Option<ServerTls>,
+    /// Calls served at once on one connection; more wait their turn.
+    pub concurrency_limit_per_connection: Option<usize>,
+    /// HTTP/2 streams (calls) a client may open at once on one connection
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: Option<u32>,
+    /// Ping a connection after this much silence (HTTP/2 keep-alive); off when unset.
+    #[serde(with = "optional_duration")]
+    pub http2_keepalive_interval: Option<Duration>,
+    /// Close a connection whose ping goes unanswered this long (tonic: 20 s).
+    #[serde(with = "optional_duration")]
+    pub http2_keepalive_timeout: Option<Duration>,
+    /// TCP keep-alive on accepted connections; off when unset.
+    #[serde(with = "optional_duration")]
+    pub tcp_keepalive: Option<Duration>,
+    /// Close connections gracefully once they are this old, so clients spread over new
+    /// instances; never when unset.
+    #[serde(with = "optional_duration")]
+    pub max_connection_age: Option<Duration>,
+    /// After `max_connection_age`, how long calls still running get before the connection is
+    /// closed anyway.
+    #[serde(with = "optional_duration")]
+    pub max_connection_age_grace: Option<Duration>,
+    /// The HTTP/2 stream window, in bytes.
+    pub initial_stream_window_size: Option<u32>,
+    /// The HTTP/2 connection window, in bytes.
+    pub initial_connection_window_size: Option<u32>,
+    /// The largest HTTP/2 frame accepted, in bytes.
+    pub max_frame_size: Option<u32>,
+    /// The largest header list (metadata) accepted, in bytes.
+    pub max_header_list_size: Option<u32>,
+    /// The largest request message accepted, in bytes as sent; a larger one fails the call
+    /// with `RESOURCE_EXHAUSTED` before it is read. tonic's generated servers have their own
+    /// limit too (4 MiB unless raised with `max_decoding_message_size`), which still applies.
+    pub max_request_message_bytes: Option<usize>,
 }
 
 /// How calls to one service are balanced, filtered, timed and retried.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// `round_robin`, `weighted_round_robin`, `p2c`, `consistent_hash` or `random`.
     pub policy: String,
@@ -214,8 +275,9 @@ impl Default for Config {
 impl Default for GovernorConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: false,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
         }
     }
 }
@@ -295,6 +357,71 @@ impl Config {
     }
 }
 
+impl ServerConfig {
+    /// These settings, with every one left unset taken from `fallback`.
+    pub(crate) fn or(&self, fallback: &ServerConfig) -> ServerConfig {
+        ServerConfig {
+            host: self.host.or(fallback.host),
+            port: self.port.or(fallback.port),
+            advertise: self.advertise.clone().or_else(|| fallback.advertise.clone()),
+            tls: self.tls.clone().or_else(|| fallback.tls.clone()),
+            concurrency_limit_per_connection: self
+                .concurrency_limit_per_connection
+                .or(fallback.concurrency_limit_per_connection),
+            max_concurrent_streams: self.max_concurrent_streams.or(fallback.max_concurrent_streams),
+            http2_keepalive_interval: self.http2_keepalive_interval.or(fallback.http2_keepalive_interval),
+            http2_keepalive_timeout: self.http2_keepalive_timeout.or(fallback.http2_keepalive_timeout),
+            tcp_keepalive: self.tcp_keepalive.or(fallback.tcp_keepalive),
+            max_connection_age: self.max_connection_age.or(fallback.max_connection_age),
+            max_connection_age_grace: self.max_connection_age_grace.or(fallback.max_connection_age_grace),
+            initial_stream_window_size: self.initial_stream_window_size.or(fallback.initial_stream_window_size),
+            initial_connection_window_size: self
+                .initial_connection_window_size
+                .or(fallback.initial_connection_window_size),
+            max_frame_size: self.max_frame_size.or(fallback.max_frame_size),
+            max_header_list_size: self.max_header_list_size.or(fallback.max_header_list_size),
+            max_request_message_bytes: self.max_request_message_bytes.or(fallback.max_request_message_bytes),
+        }
+    }
+
+    /// tonic's server with these transport settings (and tonic's defaults for the others).
+    /// `server` names the section in errors.
+    pub(crate) fn transport(&self, server: &str) -> Result<tonic::transport::Server> {
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .http2_keepalive_interval(self.http2_keepalive_interval)
+            .http2_keepalive_timeout(self.http2_keepalive_timeout)
+            .initial_stream_window_size(self.initial_stream_window_size)
+            .initial_connection_window_size(self.initial_connection_window_size)
+            .max_frame_size(self.max_frame_size)
+            .http2_max_header_list_size(self.max_header_list_size);
+        if let Some(limit) = self.concurrency_limit_per_connection {
+            if limit == 0 {
+                return Err(Error::Config {
+                    key: format!("servers.{server}.concurrency_limit_per_connection"),
+                    expected: "at least 1".into(),
+                    found: "0".into(),
+                });
+            }
+            builder = builder.concurrency_limit_per_connection(limit);
+        }
+        if let Some(age) = self.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        if let Some(grace) = self.max_connection_age_grace {
+            builder = builder.max_connection_age_grace(grace);
+        }
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.load(server)?).map_err(|e| Error::Config {
+                key: format!("servers.{server}.tls"),
+                expected: "a PEM certificate chain and its private key".into(),
+                found: e.to_string(),
+            })?;
+        }
+        Ok(builder)
+    }
+}
+
 impl ClientConfig {
     /// These settings as [`ClientOptions`]; `service` names the section in errors.
     pub fn options(&self, service: &str) -> Result<ClientOptions> {
@@ -334,6 +461,9 @@ impl ClientConfig {
                 found: "0".into(),
             });
         }
+        if let Some(tls) = &self.tls {
+            check_client_tls(tls, &key("tls"))?;
+        }
         let mut options = ClientOptions {
             policy,
             filter: Filter {
@@ -356,6 +486,34 @@ impl ClientConfig {
         options.ejection.max = self.ejection_max;
         options.ejection.after_timeouts = self.ejection_after_timeouts;
         Ok(options)
+    }
+}
+
+/// Checks a `tls` section's files now, so that a wrong path is reported under the key it was
+/// written at (`clients.greeter.tls.ca`) when the client is built from the config.
+fn check_client_tls(tls: &ClientTls, section: &str) -> Result<()> {
+    let files = [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)];
+    for (name, path) in files {
+        if let Some(path) = path {
+            std::fs::File::open(path).map_err(|e| Error::Config {
+                key: format!("{section}.{name}"),
+                expected: "a readable PEM file".into(),
+                found: format!("{}: {e}", path.display()),
+            })?;
+        }
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => Err(Error::Config {
+            key: format!("{section}.key"),
+            expected: "the private key of tls.cert".into(),
+            found: "nothing".into(),
+        }),
+        (None, Some(_)) => Err(Error::Config {
+            key: format!("{section}.cert"),
+            expected: "the certificate of tls.key".into(),
+            found: "nothing".into(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -511,6 +669,26 @@ mod positive_duration {
     }
 }
 
+/// An optional [`positive_duration`]: absent or a duration greater than zero.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => super::duration::serialize(duration, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Positive(#[serde(with = "super::positive_duration")] Duration);
+        Ok(Option::<Positive>::deserialize(deserializer)?.map(|Positive(duration)| duration))
+    }
+}
+
 /// Endpoints as a list, or as one comma-separated string.
 fn endpoint_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -631,6 +809,57 @@ mod tests {
         );
         let error = Config::from_toml("[registry]\nkind = \"zookeeper\"").unwrap_err();
         assert!(error.to_string().contains("etcd"), "{error}");
+    }
+
+    #[test]
+    fn client_tls_errors_name_the_key_in_the_clients_section() {
+        for (toml, key) in [
+            (
+                "[clients.greeter.tls]\nca = \"/nonexistent/ca.pem\"",
+                "clients.greeter.tls.ca",
+            ),
+            (
+                "[clients.greeter.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",
+                "clients.greeter.tls.cert",
+            ),
+            (
+                "[clients.greeter.tls]\ncert = \"Cargo.toml\"",
+                "clients.greeter.tls.key",
+            ),
+        ] {
+            let error = Config::from_toml(toml).unwrap().client("greeter").unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, .. } if k == key),
+                "{toml}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_settings_made_in_code_win_field_by_field() {
+        let file = Config::from_toml(
+            "[servers.s]\nport = 7000\nmax_concurrent_streams = 8\nhttp2_keepalive_interval = \"20s\"",
+        )
+        .unwrap()
+        .servers["s"]
+            .clone();
+        let code = ServerConfig {
+            max_concurrent_streams: Some(64),
+            ..ServerConfig::default()
+        };
+        let merged = code.or(&file);
+        assert_eq!(merged.max_concurrent_streams, Some(64), "code wins");
+        assert_eq!(merged.port, Some(7000), "the file fills in");
+        assert_eq!(merged.http2_keepalive_interval, Some(Duration::from_secs(20)));
+        let zero = ServerConfig {
+            concurrency_limit_per_connection: Some(0),
+            ..ServerConfig::default()
+        };
+        let error = zero.transport("s").unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "servers.s.concurrency_limit_per_connection"),
+            "{error}"
+        );
     }
 
     #[test]

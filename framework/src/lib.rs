@@ -4,6 +4,11 @@
 //! lease it keeps alive; clients build a [`ServiceChannel`] that watches the registry and
 //! balances calls over the live instances on the client side, with no proxy in between.
 //!
+//! Nothing happens behind the application's back: an App reads no config file or
+//! environment unless given [`Config::load`], installs no logger ([`trace::init_logging`]
+//! is there for binaries), runs no governor unless configured, and never closes the registry
+//! it was given.
+//!
 //! ```no_run
 //! # use jovian::{App, GrpcServer, Registry};
 //! # async fn demo(registry: impl Registry + Clone) -> Result<(), jovian::Error> {
@@ -40,5 +45,5 @@ pub use config::Config;
 pub use error::{BoxError, Error, Result};
 pub use instances::{Change, Instances, InstancesPublisher, InstancesWatch};
 pub use registry::{Discovery, Registrar, Registry};
-pub use server::{GrpcServer, ServerTls};
+pub use server::{GrpcServer, LayeredService, ServerTls};
 pub use service::{InvalidEntry, MAX_ENTRY_BYTES, ServiceInfo};

@@ -1,20 +1,40 @@
 //! The process's Prometheus metrics, served by the governor at `/metrics`.
 //!
 //! One registry per process, as in every Go framework of this kind: servers, clients and
-//! registries all count into it, labelled by service, so several Apps or tests in one process
-//! stay apart by their label values.
+//! registries all count into it, and applications add their own through [`registry`].
+//!
+//! Servers keep the family go-grpc-prometheus (grpc-ecosystem) defines, so dashboards and
+//! alerts written for Go services work unchanged:
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `grpc_server_started_total` | `grpc_type`, `grpc_service`, `grpc_method` |
+//! | `grpc_server_handled_total` | `grpc_type`, `grpc_service`, `grpc_method`, `grpc_code` |
+//! | `grpc_server_handling_seconds` (histogram) | `grpc_type`, `grpc_service`, `grpc_method` |
+//!
+//! `grpc_service` and `grpc_method` split the call's path (`/helloworld.Greeter/SayHello` is
+//! `helloworld.Greeter` and `SayHello`); `grpc_code` is the code's name as
+//! [`grpc_code_name`] gives it (`OK`, `NotFound`, `Unavailable`, ...); `grpc_type` is
+//! [`GrpcType`]. Label values are bounded whatever callers send: only methods the server
+//! offers and that a call actually reached are labelled, and every other path is one
+//! `unknown` series.
 
 use std::sync::OnceLock;
+
+use std::fmt;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every metric jovian keeps.
 pub struct Metrics {
     registry: Registry,
-    /// Calls served, by service, method and gRPC code.
-    pub server_calls: IntCounterVec,
-    /// Latency of calls served, by service and method.
-    pub server_latency: HistogramVec,
+    /// `grpc_server_started_total`: calls that began, by type, service and method.
+    pub server_started: IntCounterVec,
+    /// `grpc_server_handled_total`: calls that ended, by type, service, method and code.
+    pub server_handled: IntCounterVec,
+    /// `grpc_server_handling_seconds`: how long calls took until they ended, by type, service
+    /// and method.
+    pub server_handling_seconds: HistogramVec,
     /// Calls made, by service, instance and gRPC code.
     pub client_calls: IntCounterVec,
     /// Latency of calls made, by service and instance.
@@ -64,6 +84,81 @@ pub fn render() -> String {
         .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
 }
 
+/// Every gRPC status code's name, indexed by the code's number, as [`grpc_code_name`] gives it.
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// A gRPC status code's name as a metric label: the names grpc-go gives codes
+/// (`codes.Code.String()`), which go-grpc-prometheus puts in `grpc_code`, so a dashboard's
+/// `grpc_code!="OK"` or `grpc_code="Unavailable"` means the same for jovian and Go services.
+///
+/// ```
+/// use jovian::metrics::grpc_code_name;
+///
+/// assert_eq!(grpc_code_name(tonic::Code::Ok), "OK");
+/// assert_eq!(grpc_code_name(tonic::Code::NotFound), "NotFound");
+/// assert_eq!(grpc_code_name(tonic::Code::Cancelled), "Canceled");
+/// ```
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    // `tonic::Code` is numbered as gRPC numbers codes, 0 to 16, and so is the table.
+    GRPC_CODE_NAMES[code as usize]
+}
+
+/// The kind of a gRPC method, the `grpc_type` label: `unary`, `client_stream`,
+/// `server_stream` or `bidi_stream`, as go-grpc-prometheus writes it.
+///
+/// A call does not say what kind of method it calls, and tonic's generated servers do not
+/// tell either, so a server takes every method for unary unless told otherwise with
+/// [`GrpcServer::method_type`](crate::GrpcServer::method_type).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrpcType {
+    /// One request, one response.
+    #[default]
+    Unary,
+    /// A stream of requests, one response.
+    ClientStream,
+    /// One request, a stream of responses.
+    ServerStream,
+    /// Streams both ways.
+    BidiStream,
+}
+
+impl GrpcType {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrpcType::Unary => "unary",
+            GrpcType::ClientStream => "client_stream",
+            GrpcType::ServerStream => "server_stream",
+            GrpcType::BidiStream => "bidi_stream",
+        }
+    }
+}
+
+impl fmt::Display for GrpcType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -94,15 +189,20 @@ impl Metrics {
             family
         };
         Self {
-            server_calls: counter(
-                "jovian_server_calls_total",
-                "gRPC calls served.",
-                &["service", "method", "code"],
+            server_started: counter(
+                "grpc_server_started_total",
+                "Total number of RPCs started on the server.",
+                &["grpc_type", "grpc_service", "grpc_method"],
             ),
-            server_latency: histogram(
-                "jovian_server_call_seconds",
-                "Latency of gRPC calls served.",
-                &["service", "method"],
+            server_handled: counter(
+                "grpc_server_handled_total",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
+                &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+            ),
+            server_handling_seconds: histogram(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                &["grpc_type", "grpc_service", "grpc_method"],
             ),
             client_calls: counter(
                 "jovian_client_calls_total",
@@ -160,5 +260,22 @@ impl Metrics {
         self.registry_operations
             .with_label_values(&[registry, operation, outcome])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_grpc_go_name() {
+        for number in 0..17 {
+            let code = tonic::Code::from_i32(number);
+            assert_eq!(code as i32, number, "tonic numbers codes as gRPC does");
+            let name = grpc_code_name(code);
+            assert_eq!(GRPC_CODE_NAMES[number as usize], name);
+        }
+        assert_eq!(grpc_code_name(tonic::Code::Unavailable), "Unavailable");
+        assert_eq!(grpc_code_name(tonic::Code::DeadlineExceeded), "DeadlineExceeded");
     }
 }

@@ -3,34 +3,40 @@
 //! or is abandoned. Server metrics and client metrics both use it, and the server's layer
 //! opens the `grpc.server` span and its trace context.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body::Frame;
+use tonic::Code;
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::metrics::metrics;
+use crate::metrics::{GrpcType, grpc_code_name, metrics};
 use crate::trace::{TRACEPARENT, TraceContext};
 
-/// Called once with the call's gRPC code name (`Ok`, `Unavailable`, ...).
+/// Called once with the call's gRPC code.
+pub(crate) type OnCode = Box<dyn FnOnce(Code) + Send>;
+
+/// Called once with the call's gRPC code under the client metrics' names (`Ok`,
+/// `Unavailable`, ...); see [`legacy_code_name`].
 pub(crate) type OnEnd = Box<dyn FnOnce(&'static str) + Send>;
 
 /// A response body that reports the call's gRPC status when it ends.
 pub(crate) struct ObservedBody {
     inner: Body,
-    code: Option<&'static str>,
-    on_end: Option<OnEnd>,
+    code: Option<Code>,
+    on_end: Option<OnCode>,
 }
 
 impl ObservedBody {
     /// Wraps `response`'s body; a trailers-only response reports its status at once.
-    pub(crate) fn wrap(response: http::Response<Body>, on_end: OnEnd) -> http::Response<Body> {
+    pub(crate) fn observe(response: http::Response<Body>, on_end: OnCode) -> http::Response<Body> {
         let code = grpc_code(response.headers());
         response.map(|inner| {
             let mut body = ObservedBody {
@@ -45,9 +51,15 @@ impl ObservedBody {
         })
     }
 
-    fn end(&mut self, code: Option<&'static str>) {
+    /// [`observe`](Self::observe) for the client's metrics, which still label codes with
+    /// [`legacy_code_name`].
+    pub(crate) fn wrap(response: http::Response<Body>, on_end: OnEnd) -> http::Response<Body> {
+        Self::observe(response, Box::new(move |code| on_end(legacy_code_name(code))))
+    }
+
+    fn end(&mut self, code: Option<Code>) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(code.unwrap_or("Unknown"));
+            on_end(code.unwrap_or(Code::Unknown));
         }
     }
 }
@@ -66,7 +78,7 @@ impl http_body::Body for ObservedBody {
                 }
             }
             Poll::Ready(Some(Err(status))) => {
-                let code = code_name(status.code());
+                let code = status.code();
                 self.end(Some(code));
             }
             Poll::Ready(None) => {
@@ -90,16 +102,16 @@ impl http_body::Body for ObservedBody {
 impl Drop for ObservedBody {
     fn drop(&mut self) {
         // Abandoned before its end: the caller went away.
-        self.end(Some("Cancelled"));
+        self.end(Some(Code::Cancelled));
     }
 }
 
-fn grpc_code(headers: &http::HeaderMap) -> Option<&'static str> {
+fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
     let status = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
-    Some(code_name(tonic::Code::from_i32(status)))
+    Some(Code::from_i32(status))
 }
 
-/// Every gRPC code's name, as [`code_name`] gives it.
+/// Every gRPC code's name as the client's metrics label it, as [`legacy_code_name`] gives it.
 pub(crate) const CODE_NAMES: [&str; 17] = [
     "Ok",
     "Cancelled",
@@ -120,73 +132,157 @@ pub(crate) const CODE_NAMES: [&str; 17] = [
     "Unauthenticated",
 ];
 
-/// A gRPC code's name, for metric labels.
-pub(crate) fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "Ok",
-        Cancelled => "Cancelled",
-        Unknown => "Unknown",
-        InvalidArgument => "InvalidArgument",
-        DeadlineExceeded => "DeadlineExceeded",
-        NotFound => "NotFound",
-        AlreadyExists => "AlreadyExists",
-        PermissionDenied => "PermissionDenied",
-        ResourceExhausted => "ResourceExhausted",
-        FailedPrecondition => "FailedPrecondition",
-        Aborted => "Aborted",
-        OutOfRange => "OutOfRange",
-        Unimplemented => "Unimplemented",
-        Internal => "Internal",
-        Unavailable => "Unavailable",
-        DataLoss => "DataLoss",
-        Unauthenticated => "Unauthenticated",
-    }
+/// A gRPC code's name as the client's metrics (`jovian_client_*`) still label it. Servers use
+/// [`grpc_code_name`]; this goes when the client's metrics move to the same names.
+pub(crate) fn legacy_code_name(code: Code) -> &'static str {
+    CODE_NAMES[code as usize]
 }
 
-/// Counts, times and traces every call a server serves.
-///
-/// Metrics are labelled with the method only for calls to the gRPC services the server
-/// offers that reached a method (any code but `Unimplemented`); every other path is one
-/// `unknown` value. The path is the caller's to choose, and a label per path would let any
-/// client grow the server's memory and its `/metrics` without limit.
-#[derive(Clone)]
-pub(crate) struct ServerObserveLayer {
-    service: Arc<str>,
-    offered: Arc<[&'static str]>,
+/// The label values of calls that reached no method the server offers.
+pub(crate) const UNKNOWN: &str = "unknown";
+
+/// Most methods one server labels; past this every new path is `unknown`. No real server has
+/// this many, so it only matters when something labels paths it should not (an interceptor
+/// inside a generated service that answers any path of its service), and then it keeps the
+/// series bounded.
+const MAX_LABELLED_METHODS: usize = 512;
+
+/// The `grpc_type`, `grpc_service` and `grpc_method` of one method.
+pub(crate) struct MethodLabels {
+    values: [String; 3],
 }
 
-/// The method label of calls that reached no method the server offers.
-pub(crate) const UNKNOWN_METHOD: &str = "unknown";
-
-impl ServerObserveLayer {
-    /// Observes calls to the server registered as `service`, which offers the gRPC services
-    /// named `offered`.
-    pub(crate) fn new(service: &str, offered: &[&'static str]) -> Self {
+impl MethodLabels {
+    fn new(grpc_type: GrpcType, service: &str, method: &str) -> Self {
         Self {
-            service: service.into(),
-            offered: offered.into(),
+            values: [grpc_type.as_str().to_owned(), service.to_owned(), method.to_owned()],
+        }
+    }
+
+    fn as_refs(&self) -> [&str; 3] {
+        [&self.values[0], &self.values[1], &self.values[2]]
+    }
+}
+
+/// The methods of one server that calls have reached, learned as they are reached.
+///
+/// A server's paths are the caller's to choose, and a label per path would let any client
+/// grow the server's memory and its `/metrics` without limit. tonic's generated services do
+/// not list their methods, so a path is learned when a call to a service the server offers
+/// came back from the service itself (below every layer the application added) with any code
+/// but `Unimplemented`. A call that a layer turned away never teaches a path.
+pub(crate) struct Methods {
+    offered: Vec<&'static str>,
+    types: HashMap<String, GrpcType>,
+    reached: RwLock<HashMap<String, Arc<MethodLabels>>>,
+    unknown: Arc<MethodLabels>,
+}
+
+impl Methods {
+    /// The methods of a server offering the gRPC services named `offered`, whose streaming
+    /// methods are `types` (by path; anything else is unary).
+    pub(crate) fn new(offered: Vec<&'static str>, types: HashMap<String, GrpcType>) -> Self {
+        Self {
+            offered,
+            types,
+            reached: RwLock::new(HashMap::new()),
+            unknown: Arc::new(MethodLabels {
+                values: [UNKNOWN.to_owned(), UNKNOWN.to_owned(), UNKNOWN.to_owned()],
+            }),
+        }
+    }
+
+    /// The labels of `path` if a call has reached it before.
+    fn get(&self, path: &str) -> Option<Arc<MethodLabels>> {
+        self.reached.read().expect("methods lock").get(path).cloned()
+    }
+
+    /// The labels of `path`, or the `unknown` ones when no call has reached it.
+    fn labels(&self, path: &str) -> Arc<MethodLabels> {
+        self.get(path).unwrap_or_else(|| Arc::clone(&self.unknown))
+    }
+
+    /// Notes that a call reached `path` of an offered service and was answered `code`.
+    fn reached(&self, path: &str, code: Option<Code>) {
+        if code == Some(Code::Unimplemented) {
+            return;
+        }
+        let Some((service, method)) = path.strip_prefix('/').and_then(|rest| rest.split_once('/')) else {
+            return;
+        };
+        if !self.offered.contains(&service) || method.is_empty() || method.contains('/') {
+            return;
+        }
+        if self.reached.read().expect("methods lock").contains_key(path) {
+            return;
+        }
+        let mut reached = self.reached.write().expect("methods lock");
+        if reached.len() < MAX_LABELLED_METHODS {
+            let grpc_type = self.types.get(path).copied().unwrap_or_default();
+            reached
+                .entry(path.to_owned())
+                .or_insert_with(|| Arc::new(MethodLabels::new(grpc_type, service, method)));
         }
     }
 }
 
-impl<S> tower::Layer<S> for ServerObserveLayer {
-    type Service = ServerObserve<S>;
+/// Learns which paths calls reach: wraps the application's services, inside every layer the
+/// application added.
+#[derive(Clone)]
+pub(crate) struct LearnMethods<S> {
+    inner: S,
+    methods: Arc<Methods>,
+}
 
-    fn layer(&self, inner: S) -> ServerObserve<S> {
-        ServerObserve {
-            inner,
-            service: Arc::clone(&self.service),
-            offered: Arc::clone(&self.offered),
-        }
+impl<S> LearnMethods<S> {
+    pub(crate) fn new(inner: S, methods: Arc<Methods>) -> Self {
+        Self { inner, methods }
     }
 }
 
+impl<S> tower::Service<http::Request<Body>> for LearnMethods<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let methods = Arc::clone(&self.methods);
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            methods.reached(&path, grpc_code(response.headers()));
+            Ok(response)
+        })
+    }
+}
+
+/// Counts, times and traces every call a server serves: the outermost layer, so what it
+/// counts is what callers saw, calls that the application's layers turned away included.
 #[derive(Clone)]
 pub(crate) struct ServerObserve<S> {
     inner: S,
     service: Arc<str>,
-    offered: Arc<[&'static str]>,
+    methods: Arc<Methods>,
+}
+
+impl<S> ServerObserve<S> {
+    /// Observes calls to the server registered as `service`.
+    pub(crate) fn new(inner: S, service: &str, methods: Arc<Methods>) -> Self {
+        Self {
+            inner,
+            service: service.into(),
+            methods,
+        }
+    }
 }
 
 impl<S> tower::Service<http::Request<Body>> for ServerObserve<S>
@@ -206,7 +302,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let method: Arc<str> = request.uri().path().into();
+        let path = request.uri().path().to_owned();
         let parent = request
             .headers()
             .get(TRACEPARENT)
@@ -216,46 +312,50 @@ where
         let span = tracing::debug_span!(
             "grpc.server",
             service = %self.service,
-            method = %method,
+            method = %path,
             trace_id = %context.trace_hex(),
             span_id = %context.span_hex(),
             parent_span_id = %parent.map(|p| p.span_hex()).unwrap_or_default(),
             code = tracing::field::Empty,
         );
-        let service = Arc::clone(&self.service);
-        let offered = Arc::clone(&self.offered);
+        let methods = Arc::clone(&self.methods);
         let started = Instant::now();
+        // A path calls reached before is counted as started now. One not seen yet is counted
+        // once the service answers, when it is known whether the call reached a method: its
+        // labels must not depend on anything but the methods the server has.
+        let known = methods.get(&path);
+        if let Some(labels) = &known {
+            metrics().server_started.with_label_values(&labels.as_refs()).inc();
+        }
         let call = self.inner.call(request);
         Box::pin(
             async move {
                 let response = context.scope(call).await?;
+                let labels = match known {
+                    Some(labels) => labels,
+                    None => {
+                        let labels = methods.labels(&path);
+                        metrics().server_started.with_label_values(&labels.as_refs()).inc();
+                        labels
+                    }
+                };
                 let span = tracing::Span::current();
-                let on_end: OnEnd = Box::new(move |code| {
+                let on_end: OnCode = Box::new(move |code| {
                     let m = metrics();
-                    let label = method_label(&method, code, &offered);
-                    m.server_calls.with_label_values(&[&service, label, code]).inc();
-                    m.server_latency
-                        .with_label_values(&[&service, label])
+                    let [grpc_type, service, method] = labels.as_refs();
+                    let name = grpc_code_name(code);
+                    m.server_handled
+                        .with_label_values(&[grpc_type, service, method, name])
+                        .inc();
+                    m.server_handling_seconds
+                        .with_label_values(&[grpc_type, service, method])
                         .observe(started.elapsed().as_secs_f64());
-                    span.record("code", code);
+                    span.record("code", name);
                 });
-                Ok(ObservedBody::wrap(response, on_end))
+                Ok(ObservedBody::observe(response, on_end))
             }
             .instrument(span),
         )
-    }
-}
-
-/// `path` if it names a method of an `offered` gRPC service that the call reached, else
-/// [`UNKNOWN_METHOD`]: the labels a server's metrics can take are bounded by its own methods.
-fn method_label<'a>(path: &'a str, code: &str, offered: &[&str]) -> &'a str {
-    let service = path
-        .strip_prefix('/')
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(service, _)| service);
-    match service {
-        Some(service) if code != "Unimplemented" && offered.contains(&service) => path,
-        _ => UNKNOWN_METHOD,
     }
 }
 
@@ -264,18 +364,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_offered_methods_that_were_reached_are_labelled() {
-        let offered = ["helloworld.Greeter"];
+    fn only_offered_methods_that_calls_reached_are_labelled() {
+        let types = HashMap::from([("/helloworld.Greeter/Chat".to_owned(), GrpcType::BidiStream)]);
+        let methods = Methods::new(vec!["helloworld.Greeter"], types);
         let path = "/helloworld.Greeter/SayHello";
-        assert_eq!(method_label(path, "Ok", &offered), path);
-        assert_eq!(method_label(path, "Internal", &offered), path);
+        assert_eq!(methods.labels(path).as_refs(), [UNKNOWN; 3], "not reached yet");
+        methods.reached(path, None);
+        assert_eq!(
+            methods.labels(path).as_refs(),
+            ["unary", "helloworld.Greeter", "SayHello"]
+        );
+        methods.reached("/helloworld.Greeter/Chat", Some(Code::Internal));
+        assert_eq!(
+            methods.labels("/helloworld.Greeter/Chat").as_refs(),
+            ["bidi_stream", "helloworld.Greeter", "Chat"]
+        );
         for (path, code) in [
-            ("/helloworld.Greeter/Nope", "Unimplemented"),
-            ("/other.Service/SayHello", "Ok"),
-            ("/x", "Unimplemented"),
-            ("", "Unimplemented"),
+            ("/helloworld.Greeter/Nope", Some(Code::Unimplemented)),
+            ("/other.Service/SayHello", None),
+            ("/helloworld.Greeter/", None),
+            ("/helloworld.Greeter/a/b", None),
+            ("/x", Some(Code::Unimplemented)),
+            ("", Some(Code::Unimplemented)),
         ] {
-            assert_eq!(method_label(path, code, &offered), UNKNOWN_METHOD, "{path}");
+            methods.reached(path, code);
+            assert_eq!(methods.labels(path).as_refs(), [UNKNOWN; 3], "{path}");
         }
+    }
+
+    #[test]
+    fn a_server_labels_a_bounded_number_of_methods() {
+        let methods = Methods::new(vec!["svc.S"], HashMap::new());
+        for i in 0..MAX_LABELLED_METHODS + 10 {
+            methods.reached(&format!("/svc.S/M{i}"), None);
+        }
+        assert_eq!(methods.reached.read().unwrap().len(), MAX_LABELLED_METHODS);
+        assert_eq!(
+            methods
+                .labels(&format!("/svc.S/M{}", MAX_LABELLED_METHODS + 1))
+                .as_refs(),
+            [UNKNOWN; 3]
+        );
     }
 }

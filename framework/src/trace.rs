@@ -4,6 +4,9 @@
 //! call made while serving continues the server call's trace (or starts one) and sends its own
 //! `traceparent`. So a client span and the server span of one call share a trace id. The ids
 //! are recorded on the `grpc.client` / `grpc.server` tracing spans as `trace_id` and `span_id`.
+//!
+//! jovian only emits `tracing` events and spans; where they go is the application's choice.
+//! [`init_logging`] is the usual one for a service binary.
 
 use std::fmt;
 
@@ -81,6 +84,20 @@ impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
     }
+}
+
+/// Logs to stderr at the level `RUST_LOG` says (default `info`), as a service binary usually
+/// wants; call it first thing in `main`. It does nothing when the program already installed a
+/// global subscriber, so libraries and tests that set their own keep theirs. jovian itself
+/// never installs one.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Fails only when a subscriber is already set, which is the caller's choice to keep.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[cfg(test)]

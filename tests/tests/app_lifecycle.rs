@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jovian::{App, ClientBuilder, Discovery, Error, Stage};
+use jovian::{App, ClientBuilder, Discovery, Error, Registrar, Registry, Stage};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server};
 use jovian_registry_memory::MemoryStore;
 use jovian_tests::greeters::{Sleepy, server};
@@ -347,6 +347,50 @@ async fn a_graceful_stop_under_load_loses_no_call() {
         ok.load(Ordering::Relaxed)
     );
     staying.stop().await.unwrap();
+}
+
+/// Failed on the old code: stopping A closed the registry both Apps used, which withdrew B's
+/// instance while B kept serving, and B's own stop then failed with `Closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_sharing_a_registry_each_withdraw_only_their_own_instances() {
+    init_logging();
+    let store = MemoryStore::new();
+    let shared: Arc<dyn Registry> = Arc::new(store.registry());
+    let start = |name: &'static str| {
+        App::new()
+            .registry(Arc::clone(&shared))
+            .drain_delay(Duration::ZERO)
+            .serve(greeter_server(name))
+            .start()
+    };
+    let a = start("shared-a").await.unwrap();
+    let b = start("shared-b").await.unwrap();
+    let b_addr = b.local_addrs()[0];
+    let observer = store.registry();
+
+    a.stop().await.expect("A stops");
+    assert!(
+        observer.list("shared-a").await.unwrap().is_empty(),
+        "A withdrew its instance"
+    );
+    let listed = observer.list("shared-b").await.unwrap();
+    assert!(
+        listed.get(&format!("grpc://{b_addr}")).is_some(),
+        "B's instance is still registered after A stopped: {listed:?}"
+    );
+    direct_hello(b_addr, "x").await.expect("B still serves");
+
+    b.stop().await.expect("B's stop succeeds: the registry is still open");
+    assert!(
+        observer.list("shared-b").await.unwrap().is_empty(),
+        "B withdrew its instance"
+    );
+    shared
+        .list("shared-b")
+        .await
+        .expect("the Apps left the registry open for its owner");
+    shared.close().await.expect("its owner closes it");
+    assert!(matches!(shared.list("shared-b").await, Err(Error::Closed)));
 }
 
 /// Failed on the old code: the futures borrowed the App (not `Sync`), so they could not be

@@ -1,5 +1,6 @@
-//! Configuration precedence (defaults < file < environment < code) and error messages, with
-//! the environment and working directory sandboxed by figment's `Jail`.
+//! Configuration precedence (defaults < file < environment < code), error messages, and that
+//! nothing is read unless asked, with the environment and working directory sandboxed by
+//! figment's `Jail`.
 
 // `Jail` closures must return figment's (large) error type.
 #![allow(clippy::result_large_err)]
@@ -56,7 +57,9 @@ fn file_then_environment_then_code() {
         let client = check(config.client("greeter").map(|_| config.clone()))?.clients["greeter"].clone();
         assert_eq!((client.policy.as_str(), client.zone.as_deref()), ("p2c", Some("z1")));
 
-        let app = App::new().drain_delay(Duration::from_secs(4)).name("from-code");
+        let app = App::from_config(check(Config::load())?)
+            .drain_delay(Duration::from_secs(4))
+            .name("from-code");
         let resolved = check(app.resolved_config())?;
         assert_eq!(
             resolved.drain_delay,
@@ -114,4 +117,77 @@ fn the_annotated_example_config_is_valid() {
     assert_eq!(config.name, "greeter");
     config.client("greeter").expect("its client section is valid");
     assert!(config.servers.contains_key("greeter"));
+}
+
+/// Failed on the old code: `App::new()` loaded `jovian.toml` and `JOVIAN_*` by itself, so a
+/// stray variable in a test's environment changed (or broke) every App the test made.
+#[test]
+fn an_app_reads_neither_the_file_nor_the_environment_unless_asked() {
+    Jail::expect_with(|jail| {
+        jail.create_file("jovian.toml", "name = \"from-file\"\ndrain_delay = \"9s\"")?;
+        jail.set_env("JOVIAN_SHUTDOWN_DEADLINE", "7s");
+        jail.set_env("JOVIAN_GOVERNOR__ENABLED", "true");
+        let resolved = check(App::new().resolved_config())?;
+        assert_eq!(
+            resolved,
+            Config::default(),
+            "App::new() is the defaults, whatever is around"
+        );
+
+        jail.set_env("JOVIAN_REGISTRY__TTL", "not a duration");
+        check(App::new().name("x").resolved_config()).expect("a broken variable breaks nothing it was not asked for");
+        assert!(Config::load().is_err(), "loading, when asked, does see it");
+        jail.set_env("JOVIAN_REGISTRY__TTL", "5s");
+
+        let loaded = check(App::from_config(check(Config::load())?).resolved_config())?;
+        assert_eq!(loaded.name, "from-file");
+        assert_eq!(loaded.shutdown_deadline, Duration::from_secs(7));
+        assert!(loaded.governor.enabled);
+        Ok(())
+    });
+}
+
+#[test]
+fn server_sections_take_transport_settings_and_name_their_keys_in_errors() {
+    let config = Config::from_toml(
+        r#"
+        [servers.inventory]
+        port = 50051
+        max_concurrent_streams = 128
+        concurrency_limit_per_connection = 16
+        http2_keepalive_interval = "30s"
+        max_connection_age = "5m"
+        [servers.inventory.tls]
+        cert = "/etc/inventory/cert.pem"
+        key = "/etc/inventory/key.pem"
+        "#,
+    )
+    .unwrap();
+    let inventory = &config.servers["inventory"];
+    assert_eq!(inventory.max_concurrent_streams, Some(128));
+    assert_eq!(inventory.http2_keepalive_interval, Some(Duration::from_secs(30)));
+    assert_eq!(inventory.max_connection_age, Some(Duration::from_secs(300)));
+    assert_eq!(inventory.tcp_keepalive, None, "unset stays tonic's default");
+    assert_eq!(
+        inventory.tls.as_ref().map(|tls| tls.cert.clone()),
+        Some("/etc/inventory/cert.pem".into())
+    );
+    for (toml, key) in [
+        ("[servers.s]\nmax_streams = 1", "servers.s.max_streams"),
+        (
+            "[servers.s]\nhttp2_keepalive_interval = \"0s\"",
+            "servers.s.http2_keepalive_interval",
+        ),
+        ("[servers.s]\ntcp_keepalive = \"soon\"", "servers.s.tcp_keepalive"),
+        (
+            "[servers.s.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"",
+            "servers.s.tls.ca",
+        ),
+    ] {
+        let error = Config::from_toml(toml).unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key: k, .. } if k == key),
+            "{toml}: {error}"
+        );
+    }
 }

@@ -1,10 +1,10 @@
 //! What operators see: Prometheus metrics that move with calls, health, the debug view of
 //! registrations and client instance sets, and the governor's metrics-target key in etcd.
 
-use jovian::Discovery;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use jovian::App;
+use jovian::{App, Config, Discovery, Error};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_registry_memory::MemoryStore;
@@ -24,6 +24,11 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         })
 }
 
+/// Where the governor listens in these tests: off by default, so each test asks for it.
+fn governor_address() -> Option<SocketAddr> {
+    Some("127.0.0.1:0".parse().unwrap())
+}
+
 async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
     let (status, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
@@ -37,15 +42,28 @@ async fn metrics_parse_as_prometheus_text_and_move_with_calls() {
     let store = MemoryStore::new();
     let running = App::new()
         .name("obs")
+        .governor(governor_address())
         .registry(store.registry())
         .serve(greeter_server("obs-metrics"))
         .start()
         .await
         .unwrap();
-    let governor = running.governor_addr().expect("the governor runs by default");
+    let governor = running.governor_addr().expect("the governor runs when asked");
     let address = running.local_addrs()[0].to_string();
     let mut client = GreeterClient::new(running.client("obs-metrics").await.unwrap());
-    let method = "/helloworld.Greeter/SayHello";
+    // go-grpc-prometheus's labels. The series belong to the Greeter, not to one server, so
+    // what this test's calls add is measured from what was there before.
+    let method = [
+        ("grpc_type", "unary"),
+        ("grpc_service", "helloworld.Greeter"),
+        ("grpc_method", "SayHello"),
+    ];
+    let served = [&method[..], &[("grpc_code", "OK")]].concat();
+    let before = scrape(governor).await;
+    let baseline = |name: &str, labels: &[(&str, &str)]| sample(&before, name, labels).unwrap_or(0.0);
+    let started_before = baseline("grpc_server_started_total", &method);
+    let handled_before = baseline("grpc_server_handled_total", &served);
+    let timed_before = baseline("grpc_server_handling_seconds_count", &method);
     for round in [5.0, 8.0] {
         while sample(
             &scrape(governor).await,
@@ -58,19 +76,24 @@ async fn metrics_parse_as_prometheus_text_and_move_with_calls() {
             client.say_hello(HelloRequest { name: "m".into() }).await.unwrap();
         }
         let metrics = scrape(governor).await;
-        let served = [("service", "obs-metrics"), ("method", method), ("code", "Ok")];
-        assert_eq!(sample(&metrics, "jovian_server_calls_total", &served), Some(round));
+        assert_eq!(
+            sample(&metrics, "grpc_server_started_total", &method),
+            Some(started_before + round)
+        );
+        assert_eq!(
+            sample(&metrics, "grpc_server_handled_total", &served),
+            Some(handled_before + round)
+        );
+        assert_eq!(
+            sample(&metrics, "grpc_server_handling_seconds_count", &method),
+            Some(timed_before + round)
+        );
         let called = [
             ("service", "obs-metrics"),
             ("instance", address.as_str()),
             ("code", "Ok"),
         ];
         assert_eq!(sample(&metrics, "jovian_client_calls_total", &called), Some(round));
-        let latency = [("service", "obs-metrics"), ("method", method)];
-        assert_eq!(
-            sample(&metrics, "jovian_server_call_seconds_count", &latency),
-            Some(round)
-        );
         assert_eq!(
             sample(&metrics, "jovian_client_picks_total", &[("service", "obs-metrics")]),
             Some(round)
@@ -89,6 +112,7 @@ async fn healthz_and_debug_registry_show_the_live_state() {
     let store = MemoryStore::new();
     let running = App::new()
         .name("obs")
+        .governor(governor_address())
         .registry(store.registry())
         .drain_delay(Duration::from_millis(600))
         .serve(greeter_server("obs-debug"))
@@ -140,6 +164,7 @@ async fn the_governor_is_registered_as_a_metrics_target_in_etcd() {
     let registry = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let running = App::new()
         .name("obs-app")
+        .governor(governor_address())
         .registry(registry)
         .serve(greeter_server("obs-etcd"))
         .start()
@@ -177,4 +202,62 @@ async fn the_governor_is_registered_as_a_metrics_target_in_etcd() {
     );
     let observer = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     assert!(observer.list("obs-etcd").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_governor_runs_unless_configured() {
+    init_logging();
+    let store = MemoryStore::new();
+    let running = App::new()
+        .registry(store.registry())
+        .serve(greeter_server("obs-quiet"))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(running.governor_addr(), None);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_governor_registers_its_advertised_address_and_never_an_unreachable_one() {
+    init_logging();
+    let store = MemoryStore::new();
+    let config =
+        Config::from_toml("[governor]\nenabled = true\naddress = \"0.0.0.0:0\"\nadvertise = \"metrics.internal:9100\"")
+            .unwrap();
+    let running = App::from_config(config)
+        .name("obs")
+        .registry(store.registry())
+        .serve(greeter_server("obs-advertised"))
+        .start()
+        .await
+        .unwrap();
+    let governor = running.governor_addr().unwrap();
+    let local = SocketAddr::from(([127, 0, 0, 1], governor.port()));
+    let (_, body) = http_get(local, "/debug/registry").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let target = view["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == 2) // EntryKind::Governor
+        .unwrap_or_else(|| panic!("no metrics target in {view}"));
+    assert_eq!(target["address"], "metrics.internal:9100", "{view}");
+    running.stop().await.unwrap();
+
+    let everywhere = Config::from_toml("[governor]\nenabled = true\naddress = \"0.0.0.0:0\"").unwrap();
+    let error = App::from_config(everywhere)
+        .registry(store.registry())
+        .serve(greeter_server("obs-everywhere"))
+        .start()
+        .await
+        .expect_err("a governor on 0.0.0.0 has no address to register");
+    assert!(
+        matches!(&error, Error::Config { key, .. } if key == "governor.advertise"),
+        "{error}"
+    );
+    assert!(
+        store.registry().list("obs-everywhere").await.unwrap().is_empty(),
+        "a failed start registers nothing"
+    );
 }

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jovian::{App, ClientBuilder, Running, ServiceChannel};
-use jovian_examples::cli::init_logging;
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server, replying_address};
 use jovian_registry_memory::MemoryStore;
 
@@ -20,7 +19,7 @@ const CALLERS: usize = 8;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging("warn");
+    jovian::trace::init_logging();
     let store = MemoryStore::new();
 
     let mut servers = Vec::new();

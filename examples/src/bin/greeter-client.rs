@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use jovian::ClientBuilder;
-use jovian_examples::cli::{RegistryArgs, init_logging};
+use jovian_examples::cli::RegistryArgs;
 use jovian_examples::{GreeterClient, HelloRequest, replying_address};
 
 #[derive(Parser)]
@@ -31,7 +31,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging("warn");
+    jovian::trace::init_logging();
     let args = Args::parse();
     let registry = args.registry.connect().await?;
     let channel = ClientBuilder::new(registry).build(&args.service).await?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use jovian_examples::cli::{RegistryArgs, init_logging};
+use jovian_examples::cli::RegistryArgs;
 
 #[derive(Parser)]
 #[command(about = "Serve the Greeter and register it")]
@@ -32,7 +32,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging("info");
+    jovian::trace::init_logging();
     let args = Args::parse();
     let registry = args.registry.connect().await?;
     let zone = args.zone.clone();
@@ -42,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(advertise) = &args.advertise {
         server = server.advertise(advertise.clone());
     }
-    let running = jovian::App::new()
+    // Operators configure the server through jovian.toml and JOVIAN_*; the flags win.
+    let running = jovian::App::from_config(jovian::Config::load()?)
         .name("greeter-server")
         .registry(registry)
         .drain_delay(Duration::from_millis(args.drain_ms))

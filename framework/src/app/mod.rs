@@ -4,8 +4,15 @@
 //! [`App::start`] binds every listener (so port 0 works and the bound address is what gets
 //! registered), serves, marks gRPC health SERVING and only then registers each server.
 //! Stopping runs the other way: health NOT_SERVING, unregister, wait a drain delay so clients
-//! see the removal and stop picking the instance, stop gracefully (in-flight calls finish) with
-//! a deadline, then close the registry.
+//! see the removal and stop picking the instance, then stop gracefully (in-flight calls finish)
+//! with a deadline.
+//!
+//! An App has no side effects beyond what it is told to do. It reads no config file and no
+//! environment (pass [`Config::load`] to [`App::from_config`] for that), installs no logger
+//! (call [`trace::init_logging`](crate::trace::init_logging) or install your own `tracing`
+//! subscriber), runs no governor unless configured, and never closes its registry: it
+//! unregisters what it registered, so Apps may share one registry, and the registry's owner
+//! closes it when nothing uses it any more.
 //!
 //! ```no_run
 //! # async fn demo(registry: impl jovian::Registry, server: jovian::GrpcServer) -> Result<(), jovian::Error> {
@@ -40,6 +47,20 @@ pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A microservice process: servers, the registry they register in, and hooks.
+///
+/// ```no_run
+/// # async fn demo(registry: std::sync::Arc<dyn jovian::Registry>, server: jovian::GrpcServer) -> Result<(), jovian::Error> {
+/// use jovian::{App, Config, Registrar};
+///
+/// jovian::trace::init_logging();
+/// App::from_config(Config::load()?) // jovian.toml and JOVIAN_*, because this program asks
+///     .registry(registry.clone())
+///     .serve(server)
+///     .run()
+///     .await?;
+/// registry.close().await // the App leaves the registry open: it is the caller's
+/// # }
+/// ```
 pub struct App {
     pub(crate) config: Option<Config>,
     pub(crate) overrides: Overrides,
@@ -67,7 +88,7 @@ pub enum Stage {
     AfterStart,
     /// As stopping begins, before anything is unregistered.
     BeforeStop,
-    /// Once every server has stopped and the registry is closed.
+    /// Once every server has stopped and everything the App registered is unregistered.
     AfterStop,
 }
 
@@ -97,8 +118,8 @@ impl Default for App {
 }
 
 impl App {
-    /// An App with no servers and no registry. Its settings come from [`Config::load`] when it
-    /// starts (defaults < `jovian.toml` < `JOVIAN_*` environment), then from the calls below.
+    /// An App with no servers and no registry, on [`Config::default`] and the calls below.
+    /// It reads neither a config file nor the environment: see [`App::from_config`].
     pub fn new() -> Self {
         Self {
             config: None,
@@ -116,14 +137,22 @@ impl App {
         self
     }
 
-    /// Uses `config` instead of loading one from the file and the environment.
+    /// An App on `config`, typically `Config::load()?` so operators can configure it with
+    /// `jovian.toml` and `JOVIAN_*`. The calls below still win over it.
+    pub fn from_config(config: Config) -> Self {
+        Self::new().config(config)
+    }
+
+    /// Uses `config` instead of [`Config::default`].
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self
     }
 
     /// Runs the governor (`/metrics`, `/healthz`, `/debug/registry`) on `address`; `None`
-    /// runs none.
+    /// runs none, which is the default unless the config's `[governor]` enables it. It is
+    /// registered for scrape discovery at the config's `governor.advertise`, else at the
+    /// address it bound.
     pub fn governor(mut self, address: Option<std::net::SocketAddr>) -> Self {
         self.overrides.governor = Some(address);
         self
@@ -131,6 +160,12 @@ impl App {
 
     /// The registry servers register in and clients watch. Without one, servers serve but are
     /// not registered.
+    ///
+    /// The App uses the registry but does not own it: stopping unregisters exactly what this
+    /// App registered and leaves the registry open, so several Apps can share one (an
+    /// `Arc<R>` clone each) and one stopping never touches another's instances. Close it
+    /// yourself once nothing uses it ([`Registrar::close`](crate::Registrar::close) revokes its lease at once; dropping
+    /// it lets the lease expire within its TTL).
     pub fn registry(mut self, registry: impl Registry) -> Self {
         self.registry = Some(Arc::new(registry));
         self
@@ -185,13 +220,10 @@ impl App {
         build_client(prepared, service)
     }
 
-    /// The settings the App runs with: its config (loaded if none was given), overridden by
-    /// what the code set.
+    /// The settings the App runs with: its config ([`Config::default`] if none was given),
+    /// overridden by what the code set.
     pub fn resolved_config(&self) -> Result<Config> {
-        let mut config = match &self.config {
-            Some(config) => config.clone(),
-            None => Config::load()?,
-        };
+        let mut config = self.config.clone().unwrap_or_default();
         let overrides = &self.overrides;
         if let Some(name) = &overrides.name {
             config.name = name.clone();

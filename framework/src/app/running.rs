@@ -19,7 +19,7 @@ use super::{App, Hook, ShutdownHandle, Stage};
 use crate::client::{ClientBuilder, ServiceChannel};
 use crate::config::ServerConfig;
 use crate::governor::{Governor, GovernorState};
-use crate::observe::ServerObserveLayer;
+use crate::observe::ServerObserve;
 use crate::service::EntryKind;
 use crate::{Config, Error, GrpcServer, Registry, Result, ServiceInfo};
 
@@ -137,13 +137,15 @@ impl Running {
     }
 
     /// Stops in order: before-stop hooks, health NOT_SERVING, unregister, drain delay,
-    /// graceful stop within the shutdown deadline, registry close, after-stop hooks. Every
-    /// step runs even when an earlier one failed; the first failure is returned.
+    /// graceful stop within the shutdown deadline, after-stop hooks. Every step runs even when
+    /// an earlier one failed; the first failure is returned.
+    ///
+    /// Only what this App registered is unregistered, and the registry stays open: it may be
+    /// shared with other Apps, and its owner closes it (see [`App::registry`]).
     ///
     /// Registry trouble never holds the stop up for long: every registration is withdrawn at
-    /// once, in one attempt bounded by the registry's request timeout, and a registry that
-    /// could not be reached is not waited on again to close. So a stop takes at most the
-    /// drain delay, the shutdown deadline and one request timeout.
+    /// once, in one attempt bounded by the registry's request timeout. So a stop takes at most
+    /// the drain delay, the shutdown deadline and one request timeout.
     pub async fn stop(mut self) -> Result<()> {
         self.stop_in_order().await
     }
@@ -179,16 +181,12 @@ impl Running {
         if let Some((governor, _)) = self.governor.take() {
             governor.stop().await;
         }
-        if let Some(registry) = &self.registry {
-            outcome.note(registry.close().await);
-        }
         outcome.note(run_hooks(&mut self.stop_hooks, Stage::AfterStop).await);
         outcome.into_result()
     }
 
     pub(super) async fn start(mut app: App) -> Result<Self> {
         let config = app.resolved_config()?;
-        install_default_subscriber();
         let (mut start_hooks, stop_hooks) = app
             .hooks
             .drain(..)
@@ -197,14 +195,20 @@ impl Running {
 
         let mut bound = Vec::with_capacity(app.servers.len());
         for server in app.servers.drain(..) {
-            let listener = config.servers.get(server.name());
-            bound.push(bind(server, &config.name, listener).await?);
+            let section = config.servers.get(server.name()).cloned().unwrap_or_default();
+            bound.push(bind(server, &config.name, &section).await?);
         }
         let governor_state = GovernorState::default();
         let governor = match config.governor.enabled {
             true => {
                 let governor = Governor::start(config.governor.address, governor_state.clone()).await?;
-                let info = governor_info(&config, &bound, governor.local_addr);
+                let address = advertised(
+                    config.governor.advertise.as_ref(),
+                    governor.local_addr,
+                    "governor.advertise",
+                    "the host:port scrapers should dial, because the governor listens on every interface",
+                )?;
+                let info = governor_info(&config, &bound, address);
                 Some((governor, info))
             }
             false => None,
@@ -306,18 +310,34 @@ struct BoundServer {
     server: GrpcServer,
     builder: tonic::transport::Server,
     listener: tokio::net::TcpListener,
+    tcp_keepalive: Option<Duration>,
+    max_request_message: Option<usize>,
     info: ServiceInfo,
     local_addr: SocketAddr,
 }
 
+/// The address to register for a listener bound at `local_addr`: `advertise` if set, else
+/// the bound address, which must then be one a client can dial.
+fn advertised(advertise: Option<&String>, local_addr: SocketAddr, key: &str, expected: &str) -> Result<String> {
+    match advertise {
+        Some(address) => Ok(address.clone()),
+        None if local_addr.ip().is_unspecified() => Err(Error::Config {
+            key: key.to_owned(),
+            expected: expected.to_owned(),
+            found: "nothing".into(),
+        }),
+        None => Ok(local_addr.to_string()),
+    }
+}
+
 /// What the App registers for its governor: `/prometheus/job/{app}/{host}/{address}`.
-fn governor_info(config: &Config, servers: &[BoundServer], address: SocketAddr) -> ServiceInfo {
+fn governor_info(config: &Config, servers: &[BoundServer], address: String) -> ServiceInfo {
     let name = match (&config.name, servers.first()) {
         (name, _) if !name.is_empty() => name.clone(),
         (_, Some(server)) => server.info.name.clone(),
         _ => "jovian".to_owned(),
     };
-    let mut info = ServiceInfo::new(name, address.to_string());
+    let mut info = ServiceInfo::new(name, address);
     info.kind = EntryKind::Governor;
     info.scheme = "http".to_owned();
     info.hostname = hostname();
@@ -325,52 +345,19 @@ fn governor_info(config: &Config, servers: &[BoundServer], address: SocketAddr) 
     info
 }
 
-/// Logs to stderr at `RUST_LOG` (default `info`), unless the program installed a subscriber.
-fn install_default_subscriber() {
-    if tracing::dispatcher::has_been_set() {
-        return;
-    }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-async fn bind(server: GrpcServer, app_name: &str, config: Option<&ServerConfig>) -> Result<BoundServer> {
-    let bind = server.bind.unwrap_or_else(|| {
-        let host = config
-            .and_then(|c| c.host)
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-        SocketAddr::new(host, config.and_then(|c| c.port).unwrap_or(0))
-    });
-    let advertise = server
-        .advertise
-        .clone()
-        .or_else(|| config.and_then(|c| c.advertise.clone()));
-    let builder = match server.tls_config()? {
-        None => tonic::transport::Server::builder(),
-        Some(tls) => tonic::transport::Server::builder()
-            .tls_config(tls)
-            .map_err(|e| Error::Config {
-                key: format!("servers.{}.tls", server.name()),
-                expected: "a PEM certificate chain and its private key".into(),
-                found: e.to_string(),
-            })?,
-    };
+/// Binds `server` with its settings: what its code set, else its config `section`.
+async fn bind(server: GrpcServer, app_name: &str, section: &ServerConfig) -> Result<BoundServer> {
+    let settings = server.settings.or(section);
+    let host = settings.host.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    let bind = SocketAddr::new(host, settings.port.unwrap_or(0));
+    let builder = settings.transport(server.name())?;
     let (listener, local_addr) = crate::server::listen(bind).await?;
-    let address = match &advertise {
-        Some(address) => address.clone(),
-        None if local_addr.ip().is_unspecified() => {
-            return Err(Error::Config {
-                key: format!("servers.{}.advertise", server.name()),
-                expected: "the host:port clients should dial, because the server listens on every interface".into(),
-                found: "nothing".into(),
-            });
-        }
-        None => local_addr.to_string(),
-    };
+    let address = advertised(
+        settings.advertise.as_ref(),
+        local_addr,
+        &format!("servers.{}.advertise", server.name()),
+        "the host:port clients should dial, because the server listens on every interface",
+    )?;
     let mut info = server.info.clone();
     info.address = address;
     info.kind = EntryKind::Provider;
@@ -391,6 +378,8 @@ async fn bind(server: GrpcServer, app_name: &str, config: Option<&ServerConfig>)
         server,
         builder,
         listener,
+        tcp_keepalive: settings.tcp_keepalive,
+        max_request_message: settings.max_request_message_bytes,
         info,
         local_addr,
     })
@@ -399,24 +388,23 @@ async fn bind(server: GrpcServer, app_name: &str, config: Option<&ServerConfig>)
 impl BoundServer {
     fn serve(self, failures: mpsc::UnboundedSender<Error>) -> ServingServer {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let mut routes = self.server.routes;
-        routes.add_service(health_service);
+        let grpc_services = self.server.grpc_services.clone();
+        let (service, methods) = self
+            .server
+            .into_service(tonic::service::Routes::new(health_service), self.max_request_message);
+        let service = ServerObserve::new(service, &self.info.name, methods);
         let stop = CancellationToken::new();
         let cut_off = CancellationToken::new();
         let connections_cut_off = cut_off.clone();
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
+            .with_keepalive(self.tcp_keepalive)
             .map(move |accepted| accepted.map(|stream| CutOff::new(stream, connections_cut_off.clone())));
         let name = self.info.name.clone();
         let signal = stop.clone().cancelled_owned();
-        let mut offered = self.server.grpc_services.clone();
-        offered.push(HEALTH_SERVICE);
-        let mut builder = self.builder.layer(ServerObserveLayer::new(&self.info.name, &offered));
+        let builder = self.builder;
         let task = tokio::spawn(async move {
-            let served = builder
-                .add_routes(routes.routes())
-                .serve_with_incoming_shutdown(incoming, signal)
-                .await;
+            let served = builder.serve_with_incoming_shutdown(service, incoming, signal).await;
             if let Err(source) = served {
                 tracing::error!(service = %name, error = %source, "server failed");
                 let _ = failures.send(Error::Serve {
@@ -429,7 +417,7 @@ impl BoundServer {
             info: self.info,
             local_addr: self.local_addr,
             health,
-            grpc_services: self.server.grpc_services,
+            grpc_services,
             stop,
             cut_off,
             task: Some(task),
@@ -510,9 +498,6 @@ async fn termination_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
-
-/// The gRPC health service every server offers.
-const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// The metadata key holding when the registering process started (Unix milliseconds).
 pub const STARTED_AT: &str = "started_at";
