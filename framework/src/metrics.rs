@@ -25,7 +25,8 @@ use std::fmt;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-/// Every metric jovian keeps.
+/// Every metric jovian keeps. A registry crate keeps its own (leases, watches, bad entries)
+/// and registers them on [`registry()`], so one `/metrics` serves all of them.
 pub struct Metrics {
     registry: Registry,
     /// `grpc_server_started_total`: calls that began, by type, service and method.
@@ -47,14 +48,6 @@ pub struct Metrics {
     pub client_instances: IntGaugeVec,
     /// Registry operations, by registry kind, operation and result (`ok` or `error`).
     pub registry_operations: IntCounterVec,
-    /// Lease keep-alives answered, by registry kind.
-    pub lease_renewals: IntCounterVec,
-    /// Times every key was put back under a new lease, by registry kind.
-    pub reregistrations: IntCounterVec,
-    /// Watches restarted after trouble, by registry kind and service.
-    pub watch_restarts: IntCounterVec,
-    /// Registry entries skipped because they were not valid, by registry kind and service.
-    pub bad_entries: IntCounterVec,
 }
 
 /// The process's metrics.
@@ -229,26 +222,6 @@ impl Metrics {
                 "jovian_registry_operations_total",
                 "Registry operations.",
                 &["registry", "operation", "result"],
-            ),
-            lease_renewals: counter(
-                "jovian_registry_lease_renewals_total",
-                "Lease keep-alives answered.",
-                &["registry"],
-            ),
-            reregistrations: counter(
-                "jovian_registry_reregistrations_total",
-                "Times every key was put back under a new lease.",
-                &["registry"],
-            ),
-            watch_restarts: counter(
-                "jovian_registry_watch_restarts_total",
-                "Watches restarted after trouble.",
-                &["registry", "service"],
-            ),
-            bad_entries: counter(
-                "jovian_registry_bad_entries_total",
-                "Registry entries skipped because they were not valid.",
-                &["registry", "service"],
             ),
             registry,
         }

@@ -4,10 +4,56 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use jovian::metrics::metrics;
+use std::sync::OnceLock;
+
+use prometheus::{IntCounterVec, Opts};
 
 /// The `registry` label of this crate's metrics.
 pub(crate) const KIND: &str = "etcd";
+
+/// This crate's metrics, registered on the process's registry (`jovian::metrics::registry()`)
+/// the first time one is counted, so the governor's `/metrics` serves them.
+struct EtcdMetrics {
+    lease_renewals: IntCounterVec,
+    reregistrations: IntCounterVec,
+    watch_restarts: IntCounterVec,
+    bad_entries: IntCounterVec,
+}
+
+fn metrics() -> &'static EtcdMetrics {
+    static METRICS: OnceLock<EtcdMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let family = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            jovian::metrics::registry()
+                .register(Box::new(family.clone()))
+                .expect("metric registered once");
+            family
+        };
+        EtcdMetrics {
+            lease_renewals: counter(
+                "jovian_registry_lease_renewals_total",
+                "Lease keep-alives answered.",
+                &["registry"],
+            ),
+            reregistrations: counter(
+                "jovian_registry_reregistrations_total",
+                "Times every key was put back under a new lease.",
+                &["registry"],
+            ),
+            watch_restarts: counter(
+                "jovian_registry_watch_restarts_total",
+                "Watches restarted after trouble.",
+                &["registry", "service"],
+            ),
+            bad_entries: counter(
+                "jovian_registry_bad_entries_total",
+                "Registry entries skipped because they were not valid.",
+                &["registry", "service"],
+            ),
+        }
+    })
+}
 
 /// How often the registry renewed, healed and skipped things since it was created.
 #[derive(Debug, Default)]
