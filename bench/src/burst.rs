@@ -55,7 +55,7 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     }
 
     let mut section = Section::new(
-        &format!("5. A burst of {} registrations", sizes.burst),
+        &format!("4b. A burst of {} registrations", sizes.burst),
         "all routable ≤ 1 s after etcd's last write; the client's runtime never stalls > 20 ms; \
          its calls keep ≥ 80% of their rate",
         &[
