@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jovian::{ClientBuilder, ClientOptions, Discovery, Endpoints, EndpointsPublisher, EndpointsWatch};
+use jovian::{ClientBuilder, ClientOptions, Discovery, Instances, InstancesPublisher, InstancesWatch};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use rand::Rng;
 
@@ -200,13 +200,13 @@ pub struct EmptiesOnTrouble(pub Arc<dyn Discovery>);
 
 #[async_trait]
 impl Discovery for EmptiesOnTrouble {
-    async fn list(&self, name: &str) -> jovian::Result<Endpoints> {
+    async fn list(&self, name: &str) -> jovian::Result<Instances> {
         self.0.list(name).await
     }
 
-    async fn watch(&self, name: &str) -> jovian::Result<EndpointsWatch> {
+    async fn watch(&self, name: &str) -> jovian::Result<InstancesWatch> {
         let mut inner = self.0.watch(name).await?;
-        let (publisher, watch) = EndpointsWatch::channel(inner.current());
+        let (publisher, watch) = InstancesWatch::channel(inner.current());
         tokio::spawn(empty_on_trouble(self.0.clone(), name.to_owned(), inner, publisher));
         Ok(watch)
     }
@@ -219,8 +219,8 @@ impl Discovery for EmptiesOnTrouble {
 async fn empty_on_trouble(
     registry: Arc<dyn Discovery>,
     name: String,
-    mut inner: EndpointsWatch,
-    publisher: EndpointsPublisher,
+    mut inner: InstancesWatch,
+    publisher: InstancesPublisher,
 ) {
     let mut probe = tokio::time::interval(Duration::from_millis(200));
     let mut troubled = false;
@@ -237,7 +237,7 @@ async fn empty_on_trouble(
                 if healthy == troubled {
                     troubled = !healthy;
                     let endpoints = match troubled {
-                        true => Endpoints::new(name.as_str(), inner.peek().revision()),
+                        true => Instances::new(name.as_str(), inner.peek().revision()),
                         false => inner.peek(),
                     };
                     publisher.publish(endpoints);

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
-use jovian::{Kind, ServiceInfo};
+use jovian::ServiceInfo;
+use jovian::service::EntryKind;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -98,7 +99,7 @@ async fn read_once(endpoint: &str, client: &mut Option<Client>) -> Option<(Read,
         let Ok(info) = ServiceInfo::decode(kv.value()) else {
             continue;
         };
-        if info.uri() != uri || info.scheme != "grpc" || info.kind != Kind::Provider || !info.is_available() {
+        if info.uri() != uri || info.scheme != "grpc" || info.kind != EntryKind::Provider || !info.is_available() {
             continue;
         }
         if kv.lease() == 0 {

@@ -6,7 +6,7 @@
 //!   holds, the instances and their state (ejected, calls in flight, latency).
 //!
 //! It runs only when configured (`[governor] enabled`, or `App::governor`). The App then
-//! registers its address under `/prometheus/job/{app}/{host}/{address}` (a `Kind::Governor`
+//! registers its address under `/prometheus/job/{app}/{host}/{address}` (an `EntryKind::Governor`
 //! entry), so a Prometheus file or etcd service discovery finds every instance's `/metrics`.
 //! The address is `governor.advertise` when set, else the one bound, which must then not be
 //! `0.0.0.0`: what is registered is what a remote scraper dials.

@@ -27,14 +27,14 @@
 pub mod app;
 pub mod client;
 pub mod config;
-mod endpoints;
 mod error;
 mod governor;
+mod instances;
 pub mod metrics;
 mod observe;
 mod registry;
 mod server;
-mod service;
+pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
@@ -42,8 +42,8 @@ pub mod trace;
 pub use app::{App, Running, ShutdownHandle, Stage};
 pub use client::{ClientBuilder, ClientOptions, ServiceChannel};
 pub use config::Config;
-pub use endpoints::{Change, Endpoints, EndpointsPublisher, EndpointsWatch};
 pub use error::{BoxError, Error, Result};
+pub use instances::{Change, Instances, InstancesPublisher, InstancesWatch};
 pub use registry::{Discovery, Registrar, Registry};
 pub use server::{GrpcServer, LayeredService, ServerTls};
-pub use service::{InvalidEntry, Kind, MAX_ENTRY_BYTES, ServiceInfo};
+pub use service::{InvalidEntry, MAX_ENTRY_BYTES, ServiceInfo};

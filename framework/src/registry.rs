@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Endpoints, EndpointsWatch, Result, ServiceInfo};
+use crate::{Instances, InstancesWatch, Result, ServiceInfo};
 
 /// Where servers register.
 ///
@@ -41,12 +41,12 @@ pub trait Registrar: Send + Sync + 'static {
 #[async_trait]
 pub trait Discovery: Send + Sync + 'static {
     /// The current instances of `name`.
-    async fn list(&self, name: &str) -> Result<Endpoints>;
+    async fn list(&self, name: &str) -> Result<Instances>;
 
     /// A live view of `name`'s instances, starting with the current snapshot. It ends (its
-    /// [`changed`](EndpointsWatch::changed) fails with [`Error::Closed`](crate::Error::Closed))
+    /// [`changed`](InstancesWatch::changed) fails with [`Error::Closed`](crate::Error::Closed))
     /// when the registry is closed.
-    async fn watch(&self, name: &str) -> Result<EndpointsWatch>;
+    async fn watch(&self, name: &str) -> Result<InstancesWatch>;
 
     /// The name of every service that has at least one registered instance, sorted.
     async fn services(&self) -> Result<Vec<String>>;
@@ -73,10 +73,10 @@ impl<R: Registrar + ?Sized> Registrar for Arc<R> {
 
 #[async_trait]
 impl<D: Discovery + ?Sized> Discovery for Arc<D> {
-    async fn list(&self, name: &str) -> Result<Endpoints> {
+    async fn list(&self, name: &str) -> Result<Instances> {
         (**self).list(name).await
     }
-    async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
+    async fn watch(&self, name: &str) -> Result<InstancesWatch> {
         (**self).watch(name).await
     }
     async fn services(&self) -> Result<Vec<String>> {

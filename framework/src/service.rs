@@ -1,4 +1,5 @@
-//! One registered instance of a service, as stored in the registry.
+//! One registered instance of a service, as stored in the registry: [`ServiceInfo`], and what
+//! an entry describes ([`EntryKind`]).
 //!
 //! The JSON field names are Go jupiter's, so jovian services and jupiter-style Go services can
 //! read each other's registry entries. Reading is lenient (unknown fields are ignored, missing
@@ -58,7 +59,7 @@ pub struct ServiceInfo {
     #[serde(deserialize_with = "null_as_default")]
     pub zone: String,
     /// What the entry describes.
-    pub kind: Kind,
+    pub kind: EntryKind,
     /// The instance's release version.
     #[serde(deserialize_with = "null_as_default")]
     pub version: String,
@@ -89,7 +90,7 @@ impl Default for ServiceInfo {
             metadata: BTreeMap::new(),
             region: String::new(),
             zone: String::new(),
-            kind: Kind::Provider,
+            kind: EntryKind::Provider,
             version: String::new(),
             mode: String::new(),
             hostname: String::new(),
@@ -101,7 +102,7 @@ impl Default for ServiceInfo {
 
 /// What a registry entry describes (jupiter's numeric `kind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum EntryKind {
     /// Not known (0, or a number this version does not know).
     Unknown,
     /// A server offering the service (1).
@@ -198,24 +199,24 @@ impl ServiceInfo {
 #[error("invalid service entry: {0}")]
 pub struct InvalidEntry(pub String);
 
-impl Serialize for Kind {
+impl Serialize for EntryKind {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_u8(match self {
-            Kind::Unknown => 0,
-            Kind::Provider => 1,
-            Kind::Governor => 2,
-            Kind::Consumer => 3,
+            EntryKind::Unknown => 0,
+            EntryKind::Provider => 1,
+            EntryKind::Governor => 2,
+            EntryKind::Consumer => 3,
         })
     }
 }
 
-impl<'de> Deserialize<'de> for Kind {
+impl<'de> Deserialize<'de> for EntryKind {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(match Option::<u64>::deserialize(deserializer)? {
-            Some(1) => Kind::Provider,
-            Some(2) => Kind::Governor,
-            Some(3) => Kind::Consumer,
-            _ => Kind::Unknown,
+            Some(1) => EntryKind::Provider,
+            Some(2) => EntryKind::Governor,
+            Some(3) => EntryKind::Consumer,
+            _ => EntryKind::Unknown,
         })
     }
 }
@@ -261,7 +262,7 @@ mod tests {
         let info = ServiceInfo::decode(json.as_bytes()).unwrap();
         assert_eq!(info.address, "127.0.0.1:50051");
         assert_eq!(info.zone, "z1");
-        assert_eq!(info.kind, Kind::Provider);
+        assert_eq!(info.kind, EntryKind::Provider);
         assert_eq!(info.metadata["version"], "1.2.0");
         assert_eq!(info.hostname, "host-a");
         let round_trip: serde_json::Value = serde_json::from_str(&info.encode()).unwrap();
@@ -311,6 +312,6 @@ mod tests {
     #[test]
     fn unknown_kind_numbers_read_as_unknown() {
         let info = ServiceInfo::decode(br#"{"name":"a","address":"h:1","kind":9}"#).unwrap();
-        assert_eq!(info.kind, Kind::Unknown);
+        assert_eq!(info.kind, EntryKind::Unknown);
     }
 }

@@ -7,7 +7,8 @@
 //! Every key under `/{prefix}/{name}/` belongs to service `name` alone: the trailing slash keeps
 //! `greeter` and `greeter2` apart.
 
-use jovian::{Kind, ServiceInfo};
+use jovian::ServiceInfo;
+use jovian::service::EntryKind;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
@@ -62,7 +63,7 @@ impl Keys {
     /// The key and value a registration writes.
     pub(crate) fn entry(&self, info: &ServiceInfo) -> (String, String) {
         match info.kind {
-            Kind::Governor => (
+            EntryKind::Governor => (
                 format!("/prometheus/job/{}/{}/{}", info.name, info.hostname, info.address),
                 info.address.clone(),
             ),
@@ -105,7 +106,7 @@ mod tests {
         let keys = Keys::new("jovian".into());
         let mut info = ServiceInfo::new("greeter", "127.0.0.1:50051");
         assert_eq!(keys.entry(&info).0, "/jovian/greeter/providers/grpc://127.0.0.1:50051");
-        info.kind = Kind::Governor;
+        info.kind = EntryKind::Governor;
         info.hostname = "host-a".into();
         info.address = "127.0.0.1:9090".into();
         assert_eq!(

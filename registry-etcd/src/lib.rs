@@ -3,7 +3,7 @@
 //!
 //! Keys (see the design): providers at `/{prefix}/{name}/providers/{scheme}://{address}`,
 //! operator overrides at `/{prefix}/{name}/configurators/{scheme}://{address}`, metrics targets
-//! at `/prometheus/job/{name}/{hostname}/{address}` (a [`Kind::Governor`](jovian::Kind)
+//! at `/prometheus/job/{name}/{hostname}/{address}` (a [`EntryKind::Governor`](jovian::service::EntryKind)
 //! registration).
 //!
 //! Each registry holds one lease (TTL 10 s by default) renewed every TTL/3. Whatever etcd goes
@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use etcd_client::{Client, GetOptions};
-use jovian::{Discovery, Endpoints, EndpointsWatch, Error, Registrar, Result, ServiceInfo};
+use jovian::{Discovery, Error, Instances, InstancesWatch, Registrar, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -175,7 +175,7 @@ impl Registrar for EtcdRegistry {
 
 #[async_trait]
 impl Discovery for EtcdRegistry {
-    async fn list(&self, name: &str) -> Result<Endpoints> {
+    async fn list(&self, name: &str) -> Result<Instances> {
         self.ensure_open()?;
         let list = async { self.watcher.list(name).await.map_err(|e| e.into_error("list")) };
         observed(
@@ -185,7 +185,7 @@ impl Discovery for EtcdRegistry {
         .await
     }
 
-    async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
+    async fn watch(&self, name: &str) -> Result<InstancesWatch> {
         self.ensure_open()?;
         let watch = async { self.watcher.watch(name).await.map_err(|e| e.into_error("watch")) };
         observed(

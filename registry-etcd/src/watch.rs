@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
-use jovian::{Endpoints, EndpointsPublisher, EndpointsWatch, ServiceInfo};
+use jovian::{Instances, InstancesPublisher, InstancesWatch, ServiceInfo};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,7 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     /// The current instances of `name`.
-    pub(crate) async fn list(&self, name: &str) -> Result<Endpoints, CallError> {
+    pub(crate) async fn list(&self, name: &str) -> Result<Instances, CallError> {
         Ok(self.load(name).await?.snapshot())
     }
 
@@ -100,9 +100,9 @@ impl Watcher {
 
     /// Lists `name`, then follows it in the background until the registry stops or nobody
     /// watches any more.
-    pub(crate) async fn watch(&self, name: &str) -> Result<EndpointsWatch, CallError> {
+    pub(crate) async fn watch(&self, name: &str) -> Result<InstancesWatch, CallError> {
         let view = self.load(name).await?;
-        let (publisher, watch) = EndpointsWatch::channel(view.snapshot());
+        let (publisher, watch) = InstancesWatch::channel(view.snapshot());
         tokio::spawn(self.clone().follow(view, publisher));
         Ok(watch)
     }
@@ -167,7 +167,7 @@ impl Watcher {
         Ok(view)
     }
 
-    async fn follow(self, mut view: ServiceView, publisher: EndpointsPublisher) {
+    async fn follow(self, mut view: ServiceView, publisher: InstancesPublisher) {
         let mut backoff = Backoff::new(MAX_RELIST_DELAY);
         loop {
             tokio::select! {
@@ -233,7 +233,7 @@ impl Watcher {
     }
 
     /// Applies watch events from `view.revision + 1` on; returns why it stopped.
-    async fn stream(&self, view: &mut ServiceView, publisher: &EndpointsPublisher) -> String {
+    async fn stream(&self, view: &mut ServiceView, publisher: &InstancesPublisher) -> String {
         let (prefix, from, max) = (view.prefix.as_str(), view.revision + 1, self.max_message_bytes);
         let watch = |c: Client| async move {
             let options = WatchOptions::new()
@@ -400,7 +400,7 @@ struct ServiceView {
     /// owner is about to put the key back) and kept like missing instances.
     settling_until: Option<Instant>,
     /// What clients see: every provider merged with its override, and the kept instances.
-    published: Endpoints,
+    published: Instances,
 }
 
 impl ServiceView {
@@ -413,7 +413,7 @@ impl ServiceView {
             overrides: HashMap::new(),
             kept: HashMap::new(),
             settling_until: None,
-            published: Endpoints::new(name, 0),
+            published: Instances::new(name, 0),
         }
     }
 
@@ -604,7 +604,7 @@ impl ServiceView {
         }
     }
 
-    fn snapshot(&self) -> Endpoints {
+    fn snapshot(&self) -> Instances {
         let mut snapshot = self.published.clone();
         snapshot.set_revision(self.revision);
         snapshot

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jovian::{Discovery, Endpoints, EndpointsWatch, Error, Registrar, Result, ServiceInfo};
+use jovian::{Discovery, Error, Instances, InstancesWatch, Registrar, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
 
 use store::LeaseId;
@@ -154,15 +154,15 @@ impl Registrar for MemoryRegistry {
 
 #[async_trait]
 impl Discovery for MemoryRegistry {
-    async fn list(&self, name: &str) -> Result<Endpoints> {
+    async fn list(&self, name: &str) -> Result<Instances> {
         self.ensure_open()?;
         Ok(self.shared.store.snapshot(name))
     }
 
-    async fn watch(&self, name: &str) -> Result<EndpointsWatch> {
+    async fn watch(&self, name: &str) -> Result<InstancesWatch> {
         self.ensure_open()?;
         let mut source = self.shared.store.watch(name);
-        let (publisher, watch) = EndpointsWatch::channel(source.current());
+        let (publisher, watch) = InstancesWatch::channel(source.current());
         let stopped = self.shared.stopped.clone();
         // The forwarder owns this registry's publisher, so closing the registry ends the
         // watches made through it while the store's own watch lives on for others.

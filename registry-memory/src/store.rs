@@ -4,7 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use jovian::{Endpoints, EndpointsPublisher, EndpointsWatch, Kind, ServiceInfo};
+use jovian::service::EntryKind;
+use jovian::{Instances, InstancesPublisher, InstancesWatch, ServiceInfo};
 use tokio::time::Instant;
 
 use crate::{DEFAULT_TTL, MemoryRegistry};
@@ -27,15 +28,15 @@ struct Keyspace {
 
 struct Service {
     /// The entries, kept as the snapshot watchers get, so a change costs O(1) whatever the size.
-    endpoints: Endpoints,
+    endpoints: Instances,
     leases: HashMap<String, LeaseId>,
-    publisher: Option<EndpointsPublisher>,
+    publisher: Option<InstancesPublisher>,
 }
 
 impl Service {
     fn new(name: &str) -> Self {
         Self {
-            endpoints: Endpoints::new(name, 0),
+            endpoints: Instances::new(name, 0),
             leases: HashMap::new(),
             publisher: None,
         }
@@ -127,7 +128,7 @@ impl MemoryStore {
         }
     }
 
-    pub(crate) fn snapshot(&self, service: &str) -> Endpoints {
+    pub(crate) fn snapshot(&self, service: &str) -> Instances {
         self.lock().snapshot(service)
     }
 
@@ -144,7 +145,7 @@ impl MemoryStore {
         names
     }
 
-    pub(crate) fn watch(&self, service: &str) -> EndpointsWatch {
+    pub(crate) fn watch(&self, service: &str) -> InstancesWatch {
         let mut keyspace = self.lock();
         let snapshot = keyspace.snapshot(service);
         let entry = keyspace
@@ -154,7 +155,7 @@ impl MemoryStore {
         match &entry.publisher {
             Some(publisher) => publisher.subscribe(),
             None => {
-                let (publisher, watch) = EndpointsWatch::channel(snapshot);
+                let (publisher, watch) = InstancesWatch::channel(snapshot);
                 entry.publisher = Some(publisher);
                 watch
             }
@@ -170,17 +171,17 @@ impl MemoryStore {
 /// etcd keeps them under `/prometheus/job/`, so they are never listed as providers.
 pub(crate) fn entry_key(info: &ServiceInfo) -> (String, String) {
     let service = match info.kind {
-        Kind::Governor => format!("/prometheus/job/{}", info.name),
+        EntryKind::Governor => format!("/prometheus/job/{}", info.name),
         _ => info.name.clone(),
     };
     (service, info.uri())
 }
 
 impl Keyspace {
-    fn snapshot(&self, service: &str) -> Endpoints {
+    fn snapshot(&self, service: &str) -> Instances {
         let mut snapshot = match self.services.get(service) {
             Some(s) => s.endpoints.clone(),
-            None => Endpoints::new(service, 0),
+            None => Instances::new(service, 0),
         };
         snapshot.set_revision(self.revision);
         snapshot

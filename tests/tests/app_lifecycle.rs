@@ -58,7 +58,7 @@ async fn registers_the_bound_address_once_serving() {
         .get(&format!("grpc://{addr}"))
         .expect("the bound address is registered");
     assert_eq!(info.app_id, "svc-app");
-    assert_eq!(info.kind, jovian::Kind::Provider);
+    assert_eq!(info.kind, jovian::service::EntryKind::Provider);
     assert!(
         info.metadata.contains_key(jovian::app::STARTED_AT),
         "registrations carry the process start time"

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jovian::{Discovery, Endpoints, Registrar, ServiceInfo};
+use jovian::{Discovery, Instances, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::{init_logging, within};
@@ -175,7 +175,7 @@ async fn garbage_under_the_prefix_is_skipped_and_counted() {
         )
         .await
         .unwrap();
-    within(WAIT, "the repaired entry", watch.wait_for(|e: &Endpoints| e.len() == 3))
+    within(WAIT, "the repaired entry", watch.wait_for(|e: &Instances| e.len() == 3))
         .await
         .unwrap();
 }

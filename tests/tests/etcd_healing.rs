@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use jovian::{Discovery, Kind, Registrar, ServiceInfo};
+use jovian::service::EntryKind;
+use jovian::{Discovery, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::{eventually, init_logging};
@@ -26,7 +27,7 @@ async fn setup() -> Setup {
         .request_timeout(Duration::from_millis(500));
     let registry = EtcdRegistry::connect(config).await.unwrap();
     let mut governor = ServiceInfo::new("heal", "127.0.0.1:9090");
-    governor.kind = Kind::Governor;
+    governor.kind = EntryKind::Governor;
     governor.hostname = "h".into();
     for info in [
         ServiceInfo::new("heal", "127.0.0.1:1"),

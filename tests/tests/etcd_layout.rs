@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use jovian::{Discovery, Kind, Registrar, ServiceInfo};
+use jovian::service::EntryKind;
+use jovian::{Discovery, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::{init_logging, within};
@@ -23,7 +24,7 @@ async fn keys_and_values_follow_the_design() {
         .with_zone("z1")
         .with_metadata("version", "1.2.0");
     let mut governor = ServiceInfo::new("greeter", "127.0.0.1:9090");
-    governor.kind = Kind::Governor;
+    governor.kind = EntryKind::Governor;
     governor.scheme = "http".into();
     governor.hostname = "host-a".into();
     registry.register(&provider).await.unwrap();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use jovian::{Discovery, Endpoints, Registrar, ServiceInfo};
+use jovian::{Discovery, Instances, Registrar, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 use jovian_tests::proxy::Proxy;
@@ -17,12 +17,12 @@ fn instance(port: u16) -> ServiceInfo {
     ServiceInfo::new("w", format!("127.0.0.1:{port}"))
 }
 
-fn addresses(endpoints: &Endpoints) -> BTreeSet<String> {
+fn addresses(endpoints: &Instances) -> BTreeSet<String> {
     endpoints.iter().map(|i| i.address.clone()).collect()
 }
 
 /// Keeps every snapshot a watch delivers until the watch ends.
-fn record(mut watch: jovian::EndpointsWatch) -> Arc<Mutex<Vec<Endpoints>>> {
+fn record(mut watch: jovian::InstancesWatch) -> Arc<Mutex<Vec<Instances>>> {
     let seen = Arc::new(Mutex::new(vec![watch.current()]));
     let recorder = seen.clone();
     tokio::spawn(async move {

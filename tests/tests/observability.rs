@@ -240,7 +240,7 @@ async fn the_governor_registers_its_advertised_address_and_never_an_unreachable_
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["kind"] == 2) // Kind::Governor
+        .find(|r| r["kind"] == 2) // EntryKind::Governor
         .unwrap_or_else(|| panic!("no metrics target in {view}"));
     assert_eq!(target["address"], "metrics.internal:9100", "{view}");
     running.stop().await.unwrap();

@@ -20,7 +20,8 @@ use crate::client::{ClientBuilder, ServiceChannel};
 use crate::config::ServerConfig;
 use crate::governor::{Governor, GovernorState};
 use crate::observe::ServerObserve;
-use crate::{Config, Error, GrpcServer, Kind, Registry, Result, ServiceInfo};
+use crate::service::EntryKind;
+use crate::{Config, Error, GrpcServer, Registry, Result, ServiceInfo};
 
 /// A started [`App`]: every server is serving and registered.
 ///
@@ -337,7 +338,7 @@ fn governor_info(config: &Config, servers: &[BoundServer], address: String) -> S
         _ => "jovian".to_owned(),
     };
     let mut info = ServiceInfo::new(name, address);
-    info.kind = Kind::Governor;
+    info.kind = EntryKind::Governor;
     info.scheme = "http".to_owned();
     info.hostname = hostname();
     info.app_id = config.name.clone();
@@ -359,7 +360,7 @@ async fn bind(server: GrpcServer, app_name: &str, section: &ServerConfig) -> Res
     )?;
     let mut info = server.info.clone();
     info.address = address;
-    info.kind = Kind::Provider;
+    info.kind = EntryKind::Provider;
     if info.app_id.is_empty() {
         info.app_id = app_name.to_owned();
     }

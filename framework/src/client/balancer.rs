@@ -30,7 +30,7 @@ use crate::error::BoxError;
 use crate::metrics::metrics;
 use crate::observe::ObservedBody;
 use crate::trace::{TRACEPARENT, TraceContext};
-use crate::{Change, Discovery, Endpoints, EndpointsWatch, Error, ServiceInfo};
+use crate::{Change, Discovery, Error, Instances, InstancesWatch, ServiceInfo};
 
 pub(super) struct Balancer {
     service: Arc<str>,
@@ -56,7 +56,7 @@ struct InstanceSet {
 
 /// What the instance set was built from, kept to apply the next snapshot as a change.
 struct Updater {
-    applied: Endpoints,
+    applied: Instances,
     admitted: Slots<Arc<Instance>>,
     /// The admitted instances in the filter's preferred zone (none without a preference).
     local: Slots<Arc<Instance>>,
@@ -81,7 +81,7 @@ impl Balancer {
             budget,
             picks,
             updater: Mutex::new(Updater {
-                applied: Endpoints::new(service, 0),
+                applied: Instances::new(service, 0),
                 admitted: Slots::new(),
                 local: Slots::new(),
             }),
@@ -281,7 +281,7 @@ impl Balancer {
     /// its end the last instance set stays: registry trouble never empties a client.
     pub(super) fn follow(
         self: &Arc<Self>,
-        mut watch: EndpointsWatch,
+        mut watch: InstancesWatch,
         registry: Arc<dyn Discovery>,
     ) -> tokio::task::JoinHandle<()> {
         self.apply(&watch.current());
@@ -296,7 +296,7 @@ impl Balancer {
     }
 
     /// Applies what changed from the last snapshot applied to `snapshot`.
-    fn apply(&self, snapshot: &Endpoints) {
+    fn apply(&self, snapshot: &Instances) {
         let mut updater = self.updater.lock().expect("balancer updater lock");
         let updater = &mut *updater;
         let previous = std::mem::replace(&mut updater.applied, snapshot.clone());

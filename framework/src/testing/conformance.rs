@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::{Discovery, Endpoints, Error, Registrar, Registry, ServiceInfo};
+use crate::{Discovery, Error, Instances, Registrar, Registry, ServiceInfo};
 use async_trait::async_trait;
 
 use super::within;
@@ -31,7 +31,7 @@ fn instance(name: &str, port: u16) -> ServiceInfo {
     ServiceInfo::new(name, format!("127.0.0.1:{port}"))
 }
 
-fn addresses(endpoints: &Endpoints) -> BTreeSet<String> {
+fn addresses(endpoints: &Instances) -> BTreeSet<String> {
     endpoints.iter().map(|i| i.address.clone()).collect()
 }
 
@@ -52,7 +52,7 @@ pub async fn services_lists_every_name_with_an_instance<B: Backend>(backend: &B)
     registry.register(&instance("conf-svc-a", 1001)).await.unwrap();
     registry.register(&instance("conf-svc-a", 1002)).await.unwrap();
     let mut governor = instance("conf-svc-governor", 1003);
-    governor.kind = crate::Kind::Governor;
+    governor.kind = crate::service::EntryKind::Governor;
     registry.register(&governor).await.unwrap();
     assert_eq!(ours(registry.services().await.unwrap()), ["conf-svc-a", "conf-svc-b"]);
     registry.unregister(&b).await.unwrap();
@@ -150,7 +150,7 @@ pub async fn watch_sees_adds_removals_and_updates<B: Backend>(backend: &B) {
     owner.unregister(&instance("conf-watch", 1002)).await.unwrap();
     wait_for(&mut watch, "the removal", |e| addresses(e) == set(&[1001])).await;
     owner.close().await.unwrap();
-    wait_for(&mut watch, "the removal on close", Endpoints::is_empty).await;
+    wait_for(&mut watch, "the removal on close", Instances::is_empty).await;
 }
 
 /// Fifty changes in a row end in the right final snapshot, however they were coalesced.
@@ -186,7 +186,7 @@ pub async fn services_are_isolated<B: Backend>(backend: &B) {
     assert_eq!(addresses(&registry.list("greeter2").await.unwrap()), set(&[1002]));
     assert_eq!(addresses(&registry.list("greet").await.unwrap()), set(&[1003]));
     registry.unregister(&instance("greeter2", 1002)).await.unwrap();
-    wait_for(&mut greeter2, "greeter2 emptied", Endpoints::is_empty).await;
+    wait_for(&mut greeter2, "greeter2 emptied", Instances::is_empty).await;
     assert_eq!(addresses(&greeter.current()), set(&[1001]), "greeter is untouched");
 }
 
@@ -274,7 +274,7 @@ pub async fn close_removes_everything_and_ends_watches<B: Backend>(backend: &B) 
 
     closing.close().await.unwrap();
     wait_for(&mut a, "a without the closed owner", |e| addresses(e) == set(&[1001])).await;
-    wait_for(&mut b, "b emptied", Endpoints::is_empty).await;
+    wait_for(&mut b, "b emptied", Instances::is_empty).await;
     let ended = within(PROPAGATION, "the closed registry's watch to end", async {
         loop {
             if let Err(error) = own.changed().await {
@@ -333,10 +333,10 @@ pub async fn closed_registry_refuses_work<B: Backend>(backend: &B) {
 }
 
 async fn wait_for(
-    watch: &mut crate::EndpointsWatch,
+    watch: &mut crate::InstancesWatch,
     what: &str,
-    condition: impl FnMut(&Endpoints) -> bool,
-) -> Endpoints {
+    condition: impl FnMut(&Instances) -> bool,
+) -> Instances {
     within(PROPAGATION, what, watch.wait_for(condition))
         .await
         .unwrap_or_else(|e| panic!("watch ended waiting for {what}: {e}"))

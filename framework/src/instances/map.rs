@@ -1,4 +1,4 @@
-//! The instance map behind [`Endpoints`](super::Endpoints): copy-on-write buckets, so that a
+//! The instance map behind [`Instances`](super::Instances): copy-on-write buckets, so that a
 //! snapshot is a pointer copy, one change copies one bucket, and two snapshots of one lineage
 //! are compared bucket by bucket, skipping every bucket they still share.
 //!

@@ -4,10 +4,10 @@
 //! the latest state and so can never miss a removal. Snapshots share their entries
 //! (`Arc<ServiceInfo>`) and most of their structure with the one before, so taking one is a
 //! pointer copy, one change costs about the same at 10 instances as at 50,000, and
-//! [`Endpoints::changes_since`] finds what changed between two snapshots without reading what
+//! [`Instances::changes_since`] finds what changed between two snapshots without reading what
 //! they share.
 //!
-//! [`EndpointsWatch`] has the semantics of [`tokio::sync::watch`]: it always holds the latest
+//! [`InstancesWatch`] has the semantics of [`tokio::sync::watch`]: it always holds the latest
 //! snapshot, and waking up for a change means reading that latest snapshot, however many
 //! changes came in between.
 
@@ -24,13 +24,13 @@ use map::{Difference, InstanceMap};
 /// Every current instance of one service, keyed by [`ServiceInfo::uri`], and the registry
 /// revision the snapshot reflects.
 ///
-/// Cheap to clone (a few pointer copies), and cheap to change: [`insert`](Endpoints::insert)
-/// and [`remove`](Endpoints::remove) copy only a small part of the structure the clones share.
+/// Cheap to clone (a few pointer copies), and cheap to change: [`insert`](Instances::insert)
+/// and [`remove`](Instances::remove) copy only a small part of the structure the clones share.
 ///
 /// ```
-/// use jovian::{Endpoints, ServiceInfo};
+/// use jovian::{Instances, ServiceInfo};
 ///
-/// let mut endpoints = Endpoints::new("greeter", 7);
+/// let mut endpoints = Instances::new("greeter", 7);
 /// endpoints.insert(ServiceInfo::new("greeter", "10.0.0.1:50051"));
 /// let before = endpoints.clone();
 /// endpoints.insert(ServiceInfo::new("greeter", "10.0.0.2:50051"));
@@ -39,13 +39,13 @@ use map::{Difference, InstanceMap};
 /// assert_eq!(added, ["10.0.0.2:50051"]);
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct Endpoints {
+pub struct Instances {
     service: Arc<str>,
     revision: i64,
     instances: InstanceMap,
 }
 
-/// How one instance differs between two snapshots; see [`Endpoints::changes_since`].
+/// How one instance differs between two snapshots; see [`Instances::changes_since`].
 #[derive(Clone, Copy, Debug)]
 pub enum Change<'a> {
     /// In the newer snapshot only.
@@ -71,7 +71,7 @@ impl<'a> Change<'a> {
     }
 }
 
-impl Endpoints {
+impl Instances {
     /// An empty snapshot of `service` at `revision`.
     pub fn new(service: impl Into<Arc<str>>, revision: i64) -> Self {
         Self {
@@ -156,7 +156,7 @@ impl Endpoints {
     /// order. Its cost grows with the changes, not the size, when both come from one watch
     /// (each snapshot made from the one before); for unrelated snapshots it compares every
     /// entry. Entries are compared by content, so one put again unchanged is no change.
-    pub fn changes_since<'a>(&'a self, older: &'a Endpoints) -> impl Iterator<Item = Change<'a>> {
+    pub fn changes_since<'a>(&'a self, older: &'a Instances) -> impl Iterator<Item = Change<'a>> {
         self.instances.differences(&older.instances).map(|d| match d {
             Difference::Added(info) => Change::Added(info),
             Difference::Removed(info) => Change::Removed(info),
@@ -165,20 +165,20 @@ impl Endpoints {
     }
 
     /// Whether the two snapshots hold the same instances, whatever their revisions.
-    pub fn same_instances(&self, other: &Endpoints) -> bool {
+    pub fn same_instances(&self, other: &Instances) -> bool {
         self.instances == other.instances
     }
 }
 
-impl Default for Endpoints {
+impl Default for Instances {
     fn default() -> Self {
         Self::new("", 0)
     }
 }
 
-impl fmt::Debug for Endpoints {
+impl fmt::Debug for Instances {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoints")
+        f.debug_struct("Instances")
             .field("service", &self.service)
             .field("revision", &self.revision)
             .field("instances", &self.addresses())
@@ -186,7 +186,7 @@ impl fmt::Debug for Endpoints {
     }
 }
 
-/// A live view of one service's [`Endpoints`]: always holds the latest snapshot.
+/// A live view of one service's [`Instances`]: always holds the latest snapshot.
 ///
 /// ```
 /// # async fn demo(registry: &dyn jovian::Registry) -> Result<(), jovian::Error> {
@@ -201,43 +201,43 @@ impl fmt::Debug for Endpoints {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
-pub struct EndpointsWatch {
-    receiver: watch::Receiver<Endpoints>,
+pub struct InstancesWatch {
+    receiver: watch::Receiver<Instances>,
 }
 
-/// The registry's side of an [`EndpointsWatch`].
+/// The registry's side of an [`InstancesWatch`].
 #[derive(Debug)]
-pub struct EndpointsPublisher {
-    sender: watch::Sender<Endpoints>,
+pub struct InstancesPublisher {
+    sender: watch::Sender<Instances>,
 }
 
-impl EndpointsWatch {
+impl InstancesWatch {
     /// A publisher and the first watch on it, starting at `initial`.
-    pub fn channel(initial: Endpoints) -> (EndpointsPublisher, EndpointsWatch) {
+    pub fn channel(initial: Instances) -> (InstancesPublisher, InstancesWatch) {
         let (sender, receiver) = watch::channel(initial);
-        (EndpointsPublisher { sender }, EndpointsWatch { receiver })
+        (InstancesPublisher { sender }, InstancesWatch { receiver })
     }
 
     /// The latest snapshot, marking it seen.
-    pub fn current(&mut self) -> Endpoints {
+    pub fn current(&mut self) -> Instances {
         self.receiver.borrow_and_update().clone()
     }
 
     /// The latest snapshot without marking it seen.
-    pub fn peek(&self) -> Endpoints {
+    pub fn peek(&self) -> Instances {
         self.receiver.borrow().clone()
     }
 
     /// Waits until a snapshot newer than the last one seen arrives, and returns the latest.
     /// Fails with [`Error::Closed`] once the registry has stopped watching.
-    pub async fn changed(&mut self) -> Result<Endpoints, Error> {
+    pub async fn changed(&mut self) -> Result<Instances, Error> {
         self.receiver.changed().await.map_err(|_| Error::Closed)?;
         Ok(self.current())
     }
 
     /// Waits until the latest snapshot satisfies `condition` and returns it (at once if the
     /// current one does). Fails with [`Error::Closed`] if the watch ends first.
-    pub async fn wait_for(&mut self, condition: impl FnMut(&Endpoints) -> bool) -> Result<Endpoints, Error> {
+    pub async fn wait_for(&mut self, condition: impl FnMut(&Instances) -> bool) -> Result<Instances, Error> {
         let mut condition = condition;
         let snapshot = self
             .receiver
@@ -248,10 +248,10 @@ impl EndpointsWatch {
     }
 }
 
-impl EndpointsPublisher {
+impl InstancesPublisher {
     /// Publishes `next` if its instances differ from the current snapshot's; a change of
     /// revision alone wakes nobody. Returns whether watchers were notified.
-    pub fn publish(&self, next: Endpoints) -> bool {
+    pub fn publish(&self, next: Instances) -> bool {
         self.sender.send_if_modified(|current| {
             if current.same_instances(&next) && current.service == next.service {
                 return false;
@@ -262,13 +262,13 @@ impl EndpointsPublisher {
     }
 
     /// The latest snapshot published.
-    pub fn current(&self) -> Endpoints {
+    pub fn current(&self) -> Instances {
         self.sender.borrow().clone()
     }
 
     /// Another watch on this publisher, starting at the latest snapshot.
-    pub fn subscribe(&self) -> EndpointsWatch {
-        EndpointsWatch {
+    pub fn subscribe(&self) -> InstancesWatch {
+        InstancesWatch {
             receiver: self.sender.subscribe(),
         }
     }
