@@ -29,9 +29,14 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// Connects to the chosen registry.
+    /// Connects to the chosen registry, with the jovian config loaded from the usual places.
     pub async fn connect(&self) -> jovian::Result<Arc<dyn Registry>> {
-        let mut config = jovian::Config::load()?.registry;
+        self.connect_with(&jovian::Config::load()?).await
+    }
+
+    /// Connects to the chosen registry; what these options leave out comes from `config`.
+    pub async fn connect_with(&self, config: &jovian::Config) -> jovian::Result<Arc<dyn Registry>> {
+        let mut config = config.registry.clone();
         if let Some(endpoints) = &self.etcd_endpoints {
             config.endpoints = endpoints.clone();
         }

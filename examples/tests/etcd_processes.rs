@@ -33,6 +33,29 @@ async fn server_and_client_processes_find_each_other_through_etcd() {
     assert!(stdout.contains(&format!("{}: 3 calls", second.address)), "{stdout}");
     assert!(stdout.contains("6 ok, 0 failed"), "{stdout}");
 
+    // The client takes its options from `[clients.greeter]`: a filter no instance passes, and
+    // a policy that does not exist.
+    let filtered = Command::new(env!("CARGO_BIN_EXE_greeter-client"))
+        .args(registry_args(&etcd))
+        .args(["--calls", "2"])
+        .env("JOVIAN_CLIENTS__GREETER__VERSION", "v9")
+        .output()
+        .expect("greeter-client runs");
+    let stdout = String::from_utf8_lossy(&filtered.stdout);
+    assert!(!filtered.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("0 ok, 2 failed") && stdout.contains("version v9"),
+        "{stdout}"
+    );
+    let misconfigured = Command::new(env!("CARGO_BIN_EXE_greeter-client"))
+        .args(registry_args(&etcd))
+        .env("JOVIAN_CLIENTS__GREETER__POLICY", "fastest")
+        .output()
+        .expect("greeter-client runs");
+    let stderr = String::from_utf8_lossy(&misconfigured.stderr);
+    assert!(!misconfigured.status.success());
+    assert!(stderr.contains("clients.greeter.policy"), "{stderr}");
+
     let (status, last_line) = first.terminate().await;
     assert!(status.success(), "SIGTERM ended the server with {status}");
     assert_eq!(last_line, "stopped");

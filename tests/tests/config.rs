@@ -55,7 +55,10 @@ fn file_then_environment_then_code() {
             "the file still counts"
         );
         let client = check(config.client("greeter").map(|_| config.clone()))?.clients["greeter"].clone();
-        assert_eq!((client.policy.as_str(), client.zone.as_deref()), ("p2c", Some("z1")));
+        assert_eq!(
+            (client.policy, client.zone.as_deref()),
+            (jovian::config::PolicyName::P2c, Some("z1"))
+        );
 
         let app = App::from_config(check(Config::load())?)
             .drain_delay(Duration::from_secs(4))

@@ -1,4 +1,6 @@
 //! Calls the Greeter through the registry and prints which instance answered each call.
+//! Balancing, filters, deadline and retries come from `[clients.<service>]` of the jovian
+//! config (`jovian.toml`, `JOVIAN_CLIENTS__<SERVICE>__*`).
 //!
 //! `greeter-client --registry etcd --etcd-endpoints 127.0.0.1:2379 --calls 10`
 
@@ -33,8 +35,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     jovian::trace::init_logging();
     let args = Args::parse();
-    let registry = args.registry.connect().await?;
-    let channel = ClientBuilder::new(registry).build(&args.service).await?;
+    let config = jovian::Config::load()?;
+    let registry = args.registry.connect_with(&config).await?;
+    let options = config.client(&args.service)?;
+    let channel = ClientBuilder::new(registry)
+        .options(options)
+        .build(&args.service)
+        .await?;
     let mut client = GreeterClient::new(channel);
     let mut answered: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed = 0;
