@@ -213,7 +213,7 @@ pub struct ServerConfig {
 }
 
 /// A balancing policy as the config names it (`[clients.NAME] policy`); see
-/// [`Policy`](crate::client::Policy) for what each does.
+/// [`Policy`] for what each does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -1,4 +1,4 @@
-//! The etcd v3 [`Registry`]: leases that heal themselves, gap-free watches, governance
+//! The etcd v3 [`Registry`](jovian::Registry): leases that heal themselves, gap-free watches, governance
 //! overrides.
 //!
 //! Keys (see the design): providers at `/{prefix}/{name}/providers/{scheme}://{address}`,

@@ -1,4 +1,4 @@
-//! An in-process [`Registry`] with etcd's lease semantics, for unit tests and demos.
+//! An in-process [`Registry`](jovian::Registry) with etcd's lease semantics, for unit tests and demos.
 //!
 //! A [`MemoryStore`] plays the part of an etcd cluster; each [`MemoryRegistry`] on it plays a
 //! process's registry client, with its own lease. Registrations are bound to the lease, which
