@@ -467,7 +467,10 @@ impl Session {
     async fn lease_alive(&self, lease: i64) -> Result<bool, CallError> {
         let time_to_live = |mut c: Client| async move { c.lease_time_to_live(lease, None).await };
         let answer = with_client(&self.client, self.request_timeout, time_to_live).await?;
-        Ok(answer.ttl() > 0)
+        // The same etcd bug that can make a lost lease look alive to a watcher (see
+        // `proves_alive`) would leave our keys on a dead lease here: only a TTL a live lease
+        // can have keeps it; anything else takes a new lease and puts every key back.
+        Ok(crate::watch::proves_alive(answer.ttl(), answer.granted_ttl()))
     }
 
     /// Writes one key bound to `lease`; returns the revision of the write.

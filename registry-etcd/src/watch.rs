@@ -330,7 +330,7 @@ const LEADER_EXTENSION_SECS: i64 = 50;
 /// (`i64::MAX` ns, in seconds; etcd 3.4.32 and 3.5.14 return an error instead). Only a TTL a
 /// live lease can have proves it: above zero, at most its granted TTL plus a new leader's
 /// extension.
-fn proves_alive(ttl: i64, granted: i64) -> bool {
+pub(crate) fn proves_alive(ttl: i64, granted: i64) -> bool {
     ttl > 0 && ttl <= granted.saturating_add(LEADER_EXTENSION_SECS)
 }
 
