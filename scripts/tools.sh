@@ -85,6 +85,22 @@ ensure_etcd() {
         "or point ETCD_BIN at an etcd binary (3.4 or newer)."
 }
 
+# Prometheus, for the test that checks a real Prometheus discovers every App through jovianctl's
+# HTTP service discovery. Exports PROMETHEUS_BIN.
+ensure_prometheus() {
+    if [ -n "${PROMETHEUS_BIN:-}" ] && [ -x "$PROMETHEUS_BIN" ]; then return; fi
+    if command -v prometheus >/dev/null 2>&1; then export PROMETHEUS_BIN="$(command -v prometheus)"; return; fi
+    if apt_install prometheus && command -v prometheus >/dev/null 2>&1; then
+        export PROMETHEUS_BIN="$(command -v prometheus)"
+        return
+    fi
+    fail "the tests run a real Prometheus and none could be installed." \
+        "Install one and run this again, for example:" \
+        "  sudo apt-get install prometheus             # Debian, Ubuntu" \
+        "  brew install prometheus                     # macOS" \
+        "or point PROMETHEUS_BIN at a prometheus binary (2.x)."
+}
+
 ensure_cargo() {
     command -v cargo >/dev/null 2>&1 || fail "cargo is not on PATH." "Install Rust from https://rustup.rs and run this again."
 }

@@ -34,6 +34,11 @@ pub mod metrics;
 mod observe;
 mod registry;
 mod server;
+/// The traits whose methods callers use: `use jovian::prelude::*;` brings them into scope
+/// (`registry.register(..)`, `registry.watch(..)`).
+pub mod prelude {
+    pub use crate::{Discovery, Registrar, Registry};
+}
 pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;

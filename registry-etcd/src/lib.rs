@@ -13,7 +13,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> jovian::Result<()> {
-//! use jovian::{Registry, ServiceInfo};
+//! use jovian::ServiceInfo;
+//! use jovian::prelude::*;
 //! use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 //!
 //! let registry = EtcdRegistry::connect(EtcdConfig::new(["127.0.0.1:2379"])).await?;

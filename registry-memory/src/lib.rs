@@ -8,7 +8,8 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> jovian::Result<()> {
-//! use jovian::{Registry, ServiceInfo};
+//! use jovian::ServiceInfo;
+//! use jovian::prelude::*;
 //! use jovian_registry_memory::MemoryStore;
 //!
 //! let store = MemoryStore::new();
