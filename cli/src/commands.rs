@@ -180,15 +180,16 @@ async fn describe(registry: &EtcdRegistry, name: &str, address: &str, json: bool
     match (&record.override_raw, &record.override_error) {
         (None, _) => println!("override:  none ({})", record.override_key),
         (Some(raw), None) => println!("override:  {raw} ({})", record.override_key),
-        (Some(raw), Some(error)) => println!(
-            "override:  {raw} ({}) IGNORED by clients: {error}",
-            record.override_key
-        ),
+        (Some(raw), Some(error)) => println!("override:  {raw} ({}) IGNORED by clients: {error}", record.override_key),
     }
     if let Some(merged) = &record.merged {
         println!(
             "pickable:  {}",
-            if merged.is_available() { "yes" } else { "no (enable or healthy is false)" }
+            if merged.is_available() {
+                "yes"
+            } else {
+                "no (enable or healthy is false)"
+            }
         );
     }
     if let Some(provider) = &record.provider {
@@ -205,11 +206,11 @@ async fn describe(registry: &EtcdRegistry, name: &str, address: &str, json: bool
 /// Writes `patch` over the instance's override and reports what the override now is.
 async fn govern(registry: &EtcdRegistry, target: &Target, patch: Value) -> Result<(), CliError> {
     let (uri, record) = checked_target(registry, target).await?;
-    let Value::Object(patch) = patch else { unreachable!("patches are objects") };
+    let Value::Object(patch) = patch else {
+        unreachable!("patches are objects")
+    };
     let written = registry.update_override(&target.name, &uri, &patch).await?;
-    let before = record
-        .and_then(|r| r.override_raw)
-        .unwrap_or_else(|| "none".to_owned());
+    let before = record.and_then(|r| r.override_raw).unwrap_or_else(|| "none".to_owned());
     println!(
         "{} {uri}: override {} (was {before}) at {}",
         target.name,
@@ -284,7 +285,11 @@ async fn registry_entries(registry: &EtcdRegistry, name: &str) -> Result<Vec<Ent
         return Err(CliError(format!(
             "unknown service {name}: nothing is registered under /{}/{name}/; registered services: {}",
             prefix(registry),
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
         )));
     }
     Ok(records)
@@ -331,7 +336,11 @@ fn lease_left(lease: Option<&LeaseInfo>) -> String {
     match lease {
         None => "-".into(),
         Some(LeaseInfo { ttl_left: None, .. }) => "expired".into(),
-        Some(LeaseInfo { ttl_left: Some(left), granted, .. }) => format!("{}s/{}s", left.as_secs(), granted.as_secs()),
+        Some(LeaseInfo {
+            ttl_left: Some(left),
+            granted,
+            ..
+        }) => format!("{}s/{}s", left.as_secs(), granted.as_secs()),
     }
 }
 

@@ -72,7 +72,11 @@ pub(crate) fn short_uri(info: &ServiceInfo) -> String {
 
 /// `-` for an empty value.
 pub(crate) fn or_dash(value: &str) -> String {
-    if value.is_empty() { "-".to_owned() } else { value.to_owned() }
+    if value.is_empty() {
+        "-".to_owned()
+    } else {
+        value.to_owned()
+    }
 }
 
 /// Left-aligned columns two spaces apart, a header first.

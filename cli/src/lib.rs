@@ -187,8 +187,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// The etcd settings: defaults, the config file and `JOVIAN_*` environment, then the flags.
 pub fn etcd_config(args: &RegistryArgs) -> Result<EtcdConfig, CliError> {
-    let config = jovian::Config::load()
-        .map_err(|e| CliError(format!("{e}\n  (the config is $JOVIAN_CONFIG, else ./jovian.toml, and JOVIAN_* variables)")))?;
+    let config = jovian::Config::load().map_err(|e| {
+        CliError(format!(
+            "{e}\n  (the config is $JOVIAN_CONFIG, else ./jovian.toml, and JOVIAN_* variables)"
+        ))
+    })?;
     if config.registry.kind != jovian::config::RegistryKind::Etcd {
         return Err(CliError(
             "registry.kind is not \"etcd\": jovianctl reads etcd registries only; set registry.kind = \"etcd\"".into(),
@@ -211,7 +214,11 @@ pub fn etcd_config(args: &RegistryArgs) -> Result<EtcdConfig, CliError> {
         }
         (None, Some(password)) => match &mut etcd.credentials {
             Some((_, old)) => *old = password.clone(),
-            None => return Err(CliError("--password needs --user (or registry.user in the config)".into())),
+            None => {
+                return Err(CliError(
+                    "--password needs --user (or registry.user in the config)".into(),
+                ));
+            }
         },
         (None, None) => {}
     }

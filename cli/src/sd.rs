@@ -50,9 +50,11 @@ pub fn sd_groups(targets: &[MetricsTarget]) -> Value {
 }
 
 pub(crate) async fn serve(registry: Arc<EtcdRegistry>, listen: SocketAddr) -> Result<(), CliError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| CliError(format!("cannot listen on {listen}: {e}; is the port in use or the address not local?")))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        CliError(format!(
+            "cannot listen on {listen}: {e}; is the port in use or the address not local?"
+        ))
+    })?;
     let bound = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     let router = Router::new()
         .route("/sd", get(answer))

@@ -140,7 +140,11 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
         .unwrap_or_else(|| panic!("{a} in {table}"))
         .split_whitespace()
         .collect();
-    assert_eq!(&row_a[..7], [&a[..], "z1/-", "-", "v1.2", "100", "true", "true"], "{table}");
+    assert_eq!(
+        &row_a[..7],
+        [&a[..], "z1/-", "-", "v1.2", "100", "true", "true"],
+        "{table}"
+    );
     assert!(row_a[7].ends_with('Z') && row_a[7].contains('T'), "started: {table}");
     assert!(row_a[8].ends_with("/10s"), "lease ttl: {table}");
     assert_eq!(row_a[9], "-", "{table}");
@@ -183,7 +187,11 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
         policy: Policy::WeightedRoundRobin,
         ..ClientOptions::default()
     };
-    let channel = ClientBuilder::new(observer).options(options).build(SERVICE).await.unwrap();
+    let channel = ClientBuilder::new(observer)
+        .options(options)
+        .build(SERVICE)
+        .await
+        .unwrap();
     eventually(Duration::from_secs(10), "the client sees both", || async {
         (channel.instance_count() == 2).then_some(())
     })
@@ -206,24 +214,37 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
     let (first, watch_out) = jovian_tests::within(Duration::from_secs(10), "the watch to start", first)
         .await
         .unwrap();
-    assert!(first.contains(&format!("watching {SERVICE}: 2 instances at revision")), "{first}");
+    assert!(
+        first.contains(&format!("watching {SERVICE}: 2 instances at revision")),
+        "{first}"
+    );
 
     // disable: the instance leaves the client's pickable set
     let disabled = ok(&endpoints, &["disable", SERVICE, &a]).await;
-    assert!(disabled.contains(r#"override {"enable":false} (was none)"#), "{disabled}");
-    eventually(Duration::from_secs(10), "the client to drop the disabled instance", || async {
-        (weight_of(&channel, &a).is_none() && channel.instance_count() == 1).then_some(())
-    })
+    assert!(
+        disabled.contains(r#"override {"enable":false} (was none)"#),
+        "{disabled}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the client to drop the disabled instance",
+        || async { (weight_of(&channel, &a).is_none() && channel.instance_count() == 1).then_some(()) },
+    )
     .await;
 
     // weight: merged into the existing override, and weighted round robin follows
     let weighted = ok(&endpoints, &["weight", SERVICE, &a, "30"]).await;
-    assert!(weighted.contains(r#"override {"enable":false,"weight":30} (was {"enable":false})"#), "{weighted}");
+    assert!(
+        weighted.contains(r#"override {"enable":false,"weight":30} (was {"enable":false})"#),
+        "{weighted}"
+    );
     ok(&endpoints, &["enable", SERVICE, &a]).await;
     ok(&endpoints, &["weight", SERVICE, &b, "10"]).await;
-    eventually(Duration::from_secs(10), "the client to take the new weights", || async {
-        (weight_of(&channel, &a) == Some(30) && weight_of(&channel, &b) == Some(10)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the client to take the new weights",
+        || async { (weight_of(&channel, &a) == Some(30) && weight_of(&channel, &b) == Some(10)).then_some(()) },
+    )
     .await;
     let mut client = jovian_examples::GreeterClient::new(channel.clone());
     let mut to_a = 0;
@@ -236,7 +257,10 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
     }
     // 3:1 (an even split would be 20); smooth weighted round robin gives exactly 30, a
     // little slack keeps the test about the shift, not the algorithm's phase.
-    assert!((27..=33).contains(&to_a), "{to_a} of 40 calls went to the weight-30 instance");
+    assert!(
+        (27..=33).contains(&to_a),
+        "{to_a} of 40 calls went to the weight-30 instance"
+    );
     let override_a = etcd_client
         .get(format!("/jovian/{SERVICE}/configurators/grpc://{a}"), None)
         .await
@@ -255,8 +279,14 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
     assert!(status.success());
     let changes: Vec<&String> = lines.iter().filter(|l| !l.contains(" present ")).collect();
     assert_eq!(changes.len(), 3, "{lines:#?}");
-    assert!(changes[0].contains(&format!("updated grpc://{a} enable true -> false")), "{lines:#?}");
-    assert!(changes.iter().all(|l| l.split(' ').next().unwrap().ends_with('Z')), "{lines:#?}");
+    assert!(
+        changes[0].contains(&format!("updated grpc://{a} enable true -> false")),
+        "{lines:#?}"
+    );
+    assert!(
+        changes.iter().all(|l| l.split(' ').next().unwrap().ends_with('Z')),
+        "{lines:#?}"
+    );
     assert!(
         lines.iter().filter(|l| l.contains(" present grpc://")).count() == 2,
         "{lines:#?}"
@@ -268,11 +298,19 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
 
     // drain: disabled, and waited for until this tool's watch sees it unpickable
     let drained = ok(&endpoints, &["drain", SERVICE, &b]).await;
-    assert!(drained.contains(r#"override {"enable":false,"weight":10}"#), "{drained}");
-    assert!(drained.contains(&format!("shows grpc://{b} not pickable at revision")), "{drained}");
-    eventually(Duration::from_secs(10), "the client to drop the drained instance", || async {
-        (weight_of(&channel, &b).is_none()).then_some(())
-    })
+    assert!(
+        drained.contains(r#"override {"enable":false,"weight":10}"#),
+        "{drained}"
+    );
+    assert!(
+        drained.contains(&format!("shows grpc://{b} not pickable at revision")),
+        "{drained}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the client to drop the drained instance",
+        || async { (weight_of(&channel, &b).is_none()).then_some(()) },
+    )
     .await;
 
     // errors: what is wrong and what to do, non-zero exit
@@ -284,7 +322,10 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
         "{unknown}"
     );
     let unknown = fails(&endpoints, &["disable", SERVICE, "127.0.0.1:1"]).await;
-    assert!(unknown.contains("unknown instance") && unknown.contains("--force"), "{unknown}");
+    assert!(
+        unknown.contains("unknown instance") && unknown.contains("--force"),
+        "{unknown}"
+    );
     let unknown = fails(&endpoints, &["list", "nosuch"]).await;
     assert!(
         unknown.contains("unknown service nosuch") && unknown.contains(SERVICE),

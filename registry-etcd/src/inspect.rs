@@ -80,7 +80,10 @@ impl EtcdRegistry {
     pub async fn entries(&self, name: &str) -> Result<Vec<EntryRecord>> {
         self.ensure_open()?;
         let prefix = self.keys.service(name);
-        let (kvs, _) = self.get_prefix(&prefix, 0).await.map_err(|e| e.into_error("read entries"))?;
+        let (kvs, _) = self
+            .get_prefix(&prefix, 0)
+            .await
+            .map_err(|e| e.into_error("read entries"))?;
         let mut records: BTreeMap<String, (Option<(ServiceInfo, i64)>, Option<String>)> = BTreeMap::new();
         for kv in &kvs {
             match Keys::classify(&prefix, kv.key()) {
@@ -157,7 +160,12 @@ impl EtcdRegistry {
     /// a compare-and-swap on the key's revision, retried if someone else wrote meanwhile, so
     /// concurrent operators never lose each other's fields. Fails without writing when the
     /// existing value is not a JSON object, or when the result would be skipped by watchers.
-    pub async fn update_override(&self, name: &str, uri: &str, patch: &Map<String, Value>) -> Result<Map<String, Value>> {
+    pub async fn update_override(
+        &self,
+        name: &str,
+        uri: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
         self.ensure_open()?;
         let key = self.keys.configurator(name, uri);
         let failed = |e: CallError| Error::registry("write an override", format!("{key}: {e}"));
@@ -268,7 +276,10 @@ impl EtcdRegistry {
         let max = self.config.max_message_bytes;
         let get = |c: Client| async move {
             let options = GetOptions::new().with_prefix().with_revision(revision);
-            c.kv_client().max_decoding_message_size(max).get(prefix, Some(options)).await
+            c.kv_client()
+                .max_decoding_message_size(max)
+                .get(prefix, Some(options))
+                .await
         };
         let mut listed = with_client(&self.watcher.client, self.config.request_timeout, get).await?;
         let revision = listed.header().map_or(0, |h| h.revision());
