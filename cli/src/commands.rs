@@ -107,7 +107,7 @@ async fn watch(
         seen.revision()
     );
     let mut current: Vec<_> = seen.iter().cloned().collect();
-    current.sort_by(|a, b| a.uri().cmp(&b.uri()));
+    current.sort_by_key(|info| info.uri());
     for info in current {
         println!("{} present {} {}", now(), info.uri(), summary(&info));
     }

@@ -71,6 +71,9 @@ pub struct MetricsTarget {
     pub instances: Vec<ServiceInfo>,
 }
 
+/// One instance's keys as read: the provider entry with its lease id, the override's value.
+type Found = (Option<(ServiceInfo, i64)>, Option<String>);
+
 /// Attempts at a read-modify-write of an override before giving up on contention.
 const OVERRIDE_ATTEMPTS: usize = 16;
 
@@ -84,7 +87,7 @@ impl EtcdRegistry {
             .get_prefix(&prefix, 0)
             .await
             .map_err(|e| e.into_error("read entries"))?;
-        let mut records: BTreeMap<String, (Option<(ServiceInfo, i64)>, Option<String>)> = BTreeMap::new();
+        let mut records: BTreeMap<String, Found> = BTreeMap::new();
         for kv in &kvs {
             match Keys::classify(&prefix, kv.key()) {
                 Ok(KeyKind::Provider(uri)) => {
