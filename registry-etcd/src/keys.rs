@@ -10,6 +10,9 @@
 use jovian::ServiceInfo;
 use jovian::service::EntryKind;
 
+/// Where the governors' metrics targets are, whatever the prefix (jupiter's layout).
+pub(crate) const METRICS_ROOT: &str = "/prometheus/job/";
+
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     prefix: String,
@@ -71,6 +74,19 @@ impl Keys {
         }
     }
 
+    /// `/{prefix}/{name}/configurators/{uri}`: where operators override the instance at `uri`.
+    pub(crate) fn configurator(&self, name: &str, uri: &str) -> String {
+        format!("{}configurators/{uri}", self.service(name))
+    }
+
+    /// The app, hostname and address a key under [`METRICS_ROOT`] names, if it is well formed.
+    pub(crate) fn metrics_target(key: &[u8]) -> Option<(&str, &str, &str)> {
+        let rest = std::str::from_utf8(key).ok()?.strip_prefix(METRICS_ROOT)?;
+        let mut parts = rest.splitn(3, '/');
+        let (app, hostname, address) = (parts.next()?, parts.next()?, parts.next()?);
+        (!app.is_empty() && !address.is_empty() && !address.contains('/')).then_some((app, hostname, address))
+    }
+
     pub(crate) fn provider(&self, info: &ServiceInfo) -> String {
         format!("{}providers/{}", self.service(&info.name), info.uri())
     }
@@ -115,6 +131,26 @@ mod tests {
                 "/prometheus/job/greeter/host-a/127.0.0.1:9090".into(),
                 "127.0.0.1:9090".into()
             )
+        );
+    }
+
+    #[test]
+    fn metrics_target_keys_parse_back() {
+        assert_eq!(
+            Keys::metrics_target(b"/prometheus/job/app/host-a/127.0.0.1:9090"),
+            Some(("app", "host-a", "127.0.0.1:9090"))
+        );
+        assert_eq!(
+            Keys::metrics_target(b"/prometheus/job/app//127.0.0.1:9090"),
+            Some(("app", "", "127.0.0.1:9090"))
+        );
+        assert_eq!(Keys::metrics_target(b"/prometheus/job/app/host-a"), None);
+        assert_eq!(Keys::metrics_target(b"/prometheus/job/app/h/a/b"), None);
+        assert_eq!(Keys::metrics_target(b"/jovian/app/h/a"), None);
+        let keys = Keys::new("jovian".into());
+        assert_eq!(
+            keys.configurator("greeter", "grpc://h:1"),
+            "/jovian/greeter/configurators/grpc://h:1"
         );
     }
 

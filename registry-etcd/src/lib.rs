@@ -29,6 +29,7 @@
 mod backoff;
 mod call;
 mod config;
+mod inspect;
 mod keys;
 mod session;
 mod stats;
@@ -45,6 +46,7 @@ use tracing::Instrument;
 pub use config::{
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TTL, EtcdConfig, TlsFiles,
 };
+pub use inspect::{EntryRecord, LeaseInfo, MetricsTarget};
 pub use stats::StatsSnapshot;
 
 use call::{with_client, within};

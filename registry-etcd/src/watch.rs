@@ -540,18 +540,7 @@ impl ServiceView {
 
     fn put_override(&mut self, uri: &str, value: &[u8]) -> Result<(), String> {
         self.overrides.remove(uri);
-        if value.len() > jovian::MAX_ENTRY_BYTES {
-            return Err(format!("override of {} bytes is larger than the limit", value.len()));
-        }
-        let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(value) else {
-            return Err("an override must be a JSON object".into());
-        };
-        for identity in IDENTITY_FIELDS {
-            fields.remove(identity);
-        }
-        // Type-check the fields now so that merging can never fail later.
-        serde_json::from_value::<ServiceInfo>(Value::Object(fields.clone()))
-            .map_err(|e| format!("override does not fit a service entry: {e}"))?;
+        let fields = parse_override(value)?;
         self.overrides.insert(uri.into(), fields);
         Ok(())
     }
@@ -618,8 +607,27 @@ impl ServiceView {
     }
 }
 
+/// The fields of an override value, as every watcher merges them: a JSON object no larger
+/// than an entry, whose fields fit a service entry, without the identity fields (which it may
+/// not change). An error says why the value is skipped.
+pub(crate) fn parse_override(value: &[u8]) -> Result<Map<String, Value>, String> {
+    if value.len() > jovian::MAX_ENTRY_BYTES {
+        return Err(format!("override of {} bytes is larger than the limit", value.len()));
+    }
+    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(value) else {
+        return Err("an override must be a JSON object".into());
+    };
+    for identity in IDENTITY_FIELDS {
+        fields.remove(identity);
+    }
+    // Type-check the fields now so that merging can never fail later.
+    serde_json::from_value::<ServiceInfo>(Value::Object(fields.clone()))
+        .map_err(|e| format!("override does not fit a service entry: {e}"))?;
+    Ok(fields)
+}
+
 /// The provider's entry with an operator's override laid over it.
-fn merge(info: &ServiceInfo, fields: &Map<String, Value>) -> ServiceInfo {
+pub(crate) fn merge(info: &ServiceInfo, fields: &Map<String, Value>) -> ServiceInfo {
     let mut merged = serde_json::to_value(info).expect("ServiceInfo serializes");
     if let Value::Object(object) = &mut merged {
         object.extend(fields.clone());

@@ -1,0 +1,249 @@
+//! A real Prometheus, configured only with `http_sd_configs` pointing at `jovianctl sd`, finds
+//! every App's governor, scrapes it, and drops the one that stops.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jovian::{App, Running};
+use jovian_examples::greeter_server;
+use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
+use jovian_tests::etcd::{EtcdCluster, free_port};
+use jovian_tests::{eventually, http_get, init_logging};
+use serde_json::Value;
+
+/// A child process killed when dropped (panicking test included), with a watchdog shell that
+/// kills it should this test process die without unwinding.
+struct Killed {
+    child: Child,
+    watchdog: Child,
+}
+
+impl Killed {
+    fn new(child: Child) -> Self {
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -9 {pid} 2>/dev/null",
+            parent = std::process::id(),
+            pid = child.id()
+        );
+        let watchdog = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh for the watchdog");
+        Self { child, watchdog }
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for child in [&mut self.child, &mut self.watchdog] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `$PROMETHEUS_BIN`, else `prometheus` on `PATH` or in /usr/bin; panics saying how to install
+/// it: this test never passes without a real Prometheus.
+fn prometheus_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PROMETHEUS_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "PROMETHEUS_BIN={} is not a file", bin.display());
+        return bin;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("prometheus"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs a real Prometheus server and none was found (looked at $PROMETHEUS_BIN, PATH and /usr/bin).\n\
+                 Install one: `apt-get install prometheus` (Debian/Ubuntu, as root), or set PROMETHEUS_BIN to a \
+                 prometheus binary (2.28 or later, for http_sd_configs)."
+            )
+        })
+}
+
+async fn app(endpoints: &[String], name: &str, zone: &str) -> Running {
+    let registry = Arc::new(EtcdRegistry::connect(EtcdConfig::new(endpoints)).await.unwrap());
+    let zone = zone.to_owned();
+    App::new()
+        .name(name)
+        .governor(Some("127.0.0.1:0".parse().unwrap()))
+        .registry(registry)
+        .serve(greeter_server("sd-greeter").map_info(|mut info| {
+            info.zone = zone;
+            info.version = "v3".into();
+            info
+        }))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Prometheus' active targets: (scrape address, health, labels).
+async fn active_targets(prometheus: SocketAddr) -> Vec<(String, String, Value)> {
+    // Prometheus refuses connections until it listens: nothing yet.
+    let Some(response) = try_get(prometheus, "/api/v1/targets?state=active").await else {
+        return Vec::new();
+    };
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let Ok(answer) = serde_json::from_str::<Value>(body) else {
+        return Vec::new();
+    };
+    answer["data"]["activeTargets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["labels"]["instance"].as_str().unwrap_or_default().to_owned(),
+                t["health"].as_str().unwrap_or_default().to_owned(),
+                t["labels"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
+    init_logging();
+    let prometheus_bin = prometheus_binary();
+    let etcd = EtcdCluster::single().await;
+    let endpoints = etcd.endpoints();
+    let app_a = app(&endpoints, "sd-a", "z1").await;
+    let app_b = app(&endpoints, "sd-b", "z2").await;
+    let governor_a = app_a.governor_addr().unwrap().to_string();
+    let governor_b = app_b.governor_addr().unwrap().to_string();
+
+    // jovianctl sd on a free port; it prints where it listens
+    let mut sd = Command::new(env!("CARGO_BIN_EXE_jovianctl"));
+    sd.current_dir(std::env::temp_dir())
+        .args(["--endpoints", &endpoints.join(","), "sd", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut sd = Killed::new(sd.spawn().expect("start jovianctl sd"));
+    let stdout = sd.child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let first = jovian_tests::within(Duration::from_secs(10), "jovianctl sd to listen", first)
+        .await
+        .unwrap();
+    let url = first.trim().rsplit(' ').next().unwrap().to_owned();
+    let sd_addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/sd"))
+        .unwrap_or_else(|| panic!("{first}"))
+        .parse()
+        .unwrap();
+
+    // the SD answer itself: content type and shape
+    let raw = try_get(sd_addr, "/sd").await.expect("jovianctl sd answers");
+    assert!(
+        raw.to_ascii_lowercase().contains("content-type: application/json"),
+        "{raw}"
+    );
+    let (status, body) = http_get(sd_addr, "/sd").await;
+    assert_eq!(status, 200, "{body}");
+    let groups: Value = serde_json::from_str(&body).unwrap();
+    let group_a = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["targets"] == serde_json::json!([governor_a]))
+        .unwrap_or_else(|| panic!("{governor_a} in {body}"));
+    assert_eq!(group_a["labels"]["jovian_app"], "sd-a");
+    assert_eq!(group_a["labels"]["jovian_service"], "sd-greeter");
+    assert_eq!(group_a["labels"]["jovian_zone"], "z1");
+    assert_eq!(group_a["labels"]["jovian_version"], "v3");
+    assert!(group_a["labels"]["jovian_hostname"].is_string(), "{body}");
+    assert_eq!(groups.as_array().unwrap().len(), 2, "{body}");
+
+    // Prometheus, configured only with http_sd_configs
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: jovian\n    \
+             http_sd_configs:\n      - url: http://{sd_addr}/sd\n        refresh_interval: 1s\n"
+        ),
+    )
+    .unwrap();
+    let prometheus_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let prometheus = Command::new(&prometheus_bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={prometheus_addr}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", prometheus_bin.display()));
+    let mut prometheus = Killed::new(prometheus);
+    let log_path = dir.path().join("prometheus.log");
+    eventually(Duration::from_secs(30), "Prometheus to answer", || {
+        if let Some(status) = prometheus.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("prometheus exited ({status}); its log:\n{log}");
+        }
+        async {
+            try_get(prometheus_addr, "/-/ready")
+                .await
+                .filter(|r| r.starts_with("HTTP/1.1 200"))
+        }
+    })
+    .await;
+    let both_up = eventually(
+        Duration::from_secs(30),
+        "Prometheus to scrape both governors",
+        || async {
+            let targets = active_targets(prometheus_addr).await;
+            let up = |governor: &str| targets.iter().any(|(i, health, _)| i == governor && health == "up");
+            (up(&governor_a) && up(&governor_b)).then_some(targets)
+        },
+    )
+    .await;
+    let (_, _, labels_b) = both_up.iter().find(|(i, _, _)| *i == governor_b).unwrap();
+    assert_eq!(labels_b["jovian_app"], "sd-b", "{labels_b}");
+    assert_eq!(labels_b["jovian_zone"], "z2", "{labels_b}");
+    assert_eq!(labels_b["job"], "jovian", "{labels_b}");
+
+    // one App stops: its governor unregisters, and Prometheus drops it
+    app_a.stop().await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus to drop the stopped governor",
+        || async {
+            let targets = active_targets(prometheus_addr).await;
+            let has = |governor: &str| targets.iter().any(|(i, _, _)| i == governor);
+            (!has(&governor_a) && has(&governor_b)).then_some(())
+        },
+    )
+    .await;
+    assert!(sd.child.try_wait().unwrap().is_none(), "jovianctl sd is still serving");
+    app_b.stop().await.unwrap();
+}
+
+/// The raw response (head and body) to a GET; `None` if the connection fails.
+async fn try_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    Some(String::from_utf8_lossy(&response).into_owned())
+}

@@ -1,0 +1,291 @@
+//! What operators' tools (`jovianctl`) read: an instance's entry as stored with its override
+//! and owning lease, and the governors' metrics targets; and the one thing they write, an
+//! override merged into the one already there.
+//!
+//! These read etcd directly at the moment they are called (no watch, no grace): they show what
+//! etcd holds, where [`Discovery`](jovian::Discovery) shows what clients see.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
+use jovian::service::EntryKind;
+use jovian::{Error, Result, ServiceInfo};
+use serde_json::{Map, Value};
+
+use crate::EtcdRegistry;
+use crate::call::{CallError, with_client};
+use crate::keys::{KeyKind, Keys, METRICS_ROOT};
+use crate::watch::{merge, parse_override};
+
+/// One instance's keys as etcd holds them: the provider entry, the operator's override, the
+/// entry clients merge from both, and the lease the entry lives on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryRecord {
+    /// `scheme://address`: the instance within its service.
+    pub uri: String,
+    /// The provider key, `/{prefix}/{name}/providers/{uri}`.
+    pub provider_key: String,
+    /// The override key, `/{prefix}/{name}/configurators/{uri}` (whether or not it exists).
+    pub override_key: String,
+    /// The provider entry as its owner wrote it; `None` when only an override exists (the
+    /// instance is gone or not yet registered) or the value does not decode.
+    pub provider: Option<ServiceInfo>,
+    /// The override's value as written, when there is one.
+    pub override_raw: Option<String>,
+    /// The override's fields as watchers merge them (identity fields dropped); `None` when
+    /// there is none or watchers skip it (the reason is in [`override_error`](Self::override_error)).
+    pub override_fields: Option<Map<String, Value>>,
+    /// Why watchers skip the override, if they do.
+    pub override_error: Option<String>,
+    /// The provider entry with the override laid over it: what clients see.
+    pub merged: Option<ServiceInfo>,
+    /// The lease the provider entry is bound to.
+    pub lease: Option<LeaseInfo>,
+}
+
+/// A lease as etcd reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The lease id.
+    pub id: i64,
+    /// Time left before it expires unless renewed; `None` when etcd no longer knows it.
+    pub ttl_left: Option<Duration>,
+    /// The TTL it was granted with.
+    pub granted: Duration,
+}
+
+/// A governor's metrics target: a `/prometheus/job/{app}/{hostname}/{address}` key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsTarget {
+    /// The App's name (the key's `{app}`).
+    pub app: String,
+    /// The host it runs on (the key's `{hostname}`; may be empty).
+    pub hostname: String,
+    /// What a scraper dials: the key's value (the governor's `host:port`).
+    pub target: String,
+    /// The lease the key is bound to (0: none).
+    pub lease_id: i64,
+    /// The provider entries of the same App on the same lease (the servers its registry
+    /// registered), for labels: service, zone, region, version. Empty when it serves none.
+    pub instances: Vec<ServiceInfo>,
+}
+
+/// One instance's keys as read: the provider entry with its lease id, the override's value.
+type Found = (Option<(ServiceInfo, i64)>, Option<String>);
+
+/// Attempts at a read-modify-write of an override before giving up on contention.
+const OVERRIDE_ATTEMPTS: usize = 16;
+
+impl EtcdRegistry {
+    /// Every instance key of service `name` (providers and overrides), sorted by `uri`, with
+    /// each provider's lease looked up (one request per distinct lease).
+    pub async fn entries(&self, name: &str) -> Result<Vec<EntryRecord>> {
+        self.ensure_open()?;
+        let prefix = self.keys.service(name);
+        let (kvs, _) = self
+            .get_prefix(&prefix, 0)
+            .await
+            .map_err(|e| e.into_error("read entries"))?;
+        let mut records: BTreeMap<String, Found> = BTreeMap::new();
+        for kv in &kvs {
+            match Keys::classify(&prefix, kv.key()) {
+                Ok(KeyKind::Provider(uri)) => {
+                    let info = ServiceInfo::decode(kv.value())
+                        .ok()
+                        .filter(|info| info.name == name && info.uri() == uri);
+                    records.entry(uri.to_owned()).or_default().0 = info.map(|info| (info, kv.lease()));
+                }
+                Ok(KeyKind::Configurator(uri)) => {
+                    let raw = String::from_utf8_lossy(kv.value()).into_owned();
+                    records.entry(uri.to_owned()).or_default().1 = Some(raw);
+                }
+                _ => {}
+            }
+        }
+        let lease_ids: HashSet<i64> = records
+            .values()
+            .filter_map(|(provider, _)| provider.as_ref().map(|(_, lease)| *lease))
+            .filter(|lease| *lease != 0)
+            .collect();
+        let mut leases = HashMap::new();
+        for id in lease_ids {
+            leases.insert(id, self.lease_info(id).await?);
+        }
+        Ok(records
+            .into_iter()
+            .map(|(uri, (provider, override_raw))| {
+                let parsed = override_raw.as_ref().map(|raw| parse_override(raw.as_bytes()));
+                let override_fields = parsed.clone().and_then(Result::ok);
+                let override_error = parsed.and_then(Result::err);
+                let lease = provider.as_ref().and_then(|(_, id)| leases.get(id).copied());
+                let provider = provider.map(|(info, _)| info);
+                let merged = provider.as_ref().map(|info| match &override_fields {
+                    Some(fields) => merge(info, fields),
+                    None => info.clone(),
+                });
+                EntryRecord {
+                    provider_key: format!("{prefix}providers/{uri}"),
+                    override_key: self.keys.configurator(name, &uri),
+                    uri,
+                    provider,
+                    override_raw,
+                    override_fields,
+                    override_error,
+                    merged,
+                    lease,
+                }
+            })
+            .collect())
+    }
+
+    /// The keys of one instance of `name` at `uri` (`scheme://address`); `None` when it has
+    /// neither a provider entry nor an override.
+    pub async fn entry(&self, name: &str, uri: &str) -> Result<Option<EntryRecord>> {
+        Ok(self.entries(name).await?.into_iter().find(|record| record.uri == uri))
+    }
+
+    /// What etcd says about lease `id`.
+    pub async fn lease_info(&self, id: i64) -> Result<LeaseInfo> {
+        let ask = |mut c: Client| async move { c.lease_time_to_live(id, None).await };
+        let answer = with_client(&self.watcher.client, self.config.request_timeout, ask)
+            .await
+            .map_err(|e| e.into_error("read a lease"))?;
+        Ok(LeaseInfo {
+            id,
+            ttl_left: u64::try_from(answer.ttl()).ok().map(Duration::from_secs),
+            granted: Duration::from_secs(u64::try_from(answer.granted_ttl()).unwrap_or(0)),
+        })
+    }
+
+    /// Lays `patch` over the override of `name`'s instance at `uri` (creating it if there is
+    /// none) and returns the override as written. Fields not in `patch` are kept. The write is
+    /// a compare-and-swap on the key's revision, retried if someone else wrote meanwhile, so
+    /// concurrent operators never lose each other's fields. Fails without writing when the
+    /// existing value is not a JSON object, or when the result would be skipped by watchers.
+    pub async fn update_override(
+        &self,
+        name: &str,
+        uri: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        self.ensure_open()?;
+        let key = self.keys.configurator(name, uri);
+        let failed = |e: CallError| Error::registry("write an override", format!("{key}: {e}"));
+        for _ in 0..OVERRIDE_ATTEMPTS {
+            let get = |mut c: Client| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            };
+            let found = with_client(&self.watcher.client, self.config.request_timeout, get)
+                .await
+                .map_err(failed)?;
+            let existing = found.kvs().first();
+            let mut fields = match existing {
+                None => Map::new(),
+                Some(kv) => match serde_json::from_slice::<Value>(kv.value()) {
+                    Ok(Value::Object(fields)) => fields,
+                    _ => {
+                        return Err(Error::registry(
+                            "write an override",
+                            format!(
+                                "{key} holds {:?}, not a JSON object; fix it or delete it (etcdctl del '{key}') first",
+                                String::from_utf8_lossy(kv.value())
+                            ),
+                        ));
+                    }
+                },
+            };
+            fields.extend(patch.clone());
+            let value = serde_json::to_string(&fields).expect("a JSON object serializes");
+            parse_override(value.as_bytes())
+                .map_err(|reason| Error::registry("write an override", format!("{key}: {reason}")))?;
+            let compare = match existing {
+                None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Some(kv) => Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+            };
+            let txn = |mut c: Client| {
+                let txn = Txn::new()
+                    .when([compare.clone()])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+                async move { c.txn(txn).await }
+            };
+            let written = with_client(&self.watcher.client, self.config.request_timeout, txn)
+                .await
+                .map_err(failed)?;
+            if written.succeeded() {
+                return Ok(fields);
+            }
+        }
+        Err(Error::registry(
+            "write an override",
+            format!("{key} kept changing under {OVERRIDE_ATTEMPTS} attempts; try again"),
+        ))
+    }
+
+    /// Every governor's metrics target (`/prometheus/job/...`), sorted by app, hostname and
+    /// target, each with the provider entries of its App (same lease, same app id) for labels.
+    /// Reads the targets and every provider under the prefix at one revision.
+    pub async fn metrics_targets(&self) -> Result<Vec<MetricsTarget>> {
+        self.ensure_open()?;
+        let (targets, revision) = self
+            .get_prefix(METRICS_ROOT, 0)
+            .await
+            .map_err(|e| Error::registry("read metrics targets", format!("{METRICS_ROOT}: {e}")))?;
+        let root = self.keys.root();
+        let (all, _) = self
+            .get_prefix(&root, revision)
+            .await
+            .map_err(|e| e.into_error("read metrics targets"))?;
+        let mut by_lease: HashMap<i64, Vec<ServiceInfo>> = HashMap::new();
+        for kv in &all {
+            if Keys::provider_service(&root, kv.key()).is_none() || kv.lease() == 0 {
+                continue;
+            }
+            if let Ok(info) = ServiceInfo::decode(kv.value())
+                && info.kind == EntryKind::Provider
+            {
+                by_lease.entry(kv.lease()).or_default().push(info);
+            }
+        }
+        let mut found: Vec<MetricsTarget> = targets
+            .iter()
+            .filter_map(|kv| {
+                let (app, hostname, address) = Keys::metrics_target(kv.key())?;
+                let value = String::from_utf8_lossy(kv.value()).trim().to_owned();
+                let mut instances: Vec<ServiceInfo> = by_lease
+                    .get(&kv.lease())
+                    .into_iter()
+                    .flatten()
+                    .filter(|info| info.app_id == app || info.app_id.is_empty())
+                    .cloned()
+                    .collect();
+                instances.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
+                Some(MetricsTarget {
+                    app: app.to_owned(),
+                    hostname: hostname.to_owned(),
+                    target: if value.is_empty() { address.to_owned() } else { value },
+                    lease_id: kv.lease(),
+                    instances,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| (&a.app, &a.hostname, &a.target).cmp(&(&b.app, &b.hostname, &b.target)));
+        Ok(found)
+    }
+
+    /// Every key under `prefix` at `revision` (0: the latest), and the revision read.
+    async fn get_prefix(&self, prefix: &str, revision: i64) -> Result<(Vec<KeyValue>, i64), CallError> {
+        let max = self.config.max_message_bytes;
+        let get = |c: Client| async move {
+            let options = GetOptions::new().with_prefix().with_revision(revision);
+            c.kv_client()
+                .max_decoding_message_size(max)
+                .get(prefix, Some(options))
+                .await
+        };
+        let mut listed = with_client(&self.watcher.client, self.config.request_timeout, get).await?;
+        let revision = listed.header().map_or(0, |h| h.revision());
+        Ok((listed.take_kvs(), revision))
+    }
+}
