@@ -86,7 +86,7 @@ impl EtcdRegistry {
         let (kvs, _) = self
             .get_prefix(&prefix, 0)
             .await
-            .map_err(|e| e.into_error("read entries"))?;
+            .map_err(|e| Error::registry("read entries", format!("{prefix}: {e}")))?;
         let mut records: BTreeMap<String, Found> = BTreeMap::new();
         for kv in &kvs {
             match Keys::classify(&prefix, kv.key()) {
@@ -236,7 +236,7 @@ impl EtcdRegistry {
         let (all, _) = self
             .get_prefix(&root, revision)
             .await
-            .map_err(|e| e.into_error("read metrics targets"))?;
+            .map_err(|e| Error::registry("read metrics targets", format!("{root}: {e}")))?;
         let mut by_lease: HashMap<i64, Vec<ServiceInfo>> = HashMap::new();
         for kv in &all {
             if Keys::provider_service(&root, kv.key()).is_none() || kv.lease() == 0 {

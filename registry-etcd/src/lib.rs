@@ -11,6 +11,11 @@
 //! lease if it must and puts every key back, retrying forever. Watches list, then watch from
 //! the next revision, and re-list after any interruption, so no change is missed.
 //!
+//! For operators' tools (`jovianctl`), [`EtcdRegistry::entries`] and [`EtcdRegistry::entry`]
+//! read instances as stored (entry, raw override, owning lease and its TTL left),
+//! [`EtcdRegistry::metrics_targets`] reads the governors' targets, and
+//! [`EtcdRegistry::update_override`] merges fields into an override with a compare-and-swap.
+//!
 //! ```no_run
 //! # async fn demo() -> jovian::Result<()> {
 //! use jovian::ServiceInfo;
