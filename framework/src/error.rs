@@ -30,6 +30,28 @@ pub enum Error {
     #[error("this App has no registry to find services in; give it one with App::registry")]
     NoRegistry,
 
+    /// The registry did not answer within the request timeout.
+    #[error(
+        "registry {operation} timed out after {after:?}: {detail}; the registry may be overloaded or cut off (raise registry.request_timeout if it is just slow)"
+    )]
+    RegistryTimeout {
+        /// What was being done (`register`, `list`, ...).
+        operation: &'static str,
+        /// The request timeout that ran out.
+        after: std::time::Duration,
+        /// What the registry said last, if anything.
+        detail: String,
+    },
+
+    /// The registry refused the operation: the registry user lacks a permission.
+    #[error("registry {operation} was refused: {detail}")]
+    PermissionDenied {
+        /// What was being done (`register`, `list`, ...).
+        operation: &'static str,
+        /// The registry's answer and the permission needed.
+        detail: String,
+    },
+
     /// A registry operation failed.
     #[error("registry {operation} failed: {source}")]
     Registry {

@@ -122,7 +122,20 @@ impl CallError {
 
     /// The error a caller of `operation` sees.
     pub(crate) fn into_error(self, operation: &'static str) -> Error {
-        Error::registry(operation, self.to_string())
+        match &self {
+            CallError::Timeout { deadline, last_error } => Error::RegistryTimeout {
+                operation,
+                after: *deadline,
+                detail: last_error
+                    .as_ref()
+                    .map_or_else(|| "no answer".to_owned(), ToString::to_string),
+            },
+            CallError::Etcd(_) if self.is_permission_denied() => Error::PermissionDenied {
+                operation,
+                detail: self.to_string(),
+            },
+            CallError::Etcd(_) => Error::registry(operation, self.to_string()),
+        }
     }
 }
 

@@ -132,7 +132,10 @@ async fn user_and_password_with_a_role_covering_only_the_prefix() {
         .await
         .err()
         .expect("a user without the prefix connected");
-    assert!(denied.to_string().contains("permission"), "{denied}");
+    assert!(
+        matches!(denied, Error::PermissionDenied { .. }) && denied.to_string().contains("permission"),
+        "{denied}"
+    );
     let wrong = EtcdRegistry::connect(config("svc", "wrong"))
         .await
         .err()
@@ -235,4 +238,22 @@ async fn tls_with_a_client_certificate() {
         matches!(&error, Error::Config { key, .. } if key == "registry.tls.ca"),
         "{error}"
     );
+}
+
+/// A registry that does not answer in time is a timeout, not a generic failure: callers (and
+/// operators reading the message) can tell it from a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_etcd_is_a_typed_timeout() {
+    init_logging();
+    let etcd = EtcdCluster::single().await;
+    let config = EtcdConfig::new(etcd.endpoints()).request_timeout(Duration::from_millis(500));
+    let registry = EtcdRegistry::connect(config).await.unwrap();
+    etcd.pause(0);
+    let error = registry.list("frozen").await.unwrap_err();
+    etcd.resume(0);
+    assert!(
+        matches!(error, Error::RegistryTimeout { operation: "list", after, .. } if after == Duration::from_millis(500)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("registry.request_timeout"), "{error}");
 }
