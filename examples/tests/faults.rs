@@ -54,10 +54,13 @@ async fn a_frozen_instance_costs_seconds_not_the_freeze() {
     let before = rate(&calls, warm, frozen_at);
     let second = Duration::from_secs(1);
     let mut at = frozen_at + Duration::from_secs(3);
+    // The defect was no call at all for the whole freeze. A quarter of the rate tells that
+    // apart with room for a loaded machine, where anything else running takes its share of
+    // two cores from one second to the next (this is a correctness bound, not a speed claim).
     while at + second <= thawed_at {
         let during = rate(&calls, at, at + second);
         assert!(
-            during >= 0.6 * before,
+            during >= 0.25 * before,
             "{:?} into the freeze: {during:.0} calls/s against {before:.0} before",
             at - frozen_at
         );
