@@ -533,3 +533,41 @@ fn a_client_that_drops_a_live_instance_in_a_wipe_is_caught() {
         report.render()
     );
 }
+
+/// A client restarted at `restart_at` starts with an empty set and fails a write at once;
+/// etcd is frozen over 10–16 s (it has lost every lease by the time it answers), so whether
+/// the client could know of an instance depends on when it started.
+fn a_write_from_a_client_that_knows_no_instance(restart_at: u64) -> Vec<Record> {
+    let mut h = quiet_run();
+    h.push(at(restart_at, "c0", 2, proc("spawned")));
+    h.push(at(restart_at + 50, "c0", 2, snapshot(&[])));
+    h.push(at(
+        restart_at + 205,
+        "c0",
+        2,
+        Event::Call {
+            id: "c0.2.0".into(),
+            method: "write".into(),
+            start: restart_at + 200,
+            ok: false,
+            code: "Unavailable".into(),
+            message: "no available instance".into(),
+            instance: String::new(),
+        },
+    ));
+    // Then it hears of both, once etcd has them (again).
+    h.push(at((restart_at + 300).max(16_200), "c0", 2, snapshot(&[A, B])));
+    h
+}
+
+#[test]
+fn a_write_from_a_client_started_while_etcd_holds_nothing_may_fail() {
+    let report = verdict(a_write_from_a_client_that_knows_no_instance(12_000));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
+#[test]
+fn a_write_failing_while_etcd_holds_a_healthy_instance_is_caught() {
+    let report = verdict(a_write_from_a_client_that_knows_no_instance(30_000));
+    assert!(flagged(&report, 1, "non-idempotent c0/2"), "{:#?}", report.violations);
+}
