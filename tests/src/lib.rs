@@ -44,15 +44,7 @@ pub async fn within<T>(deadline: Duration, what: &str, future: impl Future<Outpu
 }
 
 /// Installs a test log subscriber once (`RUST_LOG` picks the level; quiet by default).
-pub fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .with_test_writer()
-        .try_init();
-}
+pub use jovian::testing::init_logging;
 
 /// A plain HTTP/1.1 GET: the status code and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
