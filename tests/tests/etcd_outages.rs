@@ -309,7 +309,10 @@ async fn an_overwritten_registration_is_put_back_on_our_lease() {
         (kv.value() == ours.encode().as_bytes() && kv.lease() == lease).then_some(())
     })
     .await;
-    assert_eq!(owner.stats().put_backs, 1);
+    // Normally the keeper puts it back (one put-back); on a loaded machine a repair started by
+    // a late keep-alive may restore it first, which is as good. Never more than once.
+    let stats = owner.stats();
+    assert!(stats.put_backs <= 1, "{stats:?}");
 }
 
 /// Failed on the old code: one key etcd refused failed the whole repair, which was retried
