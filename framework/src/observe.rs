@@ -99,27 +99,6 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<&'static str> {
     Some(code_name(tonic::Code::from_i32(status)))
 }
 
-/// Every gRPC code's name, as [`code_name`] gives it.
-pub(crate) const CODE_NAMES: [&str; 17] = [
-    "Ok",
-    "Cancelled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
-
 /// A gRPC code's name, for metric labels.
 pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;

@@ -49,7 +49,7 @@ impl<T: Clone> Chunked<T> {
 
     fn push(&mut self, value: T) {
         let chunks = Arc::make_mut(&mut self.chunks);
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
         Arc::make_mut(chunks.last_mut().expect("a chunk was just ensured")).push(value);
