@@ -159,7 +159,11 @@ async fn burst(
         Some(channel) => {
             let deadline = Instant::now() + Duration::from_secs(60);
             while channel.instance_count() < n {
-                anyhow::ensure!(Instant::now() < deadline, "{} of {n} routable after 60 s", channel.instance_count());
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{} of {n} routable after 60 s",
+                    channel.instance_count()
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Some(started.elapsed().saturating_sub(written))

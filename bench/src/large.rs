@@ -74,7 +74,13 @@ async fn write_instances(client: &Etcd, lease: i64, service: &str, offset: usize
 pub(crate) fn entry(service: &str, i: usize) -> (String, String) {
     let info = ServiceInfo::new(
         service,
-        format!("10.{}.{}.{}:{}", (i / 65536) % 256, (i / 256) % 256, i % 256, 1000 + i / 16_777_216),
+        format!(
+            "10.{}.{}.{}:{}",
+            (i / 65536) % 256,
+            (i / 256) % 256,
+            i % 256,
+            1000 + i / 16_777_216
+        ),
     );
     (format!("/jovian/{service}/providers/{}", info.uri()), info.encode())
 }
@@ -92,7 +98,11 @@ async fn measure(
     let started = Instant::now();
     let channel = ClientBuilder::new(registry).build(service).await?;
     let sync = started.elapsed();
-    anyhow::ensure!(channel.instance_count() == n, "synced {} of {n}", channel.instance_count());
+    anyhow::ensure!(
+        channel.instance_count() == n,
+        "synced {} of {n}",
+        channel.instance_count()
+    );
     let per_instance = (live_bytes() - before) as f64 / n as f64;
 
     let events = RawWatch::start(client, service).await?;
@@ -103,7 +113,9 @@ async fn measure(
             let put_at = Instant::now();
             match expected > n {
                 true => {
-                    client.put(key.as_str(), value.as_str(), Some(PutOptions::new().with_lease(lease))).await?;
+                    client
+                        .put(key.as_str(), value.as_str(), Some(PutOptions::new().with_lease(lease)))
+                        .await?;
                 }
                 false => {
                     client.delete(key.as_str(), None).await?;

@@ -237,6 +237,17 @@ pub(crate) async fn drive_client(
     calls: usize,
 ) -> anyhow::Result<()> {
     const SERVICE: &str = "overhead-profile";
+    // Without addresses, three greeters in this process, as scenario 2's call rates have them.
+    let mut servers = Vec::new();
+    let mut addresses = addresses.to_vec();
+    if addresses.is_empty() {
+        for _ in 0..3 {
+            let server = greeter(SERVICE, None).await?;
+            addresses.push(server.local_addrs()[0].to_string());
+            servers.push(server);
+        }
+    }
+    let addresses = &addresses[..];
     let store = MemoryStore::new();
     let registrar = store.registry();
     for address in addresses {

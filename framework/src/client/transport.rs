@@ -406,9 +406,12 @@ impl Link {
                 None
             }
             Payload::Complete(data) => {
-                stream
-                    .send_data(data, true)
-                    .map_err(|e| TransportError::sent(live, "sending the request failed", e))?;
+                // The head is out, and an instance may answer (and end the stream) before the
+                // body follows it: a server that needs no body does. What happened is what the
+                // response says.
+                if let Err(error) = stream.send_data(data, true) {
+                    tracing::trace!(instance = %self.address, %error, "the request body was not sent");
+                }
                 None
             }
             Payload::Streaming(body) => {
