@@ -7,7 +7,12 @@ use std::time::Duration;
 /// CPU time used so far by every thread of this process that still runs (threads are the
 /// runtime's workers and blocking pool, which live as long as the process here).
 pub(crate) fn process_cpu() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    cpu_of("self")
+}
+
+/// The same for the process `pid` (`self` for this one).
+pub(crate) fn cpu_of(pid: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;
     };
     let nanos: u64 = tasks
