@@ -15,12 +15,13 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use futures_util::FutureExt;
+use futures_util::future::Either;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::ServiceExt;
-use tracing::Instrument;
 
 use super::balancer::{Balancer, error_chain};
 use super::deadline::{self, GRPC_TIMEOUT};
@@ -28,47 +29,88 @@ use super::instance::{InFlight, Instance};
 use super::layer::{Attempt, InstanceService};
 use super::metrics::{MethodMetrics, MethodName, code_label};
 use super::replay::{self, Ready};
-use super::transport::{Head, Payload, TransportError};
+use super::transport::{Head, Payload, RecvBody, TransportError};
 use crate::error::BoxError;
 use crate::metrics::GrpcType;
 use crate::trace::{TRACEPARENT, TraceContext};
 
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("jovian/", env!("CARGO_PKG_VERSION")));
 
+/// The `traceparent` header's name, made once.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+
+/// Headers a later attempt needs that fit here are copied without allocating.
+const FEW: usize = 4;
+
 /// A call as the channel keeps it across attempts.
-struct Call {
+pub(super) struct Call {
     method: http::Method,
     path: http::uri::PathAndQuery,
-    /// The caller's headers; the last attempt takes them instead of a copy.
+    /// The caller's headers, for the first attempt.
     headers: Option<HeaderMap>,
+    /// A copy of the caller's headers for the attempts after the first, if there may be any.
+    saved: Saved,
     extensions: http::Extensions,
     body: Option<Ready>,
-    /// The `traceparent` the channel made, when the caller set none.
-    traceparent: Option<HeaderValue>,
+    /// The trace context the channel made, when the caller sent no `traceparent`.
+    trace: Option<TraceContext>,
+    key: Option<u64>,
+    deadline: Option<Instant>,
+    method_metrics: &'static MethodMetrics,
+}
+
+/// The caller's headers, kept for another attempt.
+enum Saved {
+    None,
+    Few([Option<(HeaderName, HeaderValue)>; FEW]),
+    Many(HeaderMap),
+}
+
+impl Saved {
+    fn of(headers: &HeaderMap) -> Self {
+        if headers.len() > FEW {
+            return Saved::Many(headers.clone());
+        }
+        let mut few: [Option<(HeaderName, HeaderValue)>; FEW] = Default::default();
+        for (slot, (name, value)) in few.iter_mut().zip(headers) {
+            *slot = Some((name.clone(), value.clone()));
+        }
+        Saved::Few(few)
+    }
+
+    /// The saved headers, in a map with room for `more`.
+    fn restore(&self, more: usize) -> HeaderMap {
+        match self {
+            Saved::None => HeaderMap::with_capacity(more),
+            Saved::Few(few) => {
+                let mut headers = HeaderMap::with_capacity(FEW + more);
+                for (name, value) in few.iter().flatten() {
+                    headers.append(name.clone(), value.clone());
+                }
+                headers
+            }
+            Saved::Many(many) => {
+                let mut headers = HeaderMap::with_capacity(many.len() + more);
+                for (name, value) in many {
+                    headers.append(name.clone(), value.clone());
+                }
+                headers
+            }
+        }
+    }
 }
 
 impl Call {
     /// The headers of one attempt: the caller's, the trace context, the time left.
-    fn headers(&mut self, last: bool, deadline: Option<Instant>) -> HeaderMap {
-        let mut headers = match (last, &self.headers) {
-            (false, Some(headers)) => {
-                let mut copy = HeaderMap::with_capacity(headers.len() + 3);
-                for (name, value) in headers {
-                    copy.append(name.clone(), value.clone());
-                }
-                copy
-            }
-            _ => self.headers.take().unwrap_or_default(),
+    fn headers(&mut self) -> HeaderMap {
+        let mut headers = match self.headers.take() {
+            Some(headers) => headers,
+            None => self.saved.restore(3),
         };
-        if let Some(traceparent) = &self.traceparent {
-            let value = if last {
-                self.traceparent.take()
-            } else {
-                Some(traceparent.clone())
-            };
-            headers.insert(TRACEPARENT, value.expect("a traceparent"));
+        if let Some(context) = &self.trace {
+            headers.insert(TRACEPARENT_HEADER, traceparent_value(context));
         }
-        if let Some(deadline) = deadline {
+        if let Some(deadline) = self.deadline {
             // Each attempt tells the instance how much of the call's time is left.
             headers.insert(GRPC_TIMEOUT, deadline::remaining(deadline));
         }
@@ -111,24 +153,24 @@ impl From<TransportError> for Failure {
 }
 
 impl Balancer {
-    /// Sends one call in a `grpc.client` span carrying its trace context, within its deadline,
-    /// moving it to another instance when that is safe.
-    pub(super) async fn dispatch(&self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
+    /// Reads a call's trace context, deadline and method, and keeps its request for the
+    /// attempts; returns it with the `grpc.client` span it is sent in.
+    pub(super) fn prepare(&self, request: http::Request<Body>) -> (Call, tracing::Span) {
         let key = self.hash_key(&request);
         let (parts, body) = request.into_parts();
         // A `traceparent` the caller set (an interceptor, an OpenTelemetry layer) is theirs to
         // keep; otherwise the call continues the trace being served, or starts one.
         let given = parts
             .headers
-            .get(TRACEPARENT)
+            .get(TRACEPARENT_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(TraceContext::parse);
-        let (context, traceparent) = match given {
-            Some(given) => (given, None),
-            None => {
-                let context = TraceContext::current().map_or_else(TraceContext::root, |c| c.child());
-                (context, Some(traceparent_value(&context)))
-            }
+        let (context, made) = match given {
+            Some(given) => (given, false),
+            None => (
+                TraceContext::current().map_or_else(TraceContext::root, |c| c.child()),
+                true,
+            ),
         };
         let deadline = deadline::of(&parts.headers, self.options.timeout);
         let span = tracing::debug_span!(
@@ -153,32 +195,38 @@ impl Balancer {
             None => GrpcType::Unary,
         };
         let generated = parts.extensions.get::<tonic::GrpcMethod<'static>>();
-        let method = self.methods.get(
+        let method_metrics = self.methods.get(
             grpc_type,
             &MethodName {
                 path: path.path(),
                 grpc: generated.map(|m| (m.service(), m.method())),
             },
         );
+        // Copied before the first attempt takes them, if a later attempt may need them.
+        let saved = match streaming || self.options.retry.max_attempts <= 1 {
+            true => Saved::None,
+            false => Saved::of(&parts.headers),
+        };
         let call = Call {
             method: parts.method,
             path,
             headers: Some(parts.headers),
+            saved,
             extensions: parts.extensions,
             body: Some(body),
-            traceparent,
+            trace: made.then_some(context),
+            key,
+            deadline,
+            method_metrics,
         };
-        self.send(call, key, deadline, method).instrument(span).await
+        (call, span)
     }
 
-    async fn send(
-        &self,
-        mut call: Call,
-        key: Option<u64>,
-        deadline: Option<Instant>,
-        method: &'static MethodMetrics,
-    ) -> Result<http::Response<Body>, BoxError> {
+    /// Sends a prepared call, within its deadline, moving it to another instance when that is
+    /// safe; to be run in the call's span.
+    pub(super) async fn send(self: Arc<Self>, mut call: Call) -> Result<http::Response<Body>, BoxError> {
         let started = Instant::now();
+        let method = call.method_metrics;
         method.started.inc();
         let idempotent = self.options.retry.is_idempotent(call.path.path());
         let replayable = matches!(call.body, Some(Ready::Complete(_)));
@@ -192,7 +240,7 @@ impl Balancer {
         let mut tried: Vec<Arc<Instance>> = Vec::new();
         let mut last_failure = None;
         loop {
-            let picked = self.set.load().pick(&self.sequence, key, &tried);
+            let picked = self.set.load().pick(&self.sequence, call.key, &tried);
             let Some(instance) = picked else {
                 // Failing fast completes without waiting on anything, so a caller retrying in a
                 // loop would never yield: take from the task's budget like any I/O would.
@@ -203,18 +251,20 @@ impl Balancer {
             };
             let number = tried.len() + 1;
             let last = number >= max_attempts;
-            let headers = call.headers(last, deadline);
+            let headers = call.headers();
             self.picks.inc();
             span.record("instance", instance.info.address.as_str());
             let attempt_started = Instant::now();
             let in_flight = Arc::clone(&instance).start_call();
+            let deadline = call.deadline;
             let outcome = if self.layers.is_empty() {
                 let attempt = self.attempt(&instance, &mut call, headers, last);
                 within(deadline, attempt)
                     .await
                     .map(|r| r.map(|response| response.map(Inner::H2)))
             } else {
-                let attempt = self.layered_attempt(&instance, &mut call, headers, last, number);
+                // Boxed: it is big, and only channels with layers pay for it.
+                let attempt = Box::pin(self.layered_attempt(&instance, &mut call, headers, last, number));
                 within(deadline, attempt)
                     .await
                     .map(|r| r.map(|response| response.map(Inner::Layered)))
@@ -268,14 +318,15 @@ impl Balancer {
         }
     }
 
-    /// One attempt straight on the instance's connection.
+    /// One attempt straight on the instance's connection: one future, the connect (on a new
+    /// connection only) and the response the only waits.
     async fn attempt(
         &self,
         instance: &Instance,
         call: &mut Call,
         headers: HeaderMap,
         last: bool,
-    ) -> Result<http::Response<super::transport::RecvBody>, Failure> {
+    ) -> Result<http::Response<RecvBody>, Failure> {
         let link = instance.link(&self.connector)?;
         let live = link.connection().await?;
         let head = Head {
@@ -283,7 +334,12 @@ impl Balancer {
             path: call.path.clone(),
             headers,
         };
-        Ok(link.send(&live, head, call.payload(last)).await?)
+        let payload = call.payload(last);
+        let mut request = Some(link.request(head));
+        let end_of_stream = matches!(&payload, Payload::Complete(data) if data.is_empty());
+        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request, end_of_stream)).await?;
+        let cancel = link.send_body(stream, payload);
+        Ok(live.response(response, cancel).await?)
     }
 
     /// One attempt through the application's layers.
@@ -341,11 +397,12 @@ impl Balancer {
     }
 }
 
-/// `future` until `deadline`; `None` when the deadline passed first.
-async fn within<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
+/// `future` until `deadline`; `None` when the deadline passed first. A plain function (no
+/// `async`), so the future is the timed one alone, not it and the future it was made from.
+fn within<F: Future>(deadline: Option<Instant>, future: F) -> impl Future<Output = Option<F::Output>> {
     match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
-        None => Some(future.await),
+        Some(deadline) => Either::Left(tokio::time::timeout_at(deadline.into(), future).map(Result::ok)),
+        None => Either::Right(future.map(Some)),
     }
 }
 
@@ -385,7 +442,7 @@ fn traceparent_value(context: &TraceContext) -> HeaderValue {
 
 /// The response body of a call, as h2 gives it or as the layers do.
 enum Inner {
-    H2(super::transport::RecvBody),
+    H2(RecvBody),
     Layered(Body),
 }
 
@@ -501,7 +558,8 @@ impl Drop for Observed {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let status = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    let status = headers.get(GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
     Some(Code::from_i32(status))
 }
 

@@ -243,8 +243,11 @@ impl Service<http::Request<Body>> for ServiceChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let balancer = Arc::clone(&self.balancer);
-        Box::pin(async move { balancer.dispatch(request).await })
+        let (call, span) = self.balancer.prepare(request);
+        Box::pin(tracing::Instrument::instrument(
+            Arc::clone(&self.balancer).send(call),
+            span,
+        ))
     }
 }
 
