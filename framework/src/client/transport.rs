@@ -492,8 +492,14 @@ impl Payload {
 
 /// Sends a streaming request body as it comes, within the stream's flow control; resets the
 /// stream if the body fails or the caller gives up on the response.
+///
+/// As hyper's pipe does, a chunk is read before any send capacity is asked for (capacity held
+/// for a body that sends nothing could starve other streams of the connection window), then
+/// a minimal claim waits for some capacity, and the whole chunk is handed to h2, which sends
+/// it as the window allows: one chunk at a time is the backpressure.
 async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>, mut canceled: tokio::sync::oneshot::Receiver<()>) {
     use http_body::Body as _;
+    let mut waiting: Option<Bytes> = None;
     let sent = std::future::poll_fn(|cx| {
         loop {
             if Pin::new(&mut canceled).poll(cx).is_ready() {
@@ -502,56 +508,42 @@ async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>, mut canceled: t
             if let Poll::Ready(reset) = stream.poll_reset(cx) {
                 return Poll::Ready(Err(reset.unwrap_or(h2::Reason::CANCEL)));
             }
-            let frame = match ready!(Pin::new(&mut body).poll_frame(cx)) {
+            if waiting.is_some() {
+                while stream.capacity() == 0 {
+                    match ready!(stream.poll_capacity(cx)) {
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => return Poll::Ready(Err(h2::Reason::CANCEL)),
+                    }
+                }
+                let data = waiting.take().expect("a chunk is waiting");
+                if stream.send_data(data, false).is_err() {
+                    return Poll::Ready(Err(h2::Reason::CANCEL));
+                }
+                continue;
+            }
+            match ready!(Pin::new(&mut body).poll_frame(cx)) {
                 None => {
                     return Poll::Ready(stream.send_data(Bytes::new(), true).map_err(|_| h2::Reason::CANCEL));
                 }
                 Some(Err(_)) => return Poll::Ready(Err(h2::Reason::CANCEL)),
-                Some(Ok(frame)) => frame,
-            };
-            match frame.into_data() {
-                Ok(mut data) => {
-                    while !data.is_empty() {
-                        stream.reserve_capacity(data.len());
-                        let granted = match ready!(poll_capacity(&mut stream, &mut canceled, cx)) {
-                            Ok(granted) => granted,
-                            Err(reason) => return Poll::Ready(Err(reason)),
-                        };
-                        let chunk = data.split_to(granted.min(data.len()));
-                        if stream.send_data(chunk, false).is_err() {
-                            return Poll::Ready(Err(h2::Reason::CANCEL));
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        stream.reserve_capacity(1);
+                        waiting = Some(data);
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            return Poll::Ready(stream.send_trailers(trailers).map_err(|_| h2::Reason::CANCEL));
                         }
                     }
-                }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        return Poll::Ready(stream.send_trailers(trailers).map_err(|_| h2::Reason::CANCEL));
-                    }
-                }
+                },
             }
         }
     })
     .await;
     if let Err(reason) = sent {
         stream.send_reset(reason);
-    }
-}
-
-/// Waits for send capacity on `stream` (at least one byte), unless the caller gives up.
-fn poll_capacity(
-    stream: &mut h2::SendStream<Bytes>,
-    canceled: &mut tokio::sync::oneshot::Receiver<()>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<usize, h2::Reason>> {
-    loop {
-        if Pin::new(&mut *canceled).poll(cx).is_ready() {
-            return Poll::Ready(Err(h2::Reason::CANCEL));
-        }
-        match ready!(stream.poll_capacity(cx)) {
-            Some(Ok(0)) => continue,
-            Some(Ok(granted)) => return Poll::Ready(Ok(granted)),
-            Some(Err(_)) | None => return Poll::Ready(Err(h2::Reason::CANCEL)),
-        }
     }
 }
 
