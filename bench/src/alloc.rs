@@ -20,3 +20,9 @@ pub(crate) fn live_bytes() -> i64 {
 pub(crate) fn allocations() -> usize {
     COUNTING.stats().allocations
 }
+
+/// Bytes the whole process has asked the allocator for so far (reallocations' growth included).
+pub(crate) fn allocated_bytes() -> usize {
+    let stats = COUNTING.stats();
+    stats.bytes_allocated + stats.bytes_reallocated.max(0) as usize
+}

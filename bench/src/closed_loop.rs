@@ -64,6 +64,8 @@ pub(crate) struct Sample {
     pub(crate) p50: Option<Duration>,
     /// 99th percentile latency of the successful calls.
     pub(crate) p99: Option<Duration>,
+    /// CPU time the client used meanwhile, where the scenario measures it.
+    pub(crate) cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -73,6 +75,7 @@ impl Sample {
             failed,
             p50: quantile(latencies, 0.5),
             p99: quantile(latencies, 0.99),
+            cpu: None,
         }
     }
 }
@@ -96,6 +99,16 @@ impl Samples {
     /// The median over repetitions of each repetition's p99 latency.
     pub(crate) fn p99(&self) -> Option<Duration> {
         quantile(&self.0.iter().filter_map(|s| s.p99).collect::<Vec<_>>(), 0.5)
+    }
+
+    /// The median over repetitions of the client's CPU time per call, where measured.
+    pub(crate) fn cpu_per_call(&self) -> Option<Duration> {
+        let per_call: Vec<Duration> = self
+            .0
+            .iter()
+            .filter_map(|s| Some(s.cpu? / u32::try_from(s.calls + s.failed).ok().filter(|&n| n > 0)?))
+            .collect();
+        quantile(&per_call, 0.5)
     }
 
     /// Failed calls over all repetitions.

@@ -143,10 +143,16 @@ async fn rolling_restart(etcd: &EtcdCluster, service: &str, duration: Duration) 
     Ok(load.finish().await)
 }
 
-/// The `--serve-greeter` mode: a greeter registered in etcd, until SIGTERM.
+/// The `--serve-greeter` mode: a greeter registered in etcd at `endpoints` (or in no registry
+/// when `endpoints` is `-`), until SIGTERM.
 pub(crate) async fn serve_greeter(endpoints: &str, service: &str) -> anyhow::Result<()> {
-    let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(EtcdConfig::new(endpoints.split(','))).await?);
-    let running = greeter(service, Some(registry)).await?;
+    let registry: Option<Arc<dyn Registry>> = match endpoints {
+        "-" => None,
+        endpoints => Some(Arc::new(
+            EtcdRegistry::connect(EtcdConfig::new(endpoints.split(','))).await?,
+        )),
+    };
+    let running = greeter(service, registry).await?;
     println!("serving {}", running.local_addrs()[0]);
     running.wait().await?;
     Ok(())

@@ -102,10 +102,15 @@ impl LoadClient {
         Ok(Self(Process::start(command, "ready").await?))
     }
 
-    /// `in_flight` callers calling back to back for `duration`, in the Go process.
+    /// `in_flight` callers calling back to back for `duration`, in the Go process, with the CPU
+    /// time the Go process used meanwhile.
     pub(crate) async fn drive(&mut self, in_flight: usize, duration: Duration) -> anyhow::Result<Sample> {
+        let before = self.0.cpu();
         let answer = self.0.ask(&format!("run {in_flight} {}", duration.as_millis())).await?;
-        parse_result(&answer).ok_or_else(|| anyhow::anyhow!("the Go client answered {answer:?}"))
+        let cpu = self.0.cpu().saturating_sub(before);
+        let mut sample = parse_result(&answer).ok_or_else(|| anyhow::anyhow!("the Go client answered {answer:?}"))?;
+        sample.cpu = Some(cpu);
+        Ok(sample)
     }
 }
 
@@ -123,6 +128,7 @@ fn parse_result(line: &str) -> Option<Sample> {
         failed: usize::try_from(failed).ok()?,
         p50: latency(p50),
         p99: latency(p99),
+        cpu: None,
     })
 }
 

@@ -10,7 +10,8 @@ use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
 
 use crate::Sizes;
-use crate::closed_loop::{Client, Samples, drive, interleaved};
+use crate::closed_loop::{Client, Sample, Samples, drive, interleaved};
+use crate::cpu::process_cpu;
 use crate::failover::{server_process, wait_registered};
 use crate::gopeer::{self, LoadClient, Missing};
 use crate::report::{Section, ms, ratio};
@@ -45,6 +46,7 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             "vs grpc-go client, same servers",
             "p50",
             "p99",
+            "client CPU / call",
             "failed",
         ],
     );
@@ -92,8 +94,8 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     for in_flight in [1usize, 16, 64] {
         let samples = interleaved(sizes.reps, PAIRINGS.len(), async |pairing| match pairing {
             0 => go_to_go.drive(in_flight, duration).await,
-            1 => Ok(drive(&jovian_to_jovian, in_flight, duration).await),
-            2 => Ok(drive(&jovian_to_go, in_flight, duration).await),
+            1 => Ok(with_cpu(drive(&jovian_to_jovian, in_flight, duration)).await),
+            2 => Ok(with_cpu(drive(&jovian_to_go, in_flight, duration)).await),
             _ => go_to_jovian.drive(in_flight, duration).await,
         })
         .await?;
@@ -123,7 +125,9 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
         "{SERVERS} servers of each kind, each its own process, registered in one etcd under a lease; the grpc-go \
          client is its own process (GOMAXPROCS defaults to the cores), the jovian client runs in this one. All share \
          the machine's cores with etcd. Each cell is {} s of calls per repetition; latencies are medians over \
-         repetitions. The Go Greeter encodes its two one-string messages by hand (no generated code to build), \
+         repetitions. Client CPU / call is the CPU time of the client's process per call (every thread, from \
+         /proc/<pid>/task/*/schedstat): the jovian client is this process, whose servers are processes of \
+         their own. The Go Greeter encodes its two one-string messages by hand (no generated code to build), \
          which if anything flatters grpc-go.",
         duration.as_secs_f64()
     ));
@@ -146,6 +150,18 @@ fn row(
         same_servers.map_or_else(|| "-".to_owned(), |other| ratio(rate, other)),
         ms(samples.p50()),
         ms(samples.p99()),
+        samples
+            .cpu_per_call()
+            .map_or_else(|| "n/a".to_owned(), |cpu| format!("{:.1} µs", cpu.as_secs_f64() * 1e6)),
         samples.failed().to_string(),
     ]
+}
+
+/// A jovian sample with the CPU time this process (the jovian client: its servers are
+/// processes of their own) used meanwhile.
+async fn with_cpu(sample: impl Future<Output = Sample>) -> Sample {
+    let before = process_cpu();
+    let mut sample = sample.await;
+    sample.cpu = Some(process_cpu().saturating_sub(before));
+    sample
 }

@@ -14,6 +14,7 @@
 mod alloc;
 mod burst;
 mod closed_loop;
+mod cpu;
 mod failover;
 mod gopeer;
 mod grpcgo;
@@ -43,9 +44,23 @@ struct Args {
     /// burst, registration, failover, grpc-go.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7).
+    /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7), or
+    /// in no registry with `-` (scenario 2's allocation count).
     #[arg(long, hide = true)]
     serve_greeter: Option<String>,
+    /// Internal: drive one scenario-2 variant (`direct`, `balance`, `jovian`) alone against the
+    /// greeters at `--addresses`, for profiling.
+    #[arg(long, hide = true)]
+    drive_client: Option<String>,
+    /// Internal: the greeters `--drive-client` calls (comma-separated host:port).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    addresses: Vec<String>,
+    /// Internal: calls in flight for `--drive-client`.
+    #[arg(long, hide = true, default_value_t = 16)]
+    in_flight: usize,
+    /// Internal: calls `--drive-client` makes.
+    #[arg(long, hide = true, default_value_t = 100_000)]
+    calls: usize,
     /// Internal: the service name `--serve-greeter` registers.
     #[arg(long, hide = true, default_value = "greeter")]
     service: String,
@@ -57,6 +72,7 @@ pub(crate) struct Sizes {
     pub(crate) reps: usize,
     pub(crate) propagation_samples: usize,
     pub(crate) call_duration: Duration,
+    pub(crate) counted_calls: usize,
     pub(crate) pick_iterations: u64,
     pub(crate) pick_sizes: [usize; 3],
     pub(crate) large_sizes: Vec<usize>,
@@ -74,6 +90,7 @@ impl Sizes {
                 reps: reps.unwrap_or(1),
                 propagation_samples: 3,
                 call_duration: Duration::from_millis(200),
+                counted_calls: 200,
                 pick_iterations: 10_000,
                 pick_sizes: [10, 100, 1_000],
                 large_sizes: vec![50, 200],
@@ -88,6 +105,7 @@ impl Sizes {
                 reps: reps.unwrap_or(5).max(1),
                 propagation_samples: 20,
                 call_duration: Duration::from_secs(2),
+                counted_calls: 20_000,
                 pick_iterations: 1_000_000,
                 pick_sizes: [10, 1_000, 10_000],
                 large_sizes: vec![100, 1_000, 10_000, 50_000],
@@ -107,6 +125,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(endpoints) = &args.serve_greeter {
         return failover::serve_greeter(endpoints, &args.service).await;
     }
+    if let Some(variant) = &args.drive_client {
+        return overhead::drive_client(variant, &args.addresses, args.in_flight, args.calls).await;
+    }
     let sizes = Sizes::new(args.smoke, args.reps);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let started = Instant::now();
@@ -124,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         sections.push(propagation::run(sizes.clone()).await?);
     }
     if wanted("overhead") {
-        sections.push(overhead::run(sizes.clone()).await?);
+        sections.extend(overhead::run(sizes.clone()).await?);
     }
     if wanted("picks") {
         sections.push(picks::run(sizes.clone()).await?);

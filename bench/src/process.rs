@@ -63,6 +63,13 @@ impl Process {
         Ok(line.trim_end().to_owned())
     }
 
+    /// The CPU time the process has used so far.
+    pub(crate) fn cpu(&self) -> std::time::Duration {
+        self.child
+            .id()
+            .map_or(std::time::Duration::ZERO, |pid| crate::cpu::cpu_of(&pid.to_string()))
+    }
+
     /// Sends `signal` (`-TERM`, `-KILL`, ...).
     pub(crate) fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.child.id().ok_or_else(|| anyhow::anyhow!("the process is gone"))?;

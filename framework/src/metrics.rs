@@ -36,15 +36,26 @@ pub struct Metrics {
     /// `grpc_server_handling_seconds`: how long calls took until they ended, by type, service
     /// and method.
     pub server_handling_seconds: HistogramVec,
-    /// Calls made, by service, instance and gRPC code.
-    pub client_calls: IntCounterVec,
-    /// Latency of calls made, by service and instance.
-    pub client_latency: HistogramVec,
-    /// Instances picked for a call, by service and policy.
+    /// `grpc_client_started_total`: calls a client began, by gRPC type, service and method.
+    pub client_started: IntCounterVec,
+    /// `grpc_client_handled_total`: calls a client finished, by gRPC type, service, method and
+    /// code, whatever instances and attempts it took.
+    pub client_handled: IntCounterVec,
+    /// `grpc_client_handling_seconds`: how long calls took until they finished, by gRPC type,
+    /// service and method.
+    pub client_handling_seconds: HistogramVec,
+    /// `jovian_client_attempts_total`: attempts sent to each instance, by (jovian) service,
+    /// instance and the attempt's gRPC code.
+    pub client_attempts: IntCounterVec,
+    /// `jovian_client_attempt_seconds`: how long attempts on each instance took, by service and
+    /// instance.
+    pub client_attempt_seconds: HistogramVec,
+    /// `jovian_client_picks_total`: instances picked for an attempt, by service and policy.
     pub client_picks: IntCounterVec,
-    /// Instances ejected after failures, by service and instance.
+    /// `jovian_client_ejections_total`: instances ejected after failures, by service and
+    /// instance.
     pub client_ejections: IntCounterVec,
-    /// Instances a client may call, by service.
+    /// `jovian_client_instances`: instances a client may call, by service.
     pub client_instances: IntGaugeVec,
     /// Registry operations, by registry kind, operation and result (`ok` or `error`).
     pub registry_operations: IntCounterVec,
@@ -117,9 +128,11 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 /// The kind of a gRPC method, the `grpc_type` label: `unary`, `client_stream`,
 /// `server_stream` or `bidi_stream`, as go-grpc-prometheus writes it.
 ///
-/// A call does not say what kind of method it calls, and tonic's generated servers do not
-/// tell either, so a server takes every method for unary unless told otherwise with
-/// [`GrpcServer::method_type`](crate::GrpcServer::method_type).
+/// A call does not say what kind of method it calls, and tonic's generated code does not tell
+/// either. A server takes every method for unary unless told otherwise with
+/// [`GrpcServer::method_type`](crate::GrpcServer::method_type); a client takes a call whose
+/// request was complete when it was made for unary and any other for bidi-streaming, unless
+/// told otherwise with [`ClientBuilder::method_type`](crate::ClientBuilder::method_type).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GrpcType {
@@ -197,19 +210,34 @@ impl Metrics {
                 "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
                 &["grpc_type", "grpc_service", "grpc_method"],
             ),
-            client_calls: counter(
-                "jovian_client_calls_total",
-                "gRPC calls made, per instance.",
-                &["service", "instance", "code"],
+            client_started: counter(
+                "grpc_client_started_total",
+                "Total number of RPCs started on the client.",
+                &["grpc_type", "grpc_service", "grpc_method"],
             ),
-            client_latency: histogram(
-                "jovian_client_call_seconds",
-                "Latency of gRPC calls made, per instance.",
+            client_handled: counter(
+                "grpc_client_handled_total",
+                "Total number of RPCs completed by the client, regardless of success or failure.",
+                &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+            ),
+            client_handling_seconds: histogram(
+                "grpc_client_handling_seconds",
+                "Histogram of response latency (seconds) of the gRPC until it is finished by the application.",
+                &["grpc_type", "grpc_service", "grpc_method"],
+            ),
+            client_attempts: counter(
+                "jovian_client_attempts_total",
+                "Attempts a client sent to each instance, by the attempt's gRPC code.",
+                &["service", "instance", "grpc_code"],
+            ),
+            client_attempt_seconds: histogram(
+                "jovian_client_attempt_seconds",
+                "Latency of the attempts a client sent to each instance.",
                 &["service", "instance"],
             ),
             client_picks: counter(
                 "jovian_client_picks_total",
-                "Instances picked for a call.",
+                "Instances picked for an attempt.",
                 &["service", "policy"],
             ),
             client_ejections: counter(

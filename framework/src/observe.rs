@@ -23,10 +23,6 @@ use crate::trace::{TRACEPARENT, TraceContext};
 /// Called once with the call's gRPC code.
 pub(crate) type OnCode = Box<dyn FnOnce(Code) + Send>;
 
-/// Called once with the call's gRPC code under the client metrics' names (`Ok`,
-/// `Unavailable`, ...); see [`legacy_code_name`].
-pub(crate) type OnEnd = Box<dyn FnOnce(&'static str) + Send>;
-
 /// A response body that reports the call's gRPC status when it ends.
 pub(crate) struct ObservedBody {
     inner: Body,
@@ -49,12 +45,6 @@ impl ObservedBody {
             }
             Body::new(body)
         })
-    }
-
-    /// [`observe`](Self::observe) for the client's metrics, which still label codes with
-    /// [`legacy_code_name`].
-    pub(crate) fn wrap(response: http::Response<Body>, on_end: OnEnd) -> http::Response<Body> {
-        Self::observe(response, Box::new(move |code| on_end(legacy_code_name(code))))
     }
 
     fn end(&mut self, code: Option<Code>) {
@@ -109,33 +99,6 @@ impl Drop for ObservedBody {
 fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
     let status = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
     Some(Code::from_i32(status))
-}
-
-/// Every gRPC code's name as the client's metrics label it, as [`legacy_code_name`] gives it.
-pub(crate) const CODE_NAMES: [&str; 17] = [
-    "Ok",
-    "Cancelled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
-
-/// A gRPC code's name as the client's metrics (`jovian_client_*`) still label it. Servers use
-/// [`grpc_code_name`]; this goes when the client's metrics move to the same names.
-pub(crate) fn legacy_code_name(code: Code) -> &'static str {
-    CODE_NAMES[code as usize]
 }
 
 /// The label values of calls that reached no method the server offers.

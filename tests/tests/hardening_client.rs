@@ -265,7 +265,8 @@ async fn junk_paths_do_not_grow_the_server_metrics() {
         }
     };
     for i in 0..1000 {
-        assert_eq!(junk_call(i).await.unwrap_err().code(), Code::Unimplemented);
+        let status = junk_call(i).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     }
     let before = junk_series();
     // Only those lines: the other tests of this binary add their own series meanwhile.
@@ -332,5 +333,130 @@ async fn address_churn_does_not_grow_the_client_metrics() {
             .iter()
             .all(|l| !l.contains("127.0.0.1:9") && !l.contains("127.0.3.250:9")),
         "series of instances that left remain: {after:#?}"
+    );
+}
+
+/// Lines of `/metrics` of the client's per-method family that junk paths could reach (the
+/// other tests of this binary add series of their own meanwhile).
+fn client_junk_series() -> Vec<String> {
+    jovian::metrics::render()
+        .lines()
+        .filter(|line| line.starts_with("grpc_client_"))
+        .filter(|line| line.contains("grpc_service=\"clientjunk") || line.contains("grpc_service=\"unknown\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Paths a caller makes up through a `ServiceChannel` are labelled only up to a bound, then as
+/// one `unknown` method: 10,000 junk paths cannot grow the client's metrics without limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_paths_do_not_grow_the_client_metrics() {
+    init_logging();
+    let store = MemoryStore::new();
+    let _server = start(&store, greeter_server("clientjunk")).await;
+    let channel = channel(&store, "clientjunk", ClientOptions::default()).await;
+    let junk_call = |i: usize| {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        async move {
+            grpc.ready().await.unwrap();
+            let path = format!("/clientjunk{i}.Service/Method").parse().unwrap();
+            let codec = tonic_prost::ProstCodec::<HelloRequest, HelloReply>::default();
+            grpc.unary(Request::new(HelloRequest::default()), path, codec).await
+        }
+    };
+    for i in 0..200 {
+        let status = junk_call(i).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    }
+    let before = client_junk_series();
+    futures_util::stream::iter(200..10_000)
+        .for_each_concurrent(64, |i| async move {
+            let _ = junk_call(i).await;
+        })
+        .await;
+    let after = client_junk_series();
+    assert_eq!(after.len(), before.len(), "new client series after junk calls");
+    let labelled: BTreeSet<&str> = after
+        .iter()
+        .filter_map(|l| l.split("grpc_service=\"").nth(1)?.split('"').next())
+        .filter(|s| s.starts_with("clientjunk"))
+        .collect();
+    assert!(labelled.len() <= 64, "{} made-up services labelled", labelled.len());
+    assert!(
+        after
+            .iter()
+            .any(|l| l.contains("grpc_method=\"unknown\"") && l.contains("grpc_code=\"Unimplemented\"")),
+        "junk past the bound is counted, as one unknown method"
+    );
+}
+
+/// Answers nothing, ever, but tells the test each call arrived.
+#[derive(Clone)]
+struct Hang(Arc<tokio::sync::Notify>);
+
+#[tonic::async_trait]
+impl Greeter for Hang {
+    async fn say_hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+}
+
+/// An instance whose link goes silent with a call in flight (a frozen process, a partition)
+/// is noticed by keep-alive, not by the call's deadline: the call fails `Unavailable` saying
+/// so, long before its 60 s deadline, and the instance is ejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_is_noticed_by_keep_alive_and_ejected() {
+    init_logging();
+    let store = MemoryStore::new();
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let hanging = App::new()
+        .governor(None)
+        .serve(GrpcServer::new("silent").add_service(GreeterServer::new(Hang(arrived.clone()))))
+        .start()
+        .await
+        .unwrap();
+    let proxy = jovian_tests::proxy::Proxy::start(hanging.local_addrs()[0]).await;
+    let _healthy = start(&store, greeter_server("silent")).await;
+    let registry = store.registry();
+    let silent = ServiceInfo::new("silent", proxy.addr().to_string());
+    registry.register(&silent).await.unwrap();
+    let options = ClientOptions {
+        timeout: Some(Duration::from_secs(60)),
+        ..ClientOptions::default()
+    };
+    let channel = channel(&store, "silent", options).await;
+    eventually(Duration::from_secs(5), "both instances", || async {
+        (channel.instance_count() == 2).then_some(())
+    })
+    .await;
+    // One call after another: calls to the healthy instance come back, the first to the
+    // silent one stays in flight.
+    let in_flight = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            loop {
+                match call(&channel).await {
+                    Ok(_) => continue,
+                    Err(status) => return status,
+                }
+            }
+        })
+    };
+    within(
+        Duration::from_secs(10),
+        "a call to reach the silent instance",
+        arrived.notified(),
+    )
+    .await;
+    proxy.blackhole();
+    let status = within(Duration::from_secs(30), "the call to fail", in_flight)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("keep-alive"), "{status:?}");
+    assert_eq!(
+        channel.ejected().into_iter().map(|i| i.address).collect::<Vec<_>>(),
+        [silent.address]
     );
 }

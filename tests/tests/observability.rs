@@ -51,49 +51,51 @@ async fn metrics_parse_as_prometheus_text_and_move_with_calls() {
     let governor = running.governor_addr().expect("the governor runs when asked");
     let address = running.local_addrs()[0].to_string();
     let mut client = GreeterClient::new(running.client("obs-metrics").await.unwrap());
-    // go-grpc-prometheus's labels. The series belong to the Greeter, not to one server, so
-    // what this test's calls add is measured from what was there before.
+    // go-grpc-prometheus's labels. The series belong to the Greeter, not to one server or
+    // client, so what this test's calls add is measured from what was there before.
     let method = [
         ("grpc_type", "unary"),
         ("grpc_service", "helloworld.Greeter"),
         ("grpc_method", "SayHello"),
     ];
-    let served = [&method[..], &[("grpc_code", "OK")]].concat();
+    let ok = [&method[..], &[("grpc_code", "OK")]].concat();
     let before = scrape(governor).await;
     let baseline = |name: &str, labels: &[(&str, &str)]| sample(&before, name, labels).unwrap_or(0.0);
-    let started_before = baseline("grpc_server_started_total", &method);
-    let handled_before = baseline("grpc_server_handled_total", &served);
-    let timed_before = baseline("grpc_server_handling_seconds_count", &method);
+    let per_method = [
+        "grpc_server_started_total",
+        "grpc_server_handling_seconds_count",
+        "grpc_client_started_total",
+        "grpc_client_handling_seconds_count",
+    ]
+    .map(|name| (name, baseline(name, &method)));
+    let per_code = ["grpc_server_handled_total", "grpc_client_handled_total"].map(|name| (name, baseline(name, &ok)));
+    let handled_before = per_code[1].1;
     for round in [5.0, 8.0] {
-        while sample(
-            &scrape(governor).await,
-            "jovian_client_calls_total",
-            &[("service", "obs-metrics")],
-        )
-        .unwrap_or(0.0)
-            < round
+        while sample(&scrape(governor).await, "grpc_client_handled_total", &ok).unwrap_or(0.0) < handled_before + round
         {
             client.say_hello(HelloRequest { name: "m".into() }).await.unwrap();
         }
         let metrics = scrape(governor).await;
-        assert_eq!(
-            sample(&metrics, "grpc_server_started_total", &method),
-            Some(started_before + round)
-        );
-        assert_eq!(
-            sample(&metrics, "grpc_server_handled_total", &served),
-            Some(handled_before + round)
-        );
-        assert_eq!(
-            sample(&metrics, "grpc_server_handling_seconds_count", &method),
-            Some(timed_before + round)
-        );
-        let called = [
+        for (name, before) in per_method {
+            assert_eq!(sample(&metrics, name, &method), Some(before + round), "{name}");
+        }
+        for (name, before) in per_code {
+            assert_eq!(sample(&metrics, name, &ok), Some(before + round), "{name}");
+        }
+        let attempted = [
             ("service", "obs-metrics"),
             ("instance", address.as_str()),
-            ("code", "Ok"),
+            ("grpc_code", "OK"),
         ];
-        assert_eq!(sample(&metrics, "jovian_client_calls_total", &called), Some(round));
+        assert_eq!(
+            sample(&metrics, "jovian_client_attempts_total", &attempted),
+            Some(round)
+        );
+        let instance = [("service", "obs-metrics"), ("instance", address.as_str())];
+        assert_eq!(
+            sample(&metrics, "jovian_client_attempt_seconds_count", &instance),
+            Some(round)
+        );
         assert_eq!(
             sample(&metrics, "jovian_client_picks_total", &[("service", "obs-metrics")]),
             Some(round)

@@ -1,51 +1,51 @@
-//! The instance set a [`ServiceChannel`](super::ServiceChannel) picks from, how snapshots update
-//! it, and how one call is dispatched.
+//! The instance set a [`ServiceChannel`](super::ServiceChannel) picks from and how snapshots
+//! update it; `call.rs` dispatches calls over it.
 //!
 //! Picks read an immutable candidate list through an atomic pointer: no lock on the call path.
 //! Each snapshot is applied as what changed since the last one (O(changed), not O(N)):
 //! instances whose entry is unchanged are not touched and keep their state (connection,
 //! in-flight count, latency, ejection), re-announced ones keep the connection with fresh state,
-//! new ones get a channel on their first call (so a client of a large service holds nothing
+//! new ones get a connection on their first call (so a client of a large service holds nothing
 //! per instance it never calls), removed ones are dropped with their metric series.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tonic::Status;
-use tonic::body::Body;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tower::ServiceExt;
-use tracing::Instrument;
 
 use super::budget::RetryBudget;
-use super::deadline;
 use super::instance::Instance;
-use super::options::{ClientOptions, ClientTls, HashKey, Policy};
+use super::layer::LayerFn;
+use super::metrics::Methods;
+use super::options::{ClientOptions, HashKey, Policy};
 use super::policy::{Picker, hash};
-use super::replay::Outgoing;
 use super::slots::{Chunked, Slots};
-use crate::error::BoxError;
-use crate::metrics::metrics;
-use crate::observe::ObservedBody;
-use crate::trace::{TRACEPARENT, TraceContext};
-use crate::{Change, Discovery, Error, Instances, InstancesWatch, ServiceInfo};
+use super::transport::{Connector, Link};
+use crate::metrics::{GrpcType, metrics};
+use crate::{Change, Discovery, Instances, InstancesWatch, ServiceInfo};
 
 pub(super) struct Balancer {
-    service: Arc<str>,
-    options: ClientOptions,
-    tls: Option<ClientTlsConfig>,
-    set: ArcSwap<InstanceSet>,
-    sequence: AtomicU64,
-    budget: RetryBudget,
-    picks: prometheus::IntCounter,
+    pub(super) service: Arc<str>,
+    pub(super) options: ClientOptions,
+    pub(super) connector: Arc<Connector>,
+    /// The application's per-attempt layers, outermost first.
+    pub(super) layers: Vec<LayerFn>,
+    /// The gRPC type of methods that are not what their request says (see `GrpcType`).
+    pub(super) method_types: HashMap<String, GrpcType>,
+    /// The metric series of the methods called.
+    pub(super) methods: Methods,
+    pub(super) set: ArcSwap<InstanceSet>,
+    pub(super) sequence: AtomicU64,
+    pub(super) budget: RetryBudget,
+    pub(super) picks: prometheus::IntCounter,
     /// The updating side of `set`, used only by the task that follows the registry.
     updater: Mutex<Updater>,
 }
 
 /// One snapshot's worth of instances, ready to pick from.
-struct InstanceSet {
+pub(super) struct InstanceSet {
     /// Every instance that passes the filter.
     admitted: Chunked<Arc<Instance>>,
     /// Those calls go to: the preferred zone's, or all when that zone has too few.
@@ -63,8 +63,13 @@ struct Updater {
 }
 
 impl Balancer {
-    pub(super) fn new(service: &str, options: ClientOptions) -> crate::Result<Arc<Self>> {
-        let tls = options.connection.tls.as_ref().map(tls_config).transpose()?;
+    pub(super) fn new(
+        service: &str,
+        options: ClientOptions,
+        layers: Vec<LayerFn>,
+        method_types: HashMap<String, GrpcType>,
+    ) -> crate::Result<Arc<Self>> {
+        let connector = Arc::new(Connector::new(&options.connection)?);
         let retry = &options.retry;
         let budget = RetryBudget::new(retry.budget_ratio, retry.budget_min_per_second);
         let set = InstanceSet::empty(&options.policy);
@@ -74,7 +79,10 @@ impl Balancer {
         Ok(Arc::new(Self {
             service: service.into(),
             options,
-            tls,
+            connector,
+            layers,
+            method_types,
+            methods: Methods::new(),
             set: ArcSwap::from_pointee(set),
             // A random start, so that short-lived clients do not all begin with the same instance.
             sequence: AtomicU64::new(rand::random::<u32>().into()),
@@ -127,156 +135,6 @@ impl Balancer {
             .collect()
     }
 
-    /// Sends one call in a `grpc.client` span carrying its trace context, within its deadline,
-    /// moving it to another instance when that is safe (see [`RetryPolicy`](super::RetryPolicy)).
-    pub(super) async fn dispatch(&self, mut request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
-        // A `traceparent` the caller set (an interceptor, an OpenTelemetry layer) is theirs to
-        // keep; otherwise the call continues the trace being served, or starts one.
-        let given = request
-            .headers()
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceContext::parse);
-        let context = match given {
-            Some(given) => given,
-            None => {
-                let context = TraceContext::current().map_or_else(TraceContext::root, |c| c.child());
-                if let Ok(value) = http::HeaderValue::from_str(&context.to_string()) {
-                    request.headers_mut().insert(TRACEPARENT, value);
-                }
-                context
-            }
-        };
-        let deadline = deadline::of(&request, self.options.timeout);
-        let span = tracing::debug_span!(
-            "grpc.client",
-            service = %self.service,
-            method = %request.uri().path(),
-            trace_id = %context.trace_hex(),
-            span_id = %context.span_hex(),
-            instance = tracing::field::Empty,
-            code = tracing::field::Empty,
-        );
-        self.send(request, deadline).instrument(span).await
-    }
-
-    async fn send(
-        &self,
-        request: http::Request<Body>,
-        deadline: Option<Instant>,
-    ) -> Result<http::Response<Body>, BoxError> {
-        let key = self.hash_key(&request);
-        let idempotent = self.options.retry.is_idempotent(request.uri().path());
-        self.budget.deposit();
-        let (replayable, mut once) = match Outgoing::new(request) {
-            Outgoing::Replayable(replayable) => (Some(replayable), None),
-            Outgoing::Once(request) => (None, Some(request)),
-        };
-        let mut tried: Vec<Arc<Instance>> = Vec::new();
-        let mut last_failure = None;
-        loop {
-            let set = self.set.load_full();
-            let Some(instance) = set.pick(&self.sequence, key, &tried) else {
-                // Failing fast completes without waiting on anything, so a caller retrying in a
-                // loop would never yield: take from the task's budget like any I/O would.
-                tokio::task::consume_budget().await;
-                // Nothing left to try: say why the last attempt failed, not that none exist.
-                return Err(last_failure.unwrap_or_else(|| self.unavailable(&set)).into());
-            };
-            let mut request = match &replayable {
-                Some(replayable) => replayable.build(),
-                None => once.take().expect("a request that cannot be replayed is sent once"),
-            };
-            if let Some(deadline) = deadline {
-                // Each attempt tells the instance how much of the call's time is left.
-                deadline::set_remaining(&mut request, deadline);
-            }
-            self.picks.inc();
-            let span = tracing::Span::current();
-            span.record("instance", instance.info.address.as_str());
-            let started = Instant::now();
-            let in_flight = instance.start_call();
-            let channel = match instance.channel(|| self.connect(&instance.info)) {
-                Ok(channel) => channel,
-                Err(status) => return Err(status.into()),
-            };
-            let call = channel.oneshot(request);
-            // `None`: the deadline passed first.
-            let outcome = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline.into(), call).await.ok(),
-                None => Some(call.await),
-            };
-            in_flight.finish(matches!(outcome, Some(Ok(_))));
-            let error = match outcome {
-                Some(Ok(response)) => return Ok(self.observe(response, instance, started, span)),
-                Some(Err(error)) => Some(error),
-                None => None,
-            };
-            let timed_out = error.as_ref().is_none_or(deadline::expired);
-            let code = if timed_out { "DeadlineExceeded" } else { "Unavailable" };
-            let labels = [&*self.service, instance.info.address.as_str(), code];
-            metrics().client_calls.with_label_values(&labels).inc();
-            instance
-                .metrics(&self.service)
-                .latency
-                .observe(started.elapsed().as_secs_f64());
-            let Some(error) = error.filter(|_| !timed_out) else {
-                if instance.timed_out() >= self.options.ejection.after_timeouts {
-                    self.eject(&set, &instance, &"calls timed out in a row");
-                }
-                return Err(Status::deadline_exceeded(format!(
-                    "the call to `{}` did not finish within its deadline (last instance tried: {})",
-                    self.service, instance.info.address
-                ))
-                .into());
-            };
-            let never_sent = never_reached_the_instance(&error);
-            self.eject(&set, &instance, &error);
-            // gRPC clients report a broken transport as UNAVAILABLE, and retry policies key on it.
-            let failure = Status::unavailable(format!(
-                "instance {} of `{}` failed: {}",
-                instance.info.address,
-                self.service,
-                error_chain(&error)
-            ));
-            tried.push(instance);
-            let may_retry = replayable.is_some()
-                && tried.len() < self.options.retry.max_attempts
-                && (never_sent || (idempotent && self.budget.withdraw()));
-            if !may_retry {
-                return Err(failure.into());
-            }
-            tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
-            last_failure = Some(failure);
-        }
-    }
-
-    /// Counts and times the call when its response ends.
-    fn observe(
-        &self,
-        response: http::Response<Body>,
-        instance: Arc<Instance>,
-        started: Instant,
-        span: tracing::Span,
-    ) -> http::Response<Body> {
-        let service = Arc::clone(&self.service);
-        ObservedBody::wrap(
-            response,
-            Box::new(move |code| {
-                let series = instance.metrics(&service);
-                match code {
-                    "Ok" => series.ok.inc(),
-                    other => {
-                        let labels = [&*service, instance.info.address.as_str(), other];
-                        metrics().client_calls.with_label_values(&labels).inc();
-                    }
-                }
-                series.latency.observe(started.elapsed().as_secs_f64());
-                span.record("code", code);
-            }),
-        )
-    }
-
     /// Applies the watch's current snapshot, then every later one, until the watch ends. On
     /// its end the last instance set stays: registry trouble never empties a client.
     pub(super) fn follow(
@@ -308,7 +166,7 @@ impl Balancer {
                 Change::Updated { new, .. } => {
                     // Re-announced or re-configured: fresh state, but the connection stays.
                     let old = updater.remove(&new.uri());
-                    self.admit(updater, new, old.as_ref().and_then(|o| o.existing_channel()));
+                    self.admit(updater, new, old.as_ref().and_then(|o| o.existing_link()));
                     gone.extend(old.filter(|_| updater.admitted.get(&new.uri()).is_none()));
                 }
             }
@@ -345,41 +203,21 @@ impl Balancer {
     }
 
     /// Adds `info` to the instance set if the filter admits it and its address can be dialled.
-    fn admit(&self, updater: &mut Updater, info: &Arc<ServiceInfo>, channel: Option<Channel>) {
+    fn admit(&self, updater: &mut Updater, info: &Arc<ServiceInfo>, link: Option<Arc<Link>>) {
         let filter = &self.options.filter;
         if !filter.admits(info) || !valid_address(info) {
             return;
         }
-        let instance = Arc::new(Instance::new(Arc::clone(info), channel));
+        let instance = Arc::new(Instance::new(Arc::clone(info), link));
         if filter.zone.as_ref().is_some_and(|zone| *zone == info.zone) {
             updater.local.put(Arc::clone(&instance));
         }
         updater.admitted.put(instance);
     }
 
-    /// A lazily connecting channel to `info`'s address, made on the instance's first call.
-    fn connect(&self, info: &ServiceInfo) -> Result<Channel, Status> {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{}", info.address))
-            .map_err(|e| Status::internal(format!("instance {info} has an unusable address: {e}")))?;
-        let connection = &self.options.connection;
-        let mut endpoint = endpoint
-            .connect_timeout(connection.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(connection.keepalive_interval)
-            .keep_alive_timeout(connection.keepalive_timeout)
-            .keep_alive_while_idle(false);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| Status::internal(format!("cannot set up TLS to {info}: {e}")))?;
-        }
-        Ok(endpoint.connect_lazy())
-    }
-
     /// Sets a failing instance aside for its back-off, unless it is the last one available or
     /// already set aside for this failure episode.
-    fn eject(&self, set: &InstanceSet, instance: &Arc<Instance>, reason: &dyn std::fmt::Display) {
+    pub(super) fn eject(&self, set: &InstanceSet, instance: &Arc<Instance>, reason: &dyn std::fmt::Display) {
         let others = set
             .candidates
             .iter()
@@ -398,7 +236,7 @@ impl Balancer {
         }
     }
 
-    fn hash_key(&self, request: &http::Request<Body>) -> Option<u64> {
+    pub(super) fn hash_key(&self, request: &http::Request<tonic::body::Body>) -> Option<u64> {
         let Policy::ConsistentHash(source) = &self.options.policy else {
             return None;
         };
@@ -408,7 +246,7 @@ impl Balancer {
         }
     }
 
-    fn unavailable(&self, set: &InstanceSet) -> Status {
+    pub(super) fn unavailable(&self, set: &InstanceSet) -> Status {
         Status::unavailable(format!(
             "no available instance of service `{}` ({} registered, none {})",
             self.service, set.registered, self.options.filter
@@ -442,7 +280,12 @@ impl InstanceSet {
     /// share over the others as the policy spreads everything: round robin skipping a dead
     /// instance stays even instead of doubling the load on the dead one's neighbour. A hashed
     /// key keeps its stable clockwise fallback instead.
-    fn pick(&self, sequence: &AtomicU64, key: Option<u64>, tried: &[Arc<Instance>]) -> Option<Arc<Instance>> {
+    pub(super) fn pick(
+        &self,
+        sequence: &AtomicU64,
+        key: Option<u64>,
+        tried: &[Arc<Instance>],
+    ) -> Option<Arc<Instance>> {
         let n = self.candidates.len();
         if self.candidates.is_empty() {
             return None;
@@ -490,32 +333,8 @@ fn valid_address(info: &ServiceInfo) -> bool {
     valid
 }
 
-/// Whether a failed call certainly never reached the instance, so sending it elsewhere cannot
-/// run it twice: the connection could not be made, or it closed before the request was sent,
-/// or the server refused the stream unprocessed.
-fn never_reached_the_instance(error: &tonic::transport::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
-            && hyper.is_canceled()
-        {
-            return true;
-        }
-        if let Some(h2) = error.downcast_ref::<h2::Error>()
-            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
 /// An error and its causes, for a message that says what actually happened.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -524,25 +343,4 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     message
-}
-
-fn tls_config(tls: &ClientTls) -> crate::Result<ClientTlsConfig> {
-    let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| Error::Config {
-            key: format!("client.tls.{key}"),
-            expected: "a readable PEM file".into(),
-            found: format!("{}: {e}", path.display()),
-        })
-    };
-    let mut config = ClientTlsConfig::new();
-    if let Some(ca) = &tls.ca {
-        config = config.ca_certificate(Certificate::from_pem(read("ca", ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        config = config.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
-    }
-    if let Some(name) = &tls.server_name {
-        config = config.domain_name(name.clone());
-    }
-    Ok(config)
 }

@@ -4,51 +4,61 @@
 //! header) or else the client's default. It spans every attempt: each attempt sends the time
 //! that is left, so the instance can give up when the caller has.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use tonic::body::Body;
+use http::HeaderValue;
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub(super) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
-/// When `request` must be done by: its own `grpc-timeout`, else `default` from now.
-pub(super) fn of(request: &http::Request<Body>, default: Option<Duration>) -> Option<Instant> {
-    let own = request
-        .headers()
-        .get(GRPC_TIMEOUT)
-        .and_then(|value| parse(value.to_str().ok()?));
+/// When a call with `headers` must be done by: its own `grpc-timeout`, else `default` from now.
+pub(super) fn of(headers: &http::HeaderMap, default: Option<Duration>) -> Option<Instant> {
+    let own = headers.get(GRPC_TIMEOUT).and_then(|value| parse(value.to_str().ok()?));
     own.or(default).map(|timeout| Instant::now() + timeout)
 }
 
-/// Writes the time left until `deadline` into `request`'s `grpc-timeout`.
-pub(super) fn set_remaining(request: &mut http::Request<Body>, deadline: Instant) {
+/// The `grpc-timeout` value for the time left until `deadline`.
+///
+/// At 100 ms or more it is whole milliseconds, rounded down (at most 1% less than is left):
+/// calls made within the same millisecond of their deadlines send the same value, which is
+/// made once per thread and millisecond, and which HTTP/2's header compression sends as one
+/// byte after the first time. Below 100 ms it is microseconds, rounded up, so that a deadline
+/// never reads as already passed.
+pub(super) fn remaining(deadline: Instant) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(u128, HeaderValue)>> = const { RefCell::new(None) };
+    }
     let left = deadline.saturating_duration_since(Instant::now());
-    request.headers_mut().insert(
-        GRPC_TIMEOUT,
-        http::HeaderValue::from_str(&encode(left)).expect("digits and a unit are a valid header value"),
-    );
+    let millis = left.as_millis();
+    if millis < 100 {
+        return value(&encode(left));
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((at, value)) if *at == millis => value.clone(),
+            _ => {
+                let made = value(&encode(left));
+                *last = Some((millis, made.clone()));
+                made
+            }
+        }
+    })
 }
 
-/// Whether a transport failure is the deadline passing inside the channel.
-pub(super) fn expired(error: &tonic::transport::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if error.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+fn value(encoded: &str) -> HeaderValue {
+    HeaderValue::from_str(encoded).expect("digits and a unit are a valid header value")
 }
 
 /// `grpc-timeout`'s value: at most 8 digits and a unit.
 fn encode(timeout: Duration) -> String {
     const MAX: u128 = 99_999_999;
-    let micros = timeout.as_micros();
-    if micros <= MAX {
-        // Rounded up, so that a deadline never reads as already passed.
-        return format!("{}u", micros.max(1));
-    }
     let millis = timeout.as_millis();
+    if millis < 100 {
+        // Rounded up, so that a deadline never reads as already passed.
+        let micros = timeout.as_nanos().div_ceil(1000).max(1);
+        return format!("{micros}u");
+    }
     if millis <= MAX {
         return format!("{millis}m");
     }
@@ -80,6 +90,7 @@ mod tests {
     fn timeouts_round_trip_in_grpc_form() {
         for timeout in [
             Duration::from_micros(1),
+            Duration::from_micros(99_999),
             Duration::from_millis(1500),
             Duration::from_secs(5),
             Duration::from_secs(86_400 * 30),
@@ -89,10 +100,26 @@ mod tests {
                 back <= timeout + Duration::from_micros(1) && back + Duration::from_secs(1) >= timeout,
                 "{timeout:?} -> {back:?}"
             );
+            assert!(back > Duration::ZERO, "{timeout:?} reads as passed");
         }
+        assert_eq!(encode(Duration::from_nanos(1)), "1u");
+        assert_eq!(encode(Duration::from_micros(4_999_990)), "4999m");
         assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
         for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S"] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_thread_reuses_the_value_of_the_same_millisecond() {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let first = remaining(deadline);
+        let second = remaining(deadline);
+        let read = |v: &HeaderValue| parse(v.to_str().unwrap()).unwrap();
+        assert!(read(&first) <= Duration::from_secs(3600));
+        assert!(
+            read(&first) - read(&second) <= Duration::from_millis(1000),
+            "{first:?} {second:?}"
+        );
     }
 }

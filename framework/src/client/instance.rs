@@ -10,12 +10,14 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tonic::transport::Channel;
-
+use super::layer::InstanceService;
+use super::metrics::InstanceMetrics;
 use super::now_ms;
+use super::transport::{Connector, Link, TransportError};
 use crate::ServiceInfo;
+use crate::error::BoxError;
 
 pub(super) struct Instance {
     pub(super) info: Arc<ServiceInfo>,
@@ -23,8 +25,12 @@ pub(super) struct Instance {
     key: Arc<str>,
     /// Made on the first call, so a client of a large service holds no connection state for
     /// instances it never calls.
-    channel: OnceLock<Channel>,
-    in_flight: AtomicUsize,
+    link: OnceLock<Arc<Link>>,
+    /// The application's layers around the link, made on the first call (with layers only).
+    service: OnceLock<InstanceService>,
+    /// Calls in flight here: from the pick until their response ends. Shared with the link,
+    /// whose connection keeps itself alive only while calls are in flight.
+    in_flight: Arc<AtomicUsize>,
     /// Exponentially weighted moving average of response latency, in microseconds.
     latency_ewma_us: AtomicU64,
     /// Failure episodes in a row; reset by a success.
@@ -37,12 +43,6 @@ pub(super) struct Instance {
     metrics: OnceLock<InstanceMetrics>,
 }
 
-/// The metric series of calls to one instance that every successful call touches.
-pub(super) struct InstanceMetrics {
-    pub(super) ok: prometheus::IntCounter,
-    pub(super) latency: prometheus::Histogram,
-}
-
 impl super::slots::Slotted for Arc<Instance> {
     fn key(&self) -> &Arc<str> {
         &self.key
@@ -52,20 +52,23 @@ impl super::slots::Slotted for Arc<Instance> {
     }
 }
 
-/// Marks a call in flight on an instance until dropped.
-pub(super) struct InFlight<'a> {
-    instance: &'a Instance,
-    started: Instant,
+/// Marks a call in flight on an instance until dropped: while its response streams in, too.
+pub(super) struct InFlight {
+    pub(super) instance: Arc<Instance>,
 }
 
 impl Instance {
-    /// An instance whose channel is made on first use, or `channel` to keep an existing one.
-    pub(super) fn new(info: Arc<ServiceInfo>, channel: Option<Channel>) -> Self {
+    /// An instance whose link is made on first use, or `link` to keep an existing connection.
+    pub(super) fn new(info: Arc<ServiceInfo>, link: Option<Arc<Link>>) -> Self {
+        let in_flight = link
+            .as_ref()
+            .map_or_else(|| Arc::new(AtomicUsize::new(0)), |l| Arc::clone(l.in_flight()));
         Self {
             key: info.uri().into(),
             info,
-            channel: channel.map(OnceLock::from).unwrap_or_default(),
-            in_flight: AtomicUsize::new(0),
+            link: link.map(OnceLock::from).unwrap_or_default(),
+            service: OnceLock::new(),
+            in_flight,
             latency_ewma_us: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             timeouts: AtomicU32::new(0),
@@ -76,29 +79,34 @@ impl Instance {
 
     /// This instance's metric series for calls to `service`.
     pub(super) fn metrics(&self, service: &str) -> &InstanceMetrics {
-        self.metrics.get_or_init(|| {
-            let metrics = crate::metrics::metrics();
-            InstanceMetrics {
-                ok: metrics
-                    .client_calls
-                    .with_label_values(&[service, &self.info.address, "Ok"]),
-                latency: metrics.client_latency.with_label_values(&[service, &self.info.address]),
-            }
-        })
+        self.metrics
+            .get_or_init(|| InstanceMetrics::new(service, &self.info.address))
     }
 
-    /// The channel to this instance, made by `connect` on first use.
-    pub(super) fn channel<E>(&self, connect: impl FnOnce() -> Result<Channel, E>) -> Result<Channel, E> {
-        if let Some(channel) = self.channel.get() {
-            return Ok(channel.clone());
+    /// The link to this instance, made on first use.
+    pub(super) fn link(&self, connector: &Arc<Connector>) -> Result<&Arc<Link>, TransportError> {
+        if let Some(link) = self.link.get() {
+            return Ok(link);
         }
-        let channel = connect()?;
-        Ok(self.channel.get_or_init(|| channel).clone())
+        let link = Link::new(&self.info.address, Arc::clone(connector), Arc::clone(&self.in_flight))?;
+        Ok(self.link.get_or_init(|| Arc::new(link)))
     }
 
-    /// The channel, if a call ever made it.
-    pub(super) fn existing_channel(&self) -> Option<Channel> {
-        self.channel.get().cloned()
+    /// The link, if a call ever made it.
+    pub(super) fn existing_link(&self) -> Option<Arc<Link>> {
+        self.link.get().cloned()
+    }
+
+    /// The application's layers around this instance's link, made by `make` on first use.
+    pub(super) fn service(
+        &self,
+        make: impl FnOnce() -> Result<InstanceService, BoxError>,
+    ) -> Result<InstanceService, BoxError> {
+        if let Some(service) = self.service.get() {
+            return Ok(service.clone());
+        }
+        let service = make()?;
+        Ok(self.service.get_or_init(|| service).clone())
     }
 
     pub(super) fn in_flight(&self) -> usize {
@@ -109,12 +117,9 @@ impl Instance {
         self.latency_ewma_us.load(Ordering::Relaxed)
     }
 
-    pub(super) fn start_call(&self) -> InFlight<'_> {
+    pub(super) fn start_call(self: Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            instance: self,
-            started: Instant::now(),
-        }
+        InFlight { instance: self }
     }
 
     pub(super) fn is_ejected(&self) -> bool {
@@ -161,16 +166,11 @@ impl Instance {
     /// Drops this instance's metric series of calls to `service`, once it has left the set,
     /// so that churning addresses cannot grow the metrics without limit.
     pub(super) fn forget_metrics(&self, service: &str) {
-        let metrics = crate::metrics::metrics();
-        let address = self.info.address.as_str();
-        for code in crate::observe::CODE_NAMES {
-            let _ = metrics.client_calls.remove_label_values(&[service, address, code]);
-        }
-        let _ = metrics.client_latency.remove_label_values(&[service, address]);
-        let _ = metrics.client_ejections.remove_label_values(&[service, address]);
+        super::metrics::forget_instance(service, &self.info.address);
     }
 
-    fn succeeded(&self, latency: Duration) {
+    /// Records a call whose response came back from here after `latency`.
+    pub(super) fn succeeded(&self, latency: Duration) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
@@ -185,16 +185,7 @@ impl Instance {
     }
 }
 
-impl InFlight<'_> {
-    /// Ends the call, recording its latency if it succeeded.
-    pub(super) fn finish(self, succeeded: bool) {
-        if succeeded {
-            self.instance.succeeded(self.started.elapsed());
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

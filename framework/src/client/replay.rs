@@ -2,8 +2,8 @@
 //!
 //! An `http::Request` with a streaming body cannot be cloned. But a unary gRPC request's body
 //! (one encoded message) is complete the moment the call is made, so it is read then, without
-//! waiting, and kept: the request can be rebuilt for another instance. A body that is not
-//! complete at once (a client-streaming call) is passed through untouched and sent only once.
+//! waiting, and kept: each attempt sends the same bytes. A body that is not complete at once
+//! (a client-streaming call) is sent as it comes, once.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -20,87 +20,66 @@ use crate::error::BoxError;
 /// The largest body kept for replay; larger ones are sent once.
 const MAX_REPLAY_BYTES: usize = 1 << 20;
 
-/// A request that can be built again for each attempt.
-pub(super) struct Replayable {
-    parts: http::request::Parts,
-    body: Bytes,
+/// A request body as far as it could be read without waiting.
+pub(super) enum Ready {
+    /// All of it.
+    Complete(Bytes),
+    /// What was read, then the rest as it comes.
+    Streaming(Body),
 }
 
-/// A request as the call made it: replayable, or to be sent once.
-pub(super) enum Outgoing {
-    Replayable(Replayable),
-    Once(http::Request<Body>),
-}
-
-impl Outgoing {
-    pub(super) fn new(request: http::Request<Body>) -> Self {
-        let (parts, mut body) = request.into_parts();
-        let mut chunks = VecDeque::new();
-        let mut size = 0;
-        loop {
-            match body.frame().now_or_never() {
-                // The body ended: everything is in hand.
-                Some(None) => {
-                    return Outgoing::Replayable(Replayable {
-                        parts,
-                        body: concat(chunks),
-                    });
-                }
-                Some(Some(Ok(frame))) if frame.is_data() => {
-                    let data = frame.into_data().unwrap_or_default();
-                    size += data.len();
-                    chunks.push_back(Frame::data(data));
-                    if size > MAX_REPLAY_BYTES {
-                        return Outgoing::once(parts, chunks, body);
-                    }
-                }
-                // Trailers, an error, or not ready yet: send what was read, then the rest.
-                Some(Some(frame)) => {
-                    let tail = Body::new(Replay {
-                        frames: VecDeque::from([frame]),
-                        rest: Some(body),
-                    });
-                    return Outgoing::once(parts, chunks, tail);
-                }
-                None => return Outgoing::once(parts, chunks, body),
+/// Reads `body` as far as it is ready now.
+pub(super) fn read_now(mut body: Body) -> Ready {
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    loop {
+        match body.frame().now_or_never() {
+            // The body ended: everything is in hand.
+            Some(None) => {
+                return Ready::Complete(match first {
+                    None => Bytes::new(),
+                    Some(first) if more.is_empty() => first,
+                    Some(first) => concat(first, more),
+                });
             }
+            Some(Some(Ok(frame))) if frame.is_data() => {
+                let data = frame.into_data().unwrap_or_default();
+                size += data.len();
+                match &first {
+                    None => first = Some(data),
+                    Some(_) => more.push(data),
+                }
+                if size > MAX_REPLAY_BYTES {
+                    return streaming(first.into_iter().chain(more).map(|d| Ok(Frame::data(d))), body);
+                }
+            }
+            // Trailers, an error, or not ready yet: send what was read, then the rest.
+            Some(Some(frame)) => {
+                let read = first.into_iter().chain(more).map(|d| Ok(Frame::data(d)));
+                return streaming(read.chain([frame]), Body::empty());
+            }
+            None => return streaming(first.into_iter().chain(more).map(|d| Ok(Frame::data(d))), body),
         }
-    }
-
-    fn once(parts: http::request::Parts, read: VecDeque<Frame<Bytes>>, rest: Body) -> Self {
-        let frames = read.into_iter().map(Ok).collect();
-        let body = Body::new(Replay {
-            frames,
-            rest: Some(rest),
-        });
-        Outgoing::Once(http::Request::from_parts(parts, body))
     }
 }
 
-impl Replayable {
-    /// A fresh copy of the request.
-    pub(super) fn build(&self) -> http::Request<Body> {
-        let mut request = http::Request::new(Body::new(http_body_util::Full::new(self.body.clone())));
-        *request.method_mut() = self.parts.method.clone();
-        *request.uri_mut() = self.parts.uri.clone();
-        *request.version_mut() = self.parts.version;
-        *request.headers_mut() = self.parts.headers.clone();
-        *request.extensions_mut() = self.parts.extensions.clone();
-        request
+fn streaming(read: impl Iterator<Item = Result<Frame<Bytes>, tonic::Status>>, rest: Body) -> Ready {
+    let frames: VecDeque<_> = read.collect();
+    if frames.is_empty() {
+        return Ready::Streaming(rest);
     }
+    Ready::Streaming(Body::new(Replay {
+        frames,
+        rest: Some(rest),
+    }))
 }
 
-fn concat(chunks: VecDeque<Frame<Bytes>>) -> Bytes {
-    let mut chunks: Vec<Bytes> = chunks.into_iter().filter_map(|f| f.into_data().ok()).collect();
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
-        _ => {
-            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            chunks.iter().for_each(|c| all.extend_from_slice(c));
-            all.freeze()
-        }
-    }
+fn concat(first: Bytes, more: Vec<Bytes>) -> Bytes {
+    let mut all = BytesMut::with_capacity(first.len() + more.iter().map(Bytes::len).sum::<usize>());
+    all.extend_from_slice(&first);
+    more.iter().for_each(|c| all.extend_from_slice(c));
+    all.freeze()
 }
 
 /// Frames already read, then the rest of the original body.
@@ -125,5 +104,31 @@ impl http_body::Body for Replay {
 
     fn is_end_stream(&self) -> bool {
         self.frames.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn complete_bodies_are_kept_and_others_pass_through_whole() {
+        let one = Body::new(http_body_util::Full::new(Bytes::from_static(b"hello")));
+        assert!(matches!(read_now(one), Ready::Complete(b) if b == "hello"));
+        assert!(matches!(read_now(Body::empty()), Ready::Complete(b) if b.is_empty()));
+
+        // Two chunks now, a third later: all three arrive, in order.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(4);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"b")))).await.unwrap();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let body = Body::new(http_body_util::StreamBody::new(stream));
+        let Ready::Streaming(body) = read_now(body) else {
+            panic!("a body still streaming is not complete");
+        };
+        tx.send(Ok(Frame::data(Bytes::from_static(b"c")))).await.unwrap();
+        drop(tx);
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all, "abc");
     }
 }

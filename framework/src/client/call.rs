@@ -1,0 +1,595 @@
+//! One call through a [`ServiceChannel`](super::ServiceChannel): its trace context and
+//! deadline, the pick of an instance for each attempt, the attempt itself, the move to another
+//! instance when that is safe (see [`RetryPolicy`](super::RetryPolicy)), and the metrics and
+//! span of the call when it ends.
+//!
+//! The path is made to cost little: the caller's headers are copied once per attempt (so a
+//! later attempt can send them again) into a map sized for the headers the channel adds; the
+//! `traceparent` is written without formatting machinery; `grpc-timeout` values are made once
+//! per millisecond; metric series are resolved once per method and instance; and the response
+//! body that reports the call's end is the only wrapper around h2's stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Either;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Frame;
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tower::ServiceExt;
+
+use super::balancer::{Balancer, error_chain};
+use super::deadline::{self, GRPC_TIMEOUT};
+use super::instance::{InFlight, Instance};
+use super::layer::{Attempt, InstanceService};
+use super::metrics::{MethodMetrics, MethodName};
+use super::replay::{self, Ready};
+use super::transport::{Head, Payload, RecvBody, TransportError};
+use crate::error::BoxError;
+use crate::metrics::GrpcType;
+use crate::metrics::grpc_code_name;
+use crate::trace::{TRACEPARENT, TraceContext};
+
+const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("jovian/", env!("CARGO_PKG_VERSION")));
+
+/// The `traceparent` header's name, made once.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+
+/// Headers a later attempt needs that fit here are copied without allocating.
+const FEW: usize = 4;
+
+/// A call as the channel keeps it across attempts.
+pub(super) struct Call {
+    method: http::Method,
+    path: http::uri::PathAndQuery,
+    /// The caller's headers, for the first attempt.
+    headers: Option<HeaderMap>,
+    /// A copy of the caller's headers for the attempts after the first, if there may be any.
+    saved: Saved,
+    extensions: http::Extensions,
+    body: Option<Ready>,
+    /// The trace context the channel made, when the caller sent no `traceparent`.
+    trace: Option<TraceContext>,
+    key: Option<u64>,
+    deadline: Option<Instant>,
+    method_metrics: &'static MethodMetrics,
+}
+
+/// The caller's headers, kept for another attempt.
+enum Saved {
+    None,
+    Few([Option<(HeaderName, HeaderValue)>; FEW]),
+    Many(HeaderMap),
+}
+
+impl Saved {
+    fn of(headers: &HeaderMap) -> Self {
+        if headers.len() > FEW {
+            return Saved::Many(headers.clone());
+        }
+        let mut few: [Option<(HeaderName, HeaderValue)>; FEW] = Default::default();
+        for (slot, (name, value)) in few.iter_mut().zip(headers) {
+            *slot = Some((name.clone(), value.clone()));
+        }
+        Saved::Few(few)
+    }
+
+    /// The saved headers, in a map with room for `more`.
+    fn restore(&self, more: usize) -> HeaderMap {
+        match self {
+            Saved::None => HeaderMap::with_capacity(more),
+            Saved::Few(few) => {
+                let mut headers = HeaderMap::with_capacity(FEW + more);
+                for (name, value) in few.iter().flatten() {
+                    headers.append(name.clone(), value.clone());
+                }
+                headers
+            }
+            Saved::Many(many) => {
+                let mut headers = HeaderMap::with_capacity(many.len() + more);
+                for (name, value) in many {
+                    headers.append(name.clone(), value.clone());
+                }
+                headers
+            }
+        }
+    }
+}
+
+impl Call {
+    /// The headers of one attempt: the caller's, the trace context, the time left.
+    fn headers(&mut self) -> HeaderMap {
+        let mut headers = match self.headers.take() {
+            Some(headers) => headers,
+            None => self.saved.restore(3),
+        };
+        if let Some(context) = &self.trace {
+            headers.insert(TRACEPARENT_HEADER, traceparent_value(context));
+        }
+        if let Some(deadline) = self.deadline {
+            // Each attempt tells the instance how much of the call's time is left.
+            headers.insert(GRPC_TIMEOUT, deadline::remaining(deadline));
+        }
+        if !headers.contains_key(http::header::USER_AGENT) {
+            headers.insert(http::header::USER_AGENT, USER_AGENT);
+        }
+        headers
+    }
+
+    /// The body of one attempt.
+    fn payload(&mut self, last: bool) -> Payload {
+        match &self.body {
+            Some(Ready::Complete(data)) if !last => Payload::Complete(data.clone()),
+            _ => match self.body.take() {
+                Some(Ready::Complete(data)) => Payload::Complete(data),
+                Some(Ready::Streaming(body)) => Payload::Streaming(body),
+                None => Payload::Complete(Bytes::new()),
+            },
+        }
+    }
+}
+
+/// How an attempt failed.
+enum Failure {
+    /// In the transport, or in a layer that did not answer with a status.
+    Attempt { error: BoxError, never_sent: bool },
+    /// A layer's own answer, for the caller as it is.
+    Status(Status),
+    /// The call's deadline passed.
+    TimedOut,
+}
+
+impl From<TransportError> for Failure {
+    fn from(error: TransportError) -> Self {
+        Failure::Attempt {
+            never_sent: error.never_sent(),
+            error: Box::new(error),
+        }
+    }
+}
+
+impl Balancer {
+    /// Reads a call's trace context, deadline and method, and keeps its request for the
+    /// attempts; returns it with the `grpc.client` span it is sent in.
+    pub(super) fn prepare(&self, request: http::Request<Body>) -> (Call, tracing::Span) {
+        let key = self.hash_key(&request);
+        let (parts, body) = request.into_parts();
+        // A `traceparent` the caller set (an interceptor, an OpenTelemetry layer) is theirs to
+        // keep; otherwise the call continues the trace being served, or starts one.
+        let given = parts
+            .headers
+            .get(TRACEPARENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse);
+        let (context, made) = match given {
+            Some(given) => (given, false),
+            None => (
+                TraceContext::current().map_or_else(TraceContext::root, |c| c.child()),
+                true,
+            ),
+        };
+        let deadline = deadline::of(&parts.headers, self.options.timeout);
+        let span = tracing::debug_span!(
+            "grpc.client",
+            service = %self.service,
+            method = %parts.uri.path(),
+            trace_id = %context.trace_hex(),
+            span_id = %context.span_hex(),
+            instance = tracing::field::Empty,
+            code = tracing::field::Empty,
+        );
+        let body = replay::read_now(body);
+        let streaming = matches!(body, Ready::Streaming(_));
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let grpc_type = match self.method_types.get(path.path()) {
+            Some(grpc_type) => *grpc_type,
+            None if streaming => GrpcType::BidiStream,
+            None => GrpcType::Unary,
+        };
+        let generated = parts.extensions.get::<tonic::GrpcMethod<'static>>();
+        let method_metrics = self.methods.get(
+            grpc_type,
+            &MethodName {
+                path: path.path(),
+                grpc: generated.map(|m| (m.service(), m.method())),
+            },
+        );
+        // Copied before the first attempt takes them, if a later attempt may need them.
+        let saved = match streaming || self.options.retry.max_attempts <= 1 {
+            true => Saved::None,
+            false => Saved::of(&parts.headers),
+        };
+        let call = Call {
+            method: parts.method,
+            path,
+            headers: Some(parts.headers),
+            saved,
+            extensions: parts.extensions,
+            body: Some(body),
+            trace: made.then_some(context),
+            key,
+            deadline,
+            method_metrics,
+        };
+        (call, span)
+    }
+
+    /// Sends a prepared call, within its deadline, moving it to another instance when that is
+    /// safe; to be run in the call's span.
+    pub(super) async fn send(self: Arc<Self>, mut call: Call) -> Result<http::Response<Body>, BoxError> {
+        let started = Instant::now();
+        let method = call.method_metrics;
+        method.started.inc();
+        let idempotent = self.options.retry.is_idempotent(call.path.path());
+        let replayable = matches!(call.body, Some(Ready::Complete(_)));
+        let max_attempts = if replayable {
+            self.options.retry.max_attempts.max(1)
+        } else {
+            1
+        };
+        self.budget.deposit();
+        let span = tracing::Span::current();
+        let mut tried: Vec<Arc<Instance>> = Vec::new();
+        let mut last_failure = None;
+        loop {
+            let picked = self.set.load().pick(&self.sequence, call.key, &tried);
+            let Some(instance) = picked else {
+                // Failing fast completes without waiting on anything, so a caller retrying in a
+                // loop would never yield: take from the task's budget like any I/O would.
+                tokio::task::consume_budget().await;
+                // Nothing left to try: say why the last attempt failed, not that none exist.
+                let status = last_failure.unwrap_or_else(|| self.unavailable(&self.set.load()));
+                return Err(ended(method, started, &span, status));
+            };
+            let number = tried.len() + 1;
+            let last = number >= max_attempts;
+            let headers = call.headers();
+            self.picks.inc();
+            span.record("instance", instance.info.address.as_str());
+            let attempt_started = Instant::now();
+            let in_flight = Arc::clone(&instance).start_call();
+            let deadline = call.deadline;
+            let outcome = if self.layers.is_empty() {
+                let attempt = self.attempt(&instance, &mut call, headers, last);
+                within(deadline, attempt)
+                    .await
+                    .map(|r| r.map(|response| response.map(Inner::H2)))
+            } else {
+                // Boxed: it is big, and only channels with layers pay for it.
+                let attempt = Box::pin(self.layered_attempt(&instance, &mut call, headers, last, number));
+                within(deadline, attempt)
+                    .await
+                    .map(|r| r.map(|response| response.map(Inner::Layered)))
+            };
+            let failure = match outcome {
+                Some(Ok(response)) => {
+                    instance.succeeded(attempt_started.elapsed());
+                    return Ok(observe(response, in_flight, method, started, attempt_started, span));
+                }
+                Some(Err(failure)) => failure,
+                None => Failure::TimedOut,
+            };
+            drop(in_flight);
+            let code = match &failure {
+                Failure::TimedOut => Code::DeadlineExceeded,
+                Failure::Status(status) => status.code(),
+                Failure::Attempt { .. } => Code::Unavailable,
+            };
+            let series = instance.metrics(&self.service);
+            series.latency.observe(attempt_started.elapsed().as_secs_f64());
+            super::metrics::attempt_failed(&self.service, &instance.info.address, code);
+            let (error, never_sent) = match failure {
+                Failure::Status(status) => return Err(ended(method, started, &span, status)),
+                Failure::TimedOut => {
+                    if instance.timed_out() >= self.options.ejection.after_timeouts {
+                        self.eject(&self.set.load(), &instance, &"calls timed out in a row");
+                    }
+                    let status = Status::deadline_exceeded(format!(
+                        "the call to `{}` did not finish within its deadline (last instance tried: {})",
+                        self.service, instance.info.address
+                    ));
+                    return Err(ended(method, started, &span, status));
+                }
+                Failure::Attempt { error, never_sent } => (error, never_sent),
+            };
+            self.eject(&self.set.load(), &instance, &error);
+            // gRPC clients report a broken transport as UNAVAILABLE, and retry policies key on it.
+            let failure = Status::unavailable(format!(
+                "instance {} of `{}` failed: {}",
+                instance.info.address,
+                self.service,
+                error_chain(&*error)
+            ));
+            tried.push(instance);
+            let may_retry = tried.len() < max_attempts && (never_sent || (idempotent && self.budget.withdraw()));
+            if !may_retry {
+                return Err(ended(method, started, &span, failure));
+            }
+            tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
+            last_failure = Some(failure);
+        }
+    }
+
+    /// One attempt straight on the instance's connection: one future, the connect (on a new
+    /// connection only) and the response the only waits.
+    async fn attempt(
+        &self,
+        instance: &Instance,
+        call: &mut Call,
+        headers: HeaderMap,
+        last: bool,
+    ) -> Result<http::Response<RecvBody>, Failure> {
+        let link = instance.link(&self.connector)?;
+        let live = link.connection().await?;
+        let head = Head {
+            method: call.method.clone(),
+            path: call.path.clone(),
+            headers,
+        };
+        let payload = call.payload(last);
+        let mut request = Some(link.request(head));
+        let end_of_stream = matches!(&payload, Payload::Complete(data) if data.is_empty());
+        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request, end_of_stream)).await?;
+        let cancel = link.send_body(stream, payload);
+        Ok(live.response(response, cancel).await?)
+    }
+
+    /// One attempt through the application's layers.
+    async fn layered_attempt(
+        &self,
+        instance: &Arc<Instance>,
+        call: &mut Call,
+        headers: HeaderMap,
+        last: bool,
+        number: usize,
+    ) -> Result<http::Response<Body>, Failure> {
+        let service = instance
+            .service(|| {
+                let link = instance.link(&self.connector)?;
+                let mut service = InstanceService::connection(Arc::clone(&instance.info), Arc::clone(link));
+                for layer in self.layers.iter().rev() {
+                    service = layer(service);
+                }
+                Ok(service)
+            })
+            .map_err(|error| Failure::Attempt {
+                error,
+                never_sent: true,
+            })?;
+        let body = match call.payload(last) {
+            Payload::Complete(data) => Body::new(http_body_util::Full::new(data)),
+            Payload::Streaming(body) => body,
+        };
+        let mut request = http::Request::new(body);
+        *request.method_mut() = call.method.clone();
+        *request.uri_mut() = http::Uri::from(call.path.clone());
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = headers;
+        *request.extensions_mut() = if last {
+            std::mem::take(&mut call.extensions)
+        } else {
+            call.extensions.clone()
+        };
+        request
+            .extensions_mut()
+            .insert(Attempt::new(Arc::clone(&instance.info), number));
+        service
+            .oneshot(request)
+            .await
+            .map_err(|error| match error.downcast::<Status>() {
+                Ok(status) => Failure::Status(*status),
+                Err(error) => {
+                    let never_sent = source_chain(&*error).any(|e| {
+                        e.downcast_ref::<TransportError>()
+                            .is_some_and(TransportError::never_sent)
+                    });
+                    Failure::Attempt { error, never_sent }
+                }
+            })
+    }
+}
+
+/// `future` until `deadline`; `None` when the deadline passed first. A plain function (no
+/// `async`), so the future is the timed one alone, not it and the future it was made from.
+fn within<F: Future>(deadline: Option<Instant>, future: F) -> impl Future<Output = Option<F::Output>> {
+    match deadline {
+        Some(deadline) => Either::Left(tokio::time::timeout_at(deadline.into(), future).map(Result::ok)),
+        None => Either::Right(future.map(Some)),
+    }
+}
+
+fn source_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+/// Counts and times a call that failed without a response; returns its status.
+fn ended(method: &MethodMetrics, started: Instant, span: &tracing::Span, status: Status) -> BoxError {
+    method.handled(status.code()).inc();
+    method.handling.observe(started.elapsed().as_secs_f64());
+    span.record("code", grpc_code_name(status.code()));
+    status.into()
+}
+
+/// A `traceparent` value for `context`, sampled; marked sensitive, so HTTP/2 header
+/// compression sends it as a literal instead of filling the connection's table with values
+/// that never repeat (and evicting the ones that do).
+fn traceparent_value(context: &TraceContext) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 55];
+    out[..3].copy_from_slice(b"00-");
+    for (i, shift) in (0..32).rev().enumerate() {
+        out[3 + i] = HEX[((context.trace_id >> (shift * 4)) & 0xf) as usize];
+    }
+    out[35] = b'-';
+    for (i, shift) in (0..16).rev().enumerate() {
+        out[36 + i] = HEX[((context.span_id >> (shift * 4)) & 0xf) as usize];
+    }
+    out[52..].copy_from_slice(b"-01");
+    let mut value = HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// The response body of a call, as h2 gives it or as the layers do.
+enum Inner {
+    H2(RecvBody),
+    Layered(Body),
+}
+
+/// Reports the call's end: metrics, the span's code, the instance's in-flight count.
+struct Observed {
+    inner: Inner,
+    end: Option<End>,
+    /// The status of a trailers-only response, or what the HTTP status says.
+    code: Option<Code>,
+}
+
+struct End {
+    in_flight: InFlight,
+    method: &'static MethodMetrics,
+    started: Instant,
+    attempt_started: Instant,
+    span: tracing::Span,
+}
+
+fn observe(
+    response: http::Response<Inner>,
+    in_flight: InFlight,
+    method: &'static MethodMetrics,
+    started: Instant,
+    attempt_started: Instant,
+    span: tracing::Span,
+) -> http::Response<Body> {
+    let code = grpc_status(response.headers()).or_else(|| http_code(response.status()));
+    response.map(|inner| {
+        let mut body = Observed {
+            inner,
+            end: Some(End {
+                in_flight,
+                method,
+                started,
+                attempt_started,
+                span,
+            }),
+            code,
+        };
+        // A trailers-only response (or an HTTP error) has ended already.
+        if body.code.is_some() && http_body::Body::is_end_stream(&body) {
+            body.end(body.code);
+        }
+        Body::new(body)
+    })
+}
+
+impl Observed {
+    fn end(&mut self, code: Option<Code>) {
+        let Some(end) = self.end.take() else {
+            return;
+        };
+        let code = code.unwrap_or(Code::Unknown);
+        end.method.handled(code).inc();
+        end.method.handling.observe(end.started.elapsed().as_secs_f64());
+        let instance = &end.in_flight.instance;
+        let series = instance.metrics(&instance.info.name);
+        match code {
+            Code::Ok => series.ok.inc(),
+            other => super::metrics::attempt_failed(&instance.info.name, &instance.info.address, other),
+        }
+        series.latency.observe(end.attempt_started.elapsed().as_secs_f64());
+        end.span.record("code", grpc_code_name(code));
+    }
+}
+
+impl http_body::Body for Observed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let polled = match &mut self.inner {
+            Inner::H2(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Inner::Layered(body) => ready!(Pin::new(body).poll_frame(cx)),
+        };
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = grpc_status(trailers).or(self.code);
+                    self.end(code);
+                }
+            }
+            Some(Err(status)) => self.end(Some(status.code())),
+            None => {
+                let code = self.code;
+                self.end(code);
+            }
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::H2(body) => body.is_end_stream(),
+            Inner::Layered(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.inner {
+            Inner::H2(body) => body.size_hint(),
+            Inner::Layered(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        // Abandoned before its end: the caller went away.
+        self.end(Some(Code::Cancelled));
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    let status = headers.get(GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(Code::from_i32(status))
+}
+
+/// The code a response without `grpc-status` has by its HTTP status, as gRPC maps them; none
+/// for 200, whose status comes in the trailers.
+fn http_code(status: http::StatusCode) -> Option<Code> {
+    use http::StatusCode as S;
+    Some(match status {
+        S::OK => return None,
+        S::BAD_REQUEST => Code::Internal,
+        S::UNAUTHORIZED => Code::Unauthenticated,
+        S::FORBIDDEN => Code::PermissionDenied,
+        S::NOT_FOUND => Code::Unimplemented,
+        S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => Code::Unavailable,
+        _ => Code::Unknown,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_values_parse_back() {
+        for _ in 0..100 {
+            let context = TraceContext::root();
+            let value = traceparent_value(&context);
+            assert_eq!(value.to_str().unwrap(), context.to_string());
+            assert_eq!(TraceContext::parse(value.to_str().unwrap()), Some(context));
+        }
+    }
+}

@@ -1,0 +1,894 @@
+//! The client's HTTP/2 transport: one connection per instance, driven with `h2` directly.
+//!
+//! A call is sent from the caller's own task: its request head and (already complete) body
+//! are handed to h2 under h2's stream lock, which wakes the connection's task to write them;
+//! the response is awaited on h2's response future and its body read from h2's stream, all in
+//! the caller's task. Nothing sits between the caller and the connection, where a tonic
+//! `Channel` puts a `tower::buffer` worker task (a channel hop each way) and hyper a dispatch
+//! channel plus one or two tasks spawned per request. A request body that is not complete when
+//! the call is made (client streaming) is the exception: a task sends it as it comes.
+//!
+//! A [`Link`] is one instance's connection slot. Its connection is made on the instance's
+//! first call (lazily), by one task for every caller that waits on it (single flight), and
+//! again on the first call after it died. The connection's task also keeps it alive: while
+//! calls are in flight and nothing was read for `keepalive_interval`, it sends a ping, and a
+//! ping unanswered for `keepalive_timeout` closes the connection, failing its calls, so a
+//! frozen or vanished instance is noticed within about the two. An idle connection is never
+//! pinged (grpc-go servers punish idle pings).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http_body::Frame;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use tonic::body::Body;
+
+use super::now_ms;
+use super::options::{ClientTls, ConnectionOptions};
+use crate::Error;
+use crate::error::BoxError;
+
+/// h2 settings as hyper's client sets them (tonic's `Channel` runs on those).
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+
+/// How connections are made: shared by every instance of a client.
+pub(super) struct Connector {
+    tls: Option<Tls>,
+    connect_timeout: Duration,
+    keepalive: Option<(Duration, Duration)>,
+    h2: h2::client::Builder,
+}
+
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    /// The name to verify instead of the instance's host.
+    server_name: Option<ServerName<'static>>,
+}
+
+impl Connector {
+    pub(super) fn new(options: &ConnectionOptions) -> crate::Result<Self> {
+        let mut h2 = h2::client::Builder::new();
+        h2.initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .enable_push(false);
+        let keepalive =
+            (!options.keepalive_interval.is_zero()).then_some((options.keepalive_interval, options.keepalive_timeout));
+        Ok(Self {
+            tls: options.tls.as_ref().map(Tls::new).transpose()?,
+            connect_timeout: options.connect_timeout,
+            keepalive,
+            h2,
+        })
+    }
+
+    /// The scheme requests carry.
+    pub(super) fn scheme(&self) -> Scheme {
+        if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        }
+    }
+
+    /// Dials `address`, shakes hands (TLS, HTTP/2) and starts the connection's task.
+    async fn connect(self: Arc<Self>, address: Arc<str>, in_flight: Arc<AtomicUsize>) -> Result<Live, ConnectFailed> {
+        let dial = async {
+            let tcp = TcpStream::connect(&*address)
+                .await
+                .map_err(|e| ConnectFailed::new("cannot connect", e))?;
+            tcp.set_nodelay(true)
+                .map_err(|e| ConnectFailed::new("cannot set TCP_NODELAY", e))?;
+            let io = match &self.tls {
+                None => Io::Plain(tcp),
+                Some(tls) => Io::Tls(Box::new(tls.handshake(tcp, &address).await?)),
+            };
+            let state = Arc::new(ConnState::new());
+            let (heard, hear) = tokio::sync::oneshot::channel();
+            let io = Tracked {
+                io,
+                state: Arc::clone(&state),
+                heard: Some(heard),
+            };
+            let (send, mut connection) = self
+                .h2
+                .handshake::<_, Bytes>(io)
+                .await
+                .map_err(|e| ConnectFailed::new("the HTTP/2 handshake failed", e))?;
+            let keepalive = self.keepalive.and_then(|(interval, timeout)| {
+                Some(KeepAlive {
+                    ping: connection.ping_pong()?,
+                    interval_ms: interval.as_millis().max(1) as u64,
+                    timeout,
+                    sleep: Box::pin(tokio::time::sleep(interval)),
+                    state: Alive::Idle,
+                })
+            });
+            tokio::spawn(Driver {
+                connection,
+                keepalive,
+                state: Arc::clone(&state),
+                in_flight,
+                address: Arc::clone(&address),
+                yielded: false,
+            });
+            // As grpc-go does, the connection is used once the instance has spoken (its
+            // SETTINGS): a listener that takes connections and drops them, or a frozen process
+            // whose kernel still accepts them, fails the connect, so calls that wait on it have
+            // certainly not reached it and may go elsewhere.
+            hear.await.map_err(|_| {
+                ConnectFailed::new(
+                    "the connection closed before the instance said anything",
+                    io::Error::from(io::ErrorKind::ConnectionAborted),
+                )
+            })?;
+            Ok::<_, ConnectFailed>(Live {
+                send: Mutex::new(send),
+                state,
+            })
+        };
+        // A connect that fails or times out drops the connection, and with it its task.
+        tokio::time::timeout(self.connect_timeout, dial)
+            .await
+            .map_err(|_| ConnectFailed::timed_out(self.connect_timeout))?
+    }
+}
+
+impl Tls {
+    fn new(tls: &ClientTls) -> crate::Result<Self> {
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| Error::Config {
+                key: format!("client.tls.{key}"),
+                expected: "a readable PEM file".into(),
+                found: format!("{}: {e}", path.display()),
+            })
+        };
+        let invalid = |key: &str, path: &std::path::Path, what: String| Error::Config {
+            key: format!("client.tls.{key}"),
+            expected: "a valid PEM file".into(),
+            found: format!("{}: {what}", path.display()),
+        };
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("ca", std::path::Path::new(""), e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &tls.ca {
+            let pem = read("ca", ca)?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| invalid("ca", ca, e.to_string()))?;
+                roots.add(cert).map_err(|e| invalid("ca", ca, e.to_string()))?;
+            }
+        }
+        let builder = builder.with_root_certificates(roots);
+        let mut config = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                let certs = CertificateDer::pem_slice_iter(&read("cert", cert)?)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid("cert", cert, e.to_string()))?;
+                let private = PrivateKeyDer::from_pem_slice(&read("key", key)?)
+                    .map_err(|e| invalid("key", key, e.to_string()))?;
+                builder
+                    .with_client_auth_cert(certs, private)
+                    .map_err(|e| invalid("cert", cert, e.to_string()))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let server_name = tls
+            .server_name
+            .as_ref()
+            .map(|name| {
+                ServerName::try_from(name.clone()).map_err(|e| Error::Config {
+                    key: "client.tls.server_name".into(),
+                    expected: "a DNS name or an IP address".into(),
+                    found: format!("{name}: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        address: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectFailed> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => {
+                let host = address
+                    .parse::<Authority>()
+                    .map(|a| a.host().trim_start_matches('[').trim_end_matches(']').to_owned())
+                    .map_err(|e| ConnectFailed::new("the address has no host", e))?;
+                ServerName::try_from(host).map_err(|e| ConnectFailed::new("the host is not a valid TLS name", e))?
+            }
+        };
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ConnectFailed::new("the TLS handshake failed", e))?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(ConnectFailed::new(
+                "the TLS handshake failed",
+                io::Error::other("the instance did not agree to HTTP/2 (ALPN h2)"),
+            ));
+        }
+        Ok(stream)
+    }
+}
+
+/// One instance's connection: made on first use, made again after it died.
+pub(super) struct Link {
+    address: Arc<str>,
+    authority: Authority,
+    scheme: Scheme,
+    connector: Arc<Connector>,
+    /// The calls in flight on this instance, which the connection's task reads to know whether
+    /// to keep the connection alive. The instance counts them.
+    in_flight: Arc<AtomicUsize>,
+    live: ArcSwapOption<Live>,
+    connecting: Mutex<Option<Connecting>>,
+}
+
+type Connecting = Shared<BoxFuture<'static, Result<Arc<Live>, Arc<ConnectFailed>>>>;
+
+/// A connection that was made, alive or not.
+pub(super) struct Live {
+    send: Mutex<h2::client::SendRequest<Bytes>>,
+    state: Arc<ConnState>,
+}
+
+/// What the connection's task and its callers share.
+struct ConnState {
+    closed: AtomicBool,
+    /// Why the connection was closed, when that says more than the error its calls got.
+    reason: OnceLock<&'static str>,
+    /// When something was last read from the peer, in the client's milliseconds.
+    last_read_ms: AtomicU64,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            reason: OnceLock::new(),
+            last_read_ms: AtomicU64::new(now_ms()),
+        }
+    }
+
+    fn close(&self, reason: Option<&'static str>) {
+        if let Some(reason) = reason {
+            let _ = self.reason.set(reason);
+        }
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Link {
+    pub(super) fn new(
+        address: &str,
+        connector: Arc<Connector>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Result<Self, TransportError> {
+        let authority: Authority = address
+            .parse()
+            .map_err(|e| TransportError::not_sent("the instance's address is not a valid authority", e))?;
+        Ok(Self {
+            address: address.into(),
+            authority,
+            scheme: connector.scheme(),
+            connector,
+            in_flight,
+            live: ArcSwapOption::empty(),
+            connecting: Mutex::new(None),
+        })
+    }
+
+    pub(super) fn in_flight(&self) -> &Arc<AtomicUsize> {
+        &self.in_flight
+    }
+
+    /// The live connection, made now if there is none (one connect for every caller waiting).
+    pub(super) async fn connection(&self) -> Result<Arc<Live>, TransportError> {
+        if let Some(live) = &*self.live.load()
+            && !live.state.is_closed()
+        {
+            return Ok(Arc::clone(live));
+        }
+        let pending = {
+            let mut connecting = self.connecting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(live) = &*self.live.load()
+                && !live.state.is_closed()
+            {
+                return Ok(Arc::clone(live));
+            }
+            match &*connecting {
+                Some(pending) => pending.clone(),
+                None => {
+                    // Its own task: the connect goes on if the caller that started it gives up.
+                    let task = tokio::spawn(
+                        Arc::clone(&self.connector).connect(Arc::clone(&self.address), Arc::clone(&self.in_flight)),
+                    );
+                    let pending = async move {
+                        match task.await {
+                            Ok(Ok(live)) => Ok(Arc::new(live)),
+                            Ok(Err(failed)) => Err(Arc::new(failed)),
+                            Err(join) => Err(Arc::new(ConnectFailed::new("the connect task failed", join))),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    *connecting = Some(pending.clone());
+                    pending
+                }
+            }
+        };
+        let result = pending.clone().await;
+        let mut connecting = self.connecting.lock().unwrap_or_else(|e| e.into_inner());
+        if connecting.as_ref().is_some_and(|c| c.ptr_eq(&pending)) {
+            *connecting = None;
+            if let Ok(live) = &result {
+                self.live.store(Some(Arc::clone(live)));
+            }
+        }
+        result.map_err(|failed| TransportError {
+            kind: Kind::Connect,
+            source: Some(Box::new(SharedConnectFailed(failed))),
+            detail: None,
+        })
+    }
+
+    /// The request h2 sends for `head`: its path on this instance's scheme and authority.
+    pub(super) fn request(&self, head: Head) -> http::Request<()> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(head.path);
+        let mut request = http::Request::new(());
+        *request.method_mut() = head.method;
+        *request.uri_mut() = http::Uri::from_parts(uri).expect("a scheme, an authority and a path make a URI");
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = head.headers;
+        request
+    }
+
+    /// Sends `head` with `body` on `live` and waits for the response's head.
+    pub(super) async fn send(
+        &self,
+        live: &Live,
+        head: Head,
+        body: Payload,
+    ) -> Result<http::Response<RecvBody>, TransportError> {
+        let mut request = Some(self.request(head));
+        let end_of_stream = body.is_empty();
+        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request, end_of_stream)).await?;
+        let cancel = self.send_body(stream, body);
+        live.response(response, cancel).await
+    }
+
+    /// Sends a request's body after its head: at once when it is complete, else from a task
+    /// of its own; returns what stops that task when the response is dropped.
+    pub(super) fn send_body(
+        &self,
+        mut stream: h2::SendStream<Bytes>,
+        body: Payload,
+    ) -> Option<tokio::sync::oneshot::Sender<()>> {
+        match body {
+            Payload::Complete(data) if data.is_empty() => None,
+            Payload::Complete(data) => {
+                // The head is out, and an instance may answer (and end the stream) before the
+                // body follows it: a server that needs no body does. What happened is what the
+                // response says.
+                if let Err(error) = stream.send_data(data, true) {
+                    tracing::trace!(instance = %self.address, %error, "the request body was not sent");
+                }
+                None
+            }
+            Payload::Streaming(body) => {
+                let (cancel, canceled) = tokio::sync::oneshot::channel();
+                tokio::spawn(pipe(body, stream, canceled));
+                Some(cancel)
+            }
+        }
+    }
+}
+
+impl Live {
+    /// Opens a stream for `request` (taken when it goes), waiting while the connection has
+    /// as many streams open as the instance allows.
+    pub(super) fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        request: &mut Option<http::Request<()>>,
+        end_of_stream: bool,
+    ) -> Poll<Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), TransportError>> {
+        let mut send = self.send.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = match send.poll_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) => send.send_request(request.take().expect("sent once"), end_of_stream),
+            Poll::Ready(Err(e)) => Err(e),
+        };
+        Poll::Ready(sent.map_err(|e| {
+            // The connection is going away or gone: the next call makes a new one.
+            self.state.close(None);
+            TransportError::not_sent("the connection would not take the request", e)
+        }))
+    }
+
+    /// Waits for the response's head.
+    pub(super) async fn response(
+        &self,
+        response: h2::client::ResponseFuture,
+        cancel: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<http::Response<RecvBody>, TransportError> {
+        let response = response.await.map_err(|e| {
+            if e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()) {
+                // Refused unprocessed: by the stream, or by the GOAWAY it was above.
+                TransportError::not_sent("the instance refused the request unprocessed", e)
+            } else {
+                TransportError::sent(self, "the request failed", e)
+            }
+        })?;
+        Ok(response.map(|recv| RecvBody {
+            recv,
+            data_done: false,
+            _cancel: cancel,
+        }))
+    }
+}
+
+/// A request's head, as the transport sends it.
+pub(super) struct Head {
+    pub(super) method: http::Method,
+    pub(super) path: PathAndQuery,
+    pub(super) headers: http::HeaderMap,
+}
+
+/// A request's body.
+pub(super) enum Payload {
+    /// Complete when the call was made (every unary call's): sent with the head.
+    Complete(Bytes),
+    /// Sent as it comes, by a task of its own.
+    Streaming(Body),
+}
+
+impl Payload {
+    fn is_empty(&self) -> bool {
+        matches!(self, Payload::Complete(data) if data.is_empty())
+    }
+}
+
+/// Sends a streaming request body as it comes, within the stream's flow control; resets the
+/// stream if the body fails or the caller gives up on the response.
+///
+/// As hyper's pipe does, a chunk is read before any send capacity is asked for (capacity held
+/// for a body that sends nothing could starve other streams of the connection window), then
+/// a minimal claim waits for some capacity, and the whole chunk is handed to h2, which sends
+/// it as the window allows: one chunk at a time is the backpressure.
+async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>, mut canceled: tokio::sync::oneshot::Receiver<()>) {
+    use http_body::Body as _;
+    let mut waiting: Option<Bytes> = None;
+    let sent = std::future::poll_fn(|cx| {
+        loop {
+            if Pin::new(&mut canceled).poll(cx).is_ready() {
+                return Poll::Ready(Err(h2::Reason::CANCEL));
+            }
+            if let Poll::Ready(reset) = stream.poll_reset(cx) {
+                return Poll::Ready(Err(reset.unwrap_or(h2::Reason::CANCEL)));
+            }
+            if waiting.is_some() {
+                while stream.capacity() == 0 {
+                    match ready!(stream.poll_capacity(cx)) {
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => return Poll::Ready(Err(h2::Reason::CANCEL)),
+                    }
+                }
+                let data = waiting.take().expect("a chunk is waiting");
+                if stream.send_data(data, false).is_err() {
+                    return Poll::Ready(Err(h2::Reason::CANCEL));
+                }
+                continue;
+            }
+            match ready!(Pin::new(&mut body).poll_frame(cx)) {
+                None => {
+                    return Poll::Ready(stream.send_data(Bytes::new(), true).map_err(|_| h2::Reason::CANCEL));
+                }
+                Some(Err(_)) => return Poll::Ready(Err(h2::Reason::CANCEL)),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        stream.reserve_capacity(1);
+                        waiting = Some(data);
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            return Poll::Ready(stream.send_trailers(trailers).map_err(|_| h2::Reason::CANCEL));
+                        }
+                    }
+                },
+            }
+        }
+    })
+    .await;
+    if let Err(reason) = sent {
+        stream.send_reset(reason);
+    }
+}
+
+/// A response body as h2 receives it: data released to flow control as it is read, then the
+/// trailers.
+pub(super) struct RecvBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+    /// Held while a streaming request body is being sent: dropping it stops the sending.
+    _cancel: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl http_body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(body_status(e)))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(body_status(e)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// The status of a call whose response broke off: a lost connection is `Unavailable`, as
+/// gRPC reports transport failures; a reset stream is what its reason says, as tonic maps it.
+fn body_status(error: h2::Error) -> tonic::Status {
+    if error.is_io() || (error.is_go_away() && error.reason() != Some(h2::Reason::NO_ERROR) && error.is_remote()) {
+        return tonic::Status::unavailable(format!("the connection to the instance was lost: {error}"));
+    }
+    tonic::Status::from_error(Box::new(error))
+}
+
+/// The connection's task: drives h2's connection and keeps it alive.
+struct Driver {
+    connection: h2::client::Connection<Tracked, Bytes>,
+    keepalive: Option<KeepAlive>,
+    state: Arc<ConnState>,
+    in_flight: Arc<AtomicUsize>,
+    address: Arc<str>,
+    /// Whether the last poll only yielded.
+    yielded: bool,
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        // Woken (a caller queued a request, or the peer sent something) while other calls are
+        // in flight, the task first lets the worker's other ready tasks run: callers that
+        // queue requests meanwhile are written with this one in a single syscall, and
+        // responses that arrive meanwhile are read together. (A wake from a caller otherwise
+        // runs the task next, to write one request per syscall.) With one call in flight there
+        // is nothing to batch, and the yield would only cost a wake-up of an idle worker.
+        // Measured in process: +7% calls/s at 16 in flight, +12% at 64, -7% at 1 unless skipped.
+        if !this.yielded && this.in_flight.load(Ordering::Relaxed) > 1 {
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.yielded = false;
+        if let Poll::Ready(result) = Pin::new(&mut this.connection).poll(cx) {
+            if let Err(error) = result {
+                tracing::debug!(instance = %this.address, %error, "connection ended");
+            }
+            this.state.close(None);
+            return Poll::Ready(());
+        }
+        if let Some(keepalive) = &mut this.keepalive
+            && keepalive.poll(cx, &this.state, &this.in_flight).is_ready()
+        {
+            tracing::debug!(instance = %this.address, "no answer to a keep-alive ping; closing the connection");
+            // Dropping the connection fails the calls on it.
+            this.state
+                .close(Some("the instance did not answer a keep-alive ping in time"));
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// HTTP/2 keep-alive while calls are in flight.
+struct KeepAlive {
+    ping: h2::PingPong,
+    interval_ms: u64,
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    state: Alive,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Alive {
+    /// Nothing scheduled: no call in flight when last looked.
+    Idle,
+    /// The sleep is set to when a ping may be due.
+    Scheduled,
+    /// A ping is out; the sleep is set to when it times out.
+    Pinged,
+}
+
+impl KeepAlive {
+    /// Ready when a ping went unanswered for the timeout: the connection is dead.
+    fn poll(&mut self, cx: &mut Context<'_>, state: &ConnState, in_flight: &AtomicUsize) -> Poll<()> {
+        loop {
+            match self.state {
+                Alive::Pinged => {
+                    match self.ping.poll_pong(cx) {
+                        Poll::Ready(Ok(_)) => {
+                            state.last_read_ms.store(now_ms(), Ordering::Relaxed);
+                            self.state = Alive::Idle;
+                            continue;
+                        }
+                        // The connection is failing anyway; its own poll ends the task.
+                        Poll::Ready(Err(_)) => return Poll::Pending,
+                        Poll::Pending => {}
+                    }
+                    ready!(self.sleep.as_mut().poll(cx));
+                    return Poll::Ready(());
+                }
+                Alive::Scheduled => {
+                    ready!(self.sleep.as_mut().poll(cx));
+                    self.state = Alive::Idle;
+                }
+                Alive::Idle => {
+                    // Polled again whenever a call starts: h2 wakes this task to send it.
+                    if in_flight.load(Ordering::Relaxed) == 0 {
+                        return Poll::Pending;
+                    }
+                    let now = now_ms();
+                    let due = state.last_read_ms.load(Ordering::Relaxed) + self.interval_ms;
+                    let instant = tokio::time::Instant::now();
+                    if now >= due {
+                        if self.ping.send_ping(h2::Ping::opaque()).is_err() {
+                            return Poll::Pending;
+                        }
+                        self.sleep.as_mut().reset(instant + self.timeout);
+                        self.state = Alive::Pinged;
+                    } else {
+                        self.sleep.as_mut().reset(instant + Duration::from_millis(due - now));
+                        self.state = Alive::Scheduled;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The connection's byte stream, noting when the peer was last heard from.
+struct Tracked {
+    io: Io,
+    state: Arc<ConnState>,
+    /// Told when the peer is first heard from.
+    heard: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let read = match &mut this.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        };
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.state.last_read_ms.store(now_ms(), Ordering::Relaxed);
+            if let Some(heard) = this.heard.take() {
+                let _ = heard.send(());
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(tcp) => tcp.is_write_vectored(),
+            Io::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug)]
+pub(super) struct ConnectFailed {
+    what: String,
+    source: Option<BoxError>,
+}
+
+impl ConnectFailed {
+    fn new(what: &str, source: impl Into<BoxError>) -> Self {
+        Self {
+            what: what.to_owned(),
+            source: Some(source.into()),
+        }
+    }
+
+    fn timed_out(limit: Duration) -> Self {
+        Self {
+            what: format!("connecting took longer than {limit:?}"),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl StdError for ConnectFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+/// A connect failure shared by every caller that waited on the connect.
+#[derive(Debug)]
+struct SharedConnectFailed(Arc<ConnectFailed>);
+
+impl fmt::Display for SharedConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl StdError for SharedConnectFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
+/// How an attempt failed in the transport.
+#[derive(Debug)]
+pub struct TransportError {
+    kind: Kind,
+    source: Option<BoxError>,
+    detail: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// No connection could be made.
+    Connect,
+    /// The request certainly never reached the instance.
+    NotSent(&'static str),
+    /// The request may have reached the instance.
+    Sent(&'static str),
+}
+
+impl TransportError {
+    pub(super) fn not_sent(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: Kind::NotSent(what),
+            source: Some(source.into()),
+            detail: None,
+        }
+    }
+
+    fn sent(live: &Live, what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: Kind::Sent(what),
+            source: Some(source.into()),
+            detail: live.state.reason.get().copied(),
+        }
+    }
+
+    /// Whether the request certainly never reached the instance, so sending it to another
+    /// cannot run it twice: no connection could be made, the connection would not take it, or
+    /// the instance refused it unprocessed (`REFUSED_STREAM`, or above a `GOAWAY`'s last
+    /// stream).
+    pub fn never_sent(&self) -> bool {
+        !matches!(self.kind, Kind::Sent(_))
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Kind::Connect => f.write_str("no connection to the instance")?,
+            Kind::NotSent(what) | Kind::Sent(what) => f.write_str(what)?,
+        }
+        if let Some(detail) = self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for TransportError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+    }
+}
