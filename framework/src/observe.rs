@@ -18,7 +18,7 @@ use tonic::body::Body;
 use tracing::Instrument;
 
 use crate::metrics::{GrpcType, grpc_code_name, metrics};
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::trace::{TRACEPARENT, TraceContext, propagator};
 
 /// Called once with the call's gRPC code.
 pub(crate) type OnCode = Box<dyn FnOnce(Code) + Send>;
@@ -266,21 +266,19 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        let parent = request
-            .headers()
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceContext::parse);
-        let context = parent.map_or_else(TraceContext::root, |p| p.child());
-        let span = tracing::debug_span!(
-            "grpc.server",
-            service = %self.service,
-            method = %path,
-            trace_id = %context.trace_hex(),
-            span_id = %context.span_hex(),
-            parent_span_id = %parent.map(|p| p.span_hex()).unwrap_or_default(),
-            code = tracing::field::Empty,
-        );
+        let (span, context) = match propagator() {
+            Some(propagator) => {
+                let span = tracing::debug_span!(
+                    "grpc.server",
+                    service = %self.service,
+                    method = %path,
+                    code = tracing::field::Empty,
+                );
+                propagator.extract(request.headers(), &span);
+                (span, None)
+            }
+            None => builtin_server_span(&self.service, &path, request.headers()),
+        };
         let methods = Arc::clone(&self.methods);
         let started = Instant::now();
         // A path calls reached before is counted as started now. One not seen yet is counted
@@ -293,7 +291,10 @@ where
         let call = self.inner.call(request);
         Box::pin(
             async move {
-                let response = context.scope(call).await?;
+                let response = match context {
+                    Some(context) => context.scope(call).await?,
+                    None => call.await?,
+                };
                 let labels = match known {
                     Some(labels) => labels,
                     None => {
@@ -320,6 +321,26 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The `grpc.server` span of a call under jovian's own ids, and the context its handler runs
+/// in: the caller's trace continued, or a new one.
+fn builtin_server_span(service: &str, path: &str, headers: &http::HeaderMap) -> (tracing::Span, Option<TraceContext>) {
+    let parent = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    let context = parent.map_or_else(TraceContext::root, |p| p.child());
+    let span = tracing::debug_span!(
+        "grpc.server",
+        service = %service,
+        method = %path,
+        trace_id = %context.trace_hex(),
+        span_id = %context.span_hex(),
+        parent_span_id = %parent.map(|p| p.span_hex()).unwrap_or_default(),
+        code = tracing::field::Empty,
+    );
+    (span, Some(context))
 }
 
 #[cfg(test)]

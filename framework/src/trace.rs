@@ -5,15 +5,91 @@
 //! `traceparent`. So a client span and the server span of one call share a trace id. The ids
 //! are recorded on the `grpc.client` / `grpc.server` tracing spans as `trace_id` and `span_id`.
 //!
-//! jovian only emits `tracing` events and spans; where they go is the application's choice.
-//! [`init_logging`] is the usual one for a service binary.
+//! That is the built-in propagation, which needs nothing from the application. One that
+//! already traces with OpenTelemetry (`tracing-opentelemetry`) or carries B3 headers installs
+//! its own [`Propagator`] with [`set_propagator`], once, at start: then a server hands each
+//! call's headers and its `grpc.server` span to the propagator to connect the span to the
+//! caller's trace, and a client hands the `grpc.client` span and the outgoing headers to it to
+//! write the context the next process continues. The built-in ids are then not made.
+//!
+//! Either way a request that already carries a `traceparent` when it reaches the client (set
+//! by an interceptor, say) is sent with it unchanged.
+//!
+//! jovian only emits `tracing` events and spans (at `debug`, target `jovian`); where they go is
+//! the application's choice. [`init_logging`] is the usual one for a service binary.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use rand::Rng;
 
 /// The metadata key trace context travels under.
 pub const TRACEPARENT: &str = "traceparent";
+
+/// Carries trace context across calls for an application that traces with something else
+/// than jovian's built-in ids, OpenTelemetry most often. Install it with [`set_propagator`].
+///
+/// With `tracing-opentelemetry`, connecting jovian's spans to OpenTelemetry's traces takes
+/// OpenTelemetry's own propagator and a few lines (the `opentelemetry`, `opentelemetry_sdk`
+/// and `tracing-opentelemetry` crates; `tests/tests/trace_otel.rs` in jovian's repository runs
+/// this through real calls):
+///
+/// ```ignore
+/// use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+/// use opentelemetry_sdk::propagation::TraceContextPropagator;
+/// use tracing_opentelemetry::OpenTelemetrySpanExt;
+///
+/// struct Otel(TraceContextPropagator);
+///
+/// impl jovian::trace::Propagator for Otel {
+///     fn extract(&self, headers: &http::HeaderMap, span: &tracing::Span) {
+///         let _ = span.set_parent(self.0.extract(&Headers(headers)));
+///     }
+///     fn inject(&self, span: &tracing::Span, headers: &mut http::HeaderMap) {
+///         self.0.inject_context(&span.context(), &mut HeadersMut(headers));
+///     }
+/// }
+/// // Headers / HeadersMut: `Extractor` / `Injector` over `http::HeaderMap`.
+///
+/// jovian::trace::set_propagator(Otel(TraceContextPropagator::new())).unwrap();
+/// ```
+pub trait Propagator: Send + Sync + 'static {
+    /// Called by a server for each call, with the call's request headers and the `grpc.server`
+    /// span made for it, before the handler runs in that span: connect the span to the trace
+    /// the headers carry, if any.
+    fn extract(&self, headers: &http::HeaderMap, span: &tracing::Span);
+
+    /// Called by a client for each call that does not carry a `traceparent` already, with the
+    /// call's `grpc.client` span and its request headers, before the first attempt: write the
+    /// span's context for the server to continue. Every attempt of the call sends the same.
+    fn inject(&self, span: &tracing::Span, headers: &mut http::HeaderMap);
+}
+
+static PROPAGATOR: OnceLock<Box<dyn Propagator>> = OnceLock::new();
+
+/// Installs the process's [`Propagator`], replacing jovian's built-in ids for every server and
+/// client from then on. It can be set once; a second call returns [`PropagatorAlreadySet`]
+/// and changes nothing.
+pub fn set_propagator(propagator: impl Propagator) -> Result<(), PropagatorAlreadySet> {
+    PROPAGATOR.set(Box::new(propagator)).map_err(|_| PropagatorAlreadySet)
+}
+
+/// The installed propagator, or `None` for the built-in propagation.
+pub(crate) fn propagator() -> Option<&'static dyn Propagator> {
+    PROPAGATOR.get().map(|p| p.as_ref())
+}
+
+/// [`set_propagator`] was called before: the process keeps the first propagator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PropagatorAlreadySet;
+
+impl fmt::Display for PropagatorAlreadySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a trace propagator is already set; set it once, when the program starts")
+    }
+}
+
+impl std::error::Error for PropagatorAlreadySet {}
 
 /// A trace id and the id of the current span in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use super::transport::{Head, Payload, RecvBody, TransportError};
 use crate::error::BoxError;
 use crate::metrics::GrpcType;
 use crate::metrics::grpc_code_name;
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::trace::{TRACEPARENT, TraceContext, propagator};
 
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("jovian/", env!("CARGO_PKG_VERSION")));
 
@@ -158,31 +158,24 @@ impl Balancer {
     /// attempts; returns it with the `grpc.client` span it is sent in.
     pub(super) fn prepare(&self, request: http::Request<Body>) -> (Call, tracing::Span) {
         let key = self.hash_key(&request);
-        let (parts, body) = request.into_parts();
-        // A `traceparent` the caller set (an interceptor, an OpenTelemetry layer) is theirs to
-        // keep; otherwise the call continues the trace being served, or starts one.
-        let given = parts
-            .headers
-            .get(TRACEPARENT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceContext::parse);
-        let (context, made) = match given {
-            Some(given) => (given, false),
-            None => (
-                TraceContext::current().map_or_else(TraceContext::root, |c| c.child()),
-                true,
-            ),
-        };
+        let (mut parts, body) = request.into_parts();
         let deadline = deadline::of(&parts.headers, self.options.timeout);
-        let span = tracing::debug_span!(
-            "grpc.client",
-            service = %self.service,
-            method = %parts.uri.path(),
-            trace_id = %context.trace_hex(),
-            span_id = %context.span_hex(),
-            instance = tracing::field::Empty,
-            code = tracing::field::Empty,
-        );
+        let (span, trace) = match propagator() {
+            Some(propagator) => {
+                let span = tracing::debug_span!(
+                    "grpc.client",
+                    service = %self.service,
+                    method = %parts.uri.path(),
+                    instance = tracing::field::Empty,
+                    code = tracing::field::Empty,
+                );
+                if !parts.headers.contains_key(TRACEPARENT_HEADER) {
+                    propagator.inject(&span, &mut parts.headers);
+                }
+                (span, None)
+            }
+            None => builtin_client_span(&self.service, &parts),
+        };
         let body = replay::read_now(body);
         let streaming = matches!(body, Ready::Streaming(_));
         let path = parts
@@ -215,7 +208,7 @@ impl Balancer {
             saved,
             extensions: parts.extensions,
             body: Some(body),
-            trace: made.then_some(context),
+            trace,
             key,
             deadline,
             method_metrics,
@@ -411,6 +404,34 @@ fn source_chain<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |e| e.source())
+}
+
+/// The `grpc.client` span of a call under jovian's own ids, and the context the channel made
+/// for it. A `traceparent` the caller set (an interceptor, say) is theirs to keep and no
+/// context is made; otherwise the call continues the trace being served, or starts one.
+fn builtin_client_span(service: &str, parts: &http::request::Parts) -> (tracing::Span, Option<TraceContext>) {
+    let given = parts
+        .headers
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    let (context, made) = match given {
+        Some(given) => (given, false),
+        None => (
+            TraceContext::current().map_or_else(TraceContext::root, |c| c.child()),
+            true,
+        ),
+    };
+    let span = tracing::debug_span!(
+        "grpc.client",
+        service = %service,
+        method = %parts.uri.path(),
+        trace_id = %context.trace_hex(),
+        span_id = %context.span_hex(),
+        instance = tracing::field::Empty,
+        code = tracing::field::Empty,
+    );
+    (span, made.then_some(context))
 }
 
 /// Counts and times a call that failed without a response; returns its status.
