@@ -473,9 +473,6 @@ impl ClientConfig {
                 found: "0".into(),
             });
         }
-        if let Some(tls) = &self.tls {
-            check_client_tls(tls, &key("tls"))?;
-        }
         let mut options = ClientOptions {
             policy,
             filter: Filter {
@@ -498,34 +495,6 @@ impl ClientConfig {
         options.ejection.max = self.ejection_max;
         options.ejection.after_timeouts = self.ejection_after_timeouts;
         Ok(options)
-    }
-}
-
-/// Checks a `tls` section's files now, so that a wrong path is reported under the key it was
-/// written at (`clients.greeter.tls.ca`) when the client is built from the config.
-fn check_client_tls(tls: &ClientTls, section: &str) -> Result<()> {
-    let files = [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)];
-    for (name, path) in files {
-        if let Some(path) = path {
-            std::fs::File::open(path).map_err(|e| Error::Config {
-                key: format!("{section}.{name}"),
-                expected: "a readable PEM file".into(),
-                found: format!("{}: {e}", path.display()),
-            })?;
-        }
-    }
-    match (&tls.cert, &tls.key) {
-        (Some(_), None) => Err(Error::Config {
-            key: format!("{section}.key"),
-            expected: "the private key of tls.cert".into(),
-            found: "nothing".into(),
-        }),
-        (None, Some(_)) => Err(Error::Config {
-            key: format!("{section}.cert"),
-            expected: "the certificate of tls.key".into(),
-            found: "nothing".into(),
-        }),
-        _ => Ok(()),
     }
 }
 

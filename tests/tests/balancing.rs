@@ -725,8 +725,23 @@ async fn missing_tls_files_fail_the_start_and_the_build_naming_the_key() {
         .err()
         .unwrap();
     assert!(
-        matches!(&error, jovian::Error::Config { key, .. } if key == "client.tls.ca"),
+        matches!(&error, jovian::Error::Config { key, .. } if key == "clients.badtls.tls.ca"),
         "{error}"
+    );
+    let mut options = ClientOptions::default();
+    options.connection.tls = Some(ClientTls {
+        cert: Some("/nonexistent/cert.pem".into()),
+        ..ClientTls::default()
+    });
+    let error = ClientBuilder::new(store.registry())
+        .options(options)
+        .build("badtls")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&error, jovian::Error::Config { key, .. } if key == "clients.badtls.tls.key"),
+        "a certificate without its key is an error, not a client without a certificate: {error}"
     );
 }
 

@@ -69,7 +69,7 @@ impl Balancer {
         layers: Vec<LayerFn>,
         method_types: HashMap<String, GrpcType>,
     ) -> crate::Result<Arc<Self>> {
-        let connector = Arc::new(Connector::new(&options.connection)?);
+        let connector = Arc::new(Connector::new(service, &options.connection)?);
         let retry = &options.retry;
         let budget = RetryBudget::new(retry.budget_ratio, retry.budget_min_per_second);
         let set = InstanceSet::empty(&options.policy);

@@ -65,7 +65,9 @@ struct Tls {
 }
 
 impl Connector {
-    pub(super) fn new(options: &ConnectionOptions) -> crate::Result<Self> {
+    /// `service` names the client in errors: a TLS file that is wrong is reported under the
+    /// config key it is read from, `clients.{service}.tls.*`.
+    pub(super) fn new(service: &str, options: &ConnectionOptions) -> crate::Result<Self> {
         let mut h2 = h2::client::Builder::new();
         h2.initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
             .initial_window_size(STREAM_WINDOW)
@@ -77,7 +79,11 @@ impl Connector {
         let keepalive =
             (!options.keepalive_interval.is_zero()).then_some((options.keepalive_interval, options.keepalive_timeout));
         Ok(Self {
-            tls: options.tls.as_ref().map(Tls::new).transpose()?,
+            tls: options
+                .tls
+                .as_ref()
+                .map(|tls| Tls::new(tls, &format!("clients.{service}.tls")))
+                .transpose()?,
             connect_timeout: options.connect_timeout,
             keepalive,
             h2,
@@ -157,18 +163,23 @@ impl Connector {
 }
 
 impl Tls {
-    fn new(tls: &ClientTls) -> crate::Result<Self> {
+    fn new(tls: &ClientTls, section: &str) -> crate::Result<Self> {
         let read = |key: &str, path: &std::path::Path| {
             std::fs::read(path).map_err(|e| Error::Config {
-                key: format!("client.tls.{key}"),
+                key: format!("{section}.{key}"),
                 expected: "a readable PEM file".into(),
                 found: format!("{}: {e}", path.display()),
             })
         };
         let invalid = |key: &str, path: &std::path::Path, what: String| Error::Config {
-            key: format!("client.tls.{key}"),
+            key: format!("{section}.{key}"),
             expected: "a valid PEM file".into(),
             found: format!("{}: {what}", path.display()),
+        };
+        let missing = |key: &str, expected: &str| Error::Config {
+            key: format!("{section}.{key}"),
+            expected: expected.into(),
+            found: "nothing".into(),
         };
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
@@ -196,7 +207,9 @@ impl Tls {
                     .with_client_auth_cert(certs, private)
                     .map_err(|e| invalid("cert", cert, e.to_string()))?
             }
-            _ => builder.with_no_client_auth(),
+            (None, None) => builder.with_no_client_auth(),
+            (Some(_), None) => return Err(missing("key", "the private key of tls.cert")),
+            (None, Some(_)) => return Err(missing("cert", "the certificate of tls.key")),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         let server_name = tls
@@ -204,7 +217,7 @@ impl Tls {
             .as_ref()
             .map(|name| {
                 ServerName::try_from(name.clone()).map_err(|e| Error::Config {
-                    key: "client.tls.server_name".into(),
+                    key: format!("{section}.server_name"),
                     expected: "a DNS name or an IP address".into(),
                     found: format!("{name}: {e}"),
                 })
