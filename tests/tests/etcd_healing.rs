@@ -137,13 +137,19 @@ async fn etcd_restarted_with_wiped_data() {
     .await;
     assert!(setup.registry.stats().reregistrations >= 1, "a new lease was needed");
     let only_live = ["127.0.0.1:1", "127.0.0.1:2"];
-    jovian_tests::within(
-        Duration::from_secs(8),
-        "the crashed owner's instance to go once the reset grace ends",
+    // The grace is 3 s from the watcher's relist; a watch that restarts meanwhile (a stall on
+    // a loaded machine) relists and grants the missing instance the grace again.
+    let gone = tokio::time::timeout(
+        Duration::from_secs(15),
         watch.wait_for(|e| e.addresses() == only_live),
     )
-    .await
-    .unwrap();
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the crashed owner's instance did not go once the reset grace ended: {:?}; registry stats {:?}",
+        watch.peek().addresses(),
+        observer.stats()
+    );
     let smallest = smallest.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         smallest >= 2,
