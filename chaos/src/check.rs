@@ -490,7 +490,11 @@ impl<'a> World<'a> {
                     // A key deleted and put back between two truth polls was not held throughout.
                     let since = t.saturating_sub(self.b.join);
                     for address in held.difference(snapshot) {
-                        if !self.key_removed_by_fault(address, since, t) {
+                        // Truth is polled: a client can see a delete before the next poll does,
+                        // as a removal may be seen up to `lag` before etcd's delete is.
+                        if !self.key_removed_by_fault(address, since, t)
+                            && !self.truth_lacks(address, t, t + self.b.lag)
+                        {
                             missing.entry(address.clone()).or_default().push(t);
                         }
                     }
@@ -531,11 +535,7 @@ impl<'a> World<'a> {
                     let since = added.remove(gone.as_str()).unwrap_or(0).saturating_sub(self.b.lag);
                     // Truth is polled; a key deleted and put back between two polls is seen
                     // through the fault that deleted it.
-                    let deleted = self
-                        .tl
-                        .truth
-                        .iter()
-                        .any(|r| r.t >= since && r.t <= t + self.b.lag && r.reachable && !r.members.contains(gone))
+                    let deleted = self.truth_lacks(gone, since, t + self.b.lag)
                         || self.key_removed_by_fault(gone, since, t + self.b.lag);
                     let live = self.innocent(gone, t);
                     if !deleted || live.is_some() {
@@ -584,6 +584,14 @@ impl<'a> World<'a> {
             previous = Some(members);
         }
         violations
+    }
+
+    /// Whether a reachable read of etcd between `from` and `to` lacked `address`.
+    fn truth_lacks(&self, address: &str, from: u64, to: u64) -> bool {
+        self.tl
+            .truth
+            .iter()
+            .any(|r| r.t >= from && r.t <= to && r.reachable && !r.members.contains(address))
     }
 
     /// Whether a fault deleted the provider key of `address` (a key delete, the revoke of its

@@ -571,3 +571,28 @@ fn a_write_failing_while_etcd_holds_a_healthy_instance_is_caught() {
     let report = verdict(a_write_from_a_client_that_knows_no_instance(30_000));
     assert!(flagged(&report, 1, "non-idempotent c0/2"), "{:#?}", report.violations);
 }
+
+/// s1 is killed; its key expires and the client applies the delete 80 ms before the next truth
+/// poll sees it gone (or, in the near variant, 1.5 s before: beyond the lag a removal may lead).
+fn an_expiry_seen_before_truth_polls_it(truth_sees_it_after: u64) -> Vec<Record> {
+    let mut history = quiet_run();
+    history.push(at(30_000, "s1", 1, proc("sigkill")));
+    history.push(at(30_001, "s1", 1, proc("exited")));
+    history.push(at(33_050, "c0", 1, snapshot(&[A])));
+    history.push(at(33_050 + truth_sees_it_after, "orchestrator", 0, truth(true, &[A])));
+    history
+}
+
+/// Found on a real run (seed 36, after an etcd freeze): the delete reached both clients 80 ms
+/// before the truth poll, and the join check read that as a client lacking a held instance.
+#[test]
+fn an_expiry_a_client_applies_just_before_truth_polls_it_passes() {
+    let report = verdict(an_expiry_seen_before_truth_polls_it(80));
+    assert!(!flagged(&report, 2, ""), "{}", report.render());
+}
+
+#[test]
+fn a_client_that_drops_an_instance_long_before_etcd_does_is_caught() {
+    let report = verdict(an_expiry_seen_before_truth_polls_it(1_500));
+    assert!(flagged(&report, 2, &format!("c0/1 removed {B}")), "{}", report.render());
+}

@@ -139,11 +139,7 @@ async fn etcd_restarted_with_wiped_data() {
     let only_live = ["127.0.0.1:1", "127.0.0.1:2"];
     // The grace is 3 s from the watcher's relist; a watch that restarts meanwhile (a stall on
     // a loaded machine) relists and grants the missing instance the grace again.
-    let gone = tokio::time::timeout(
-        Duration::from_secs(15),
-        watch.wait_for(|e| e.addresses() == only_live),
-    )
-    .await;
+    let gone = tokio::time::timeout(Duration::from_secs(15), watch.wait_for(|e| e.addresses() == only_live)).await;
     assert!(
         gone.is_ok(),
         "the crashed owner's instance did not go once the reset grace ended: {:?}; registry stats {:?}",
