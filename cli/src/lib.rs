@@ -24,7 +24,6 @@ use clap::{Args, Parser, Subcommand};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry, TlsFiles};
 
 pub use format::{parse_address, rfc3339};
-pub use sd::sd_groups;
 
 /// The command line.
 #[derive(Debug, Parser)]
