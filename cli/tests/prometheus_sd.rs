@@ -1,5 +1,6 @@
-//! A real Prometheus, configured only with `http_sd_configs` pointing at `jovianctl sd`, finds
-//! every App's governor, scrapes it, and drops the one that stops.
+//! A real Prometheus, configured only with `http_sd_configs` pointing at `jovianctl sd`, or
+//! at one App's governor `/sd`, finds every App's governor, scrapes it, and drops the one that
+//! stops.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ async fn app(endpoints: &[String], name: &str, zone: &str) -> Running {
         .governor(Some("127.0.0.1:0".parse().unwrap()))
         .registry(registry)
         .serve(greeter_server("sd-greeter").map_info(|mut info| {
+            info.region = format!("r-{zone}");
             info.zone = zone;
             info.version = "v3".into();
             info
@@ -89,14 +91,63 @@ async fn app(endpoints: &[String], name: &str, zone: &str) -> Running {
         .unwrap()
 }
 
+/// A real Prometheus whose only scrape config is `http_sd_configs` at `sd_url`, refreshed and
+/// scraping every second; killed when dropped.
+struct Prometheus {
+    addr: SocketAddr,
+    _process: Killed,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start(sd_url: &str) -> Self {
+        let bin = prometheus_binary();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: jovian\n    \
+                 http_sd_configs:\n      - url: {sd_url}\n        refresh_interval: 1s\n"
+            ),
+        )
+        .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log_path = dir.path().join("prometheus.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let process = Command::new(&bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut process = Killed::new(process);
+        eventually(Duration::from_secs(30), "Prometheus to answer", || {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("prometheus exited ({status}); its log:\n{log}");
+            }
+            async { try_get(addr, "/-/ready").await.filter(|r| r.starts_with("HTTP/1.1 200")) }
+        })
+        .await;
+        Self {
+            addr,
+            _process: process,
+            _dir: dir,
+        }
+    }
+}
+
 /// Prometheus' active targets: (scrape address, health, labels).
 async fn active_targets(prometheus: SocketAddr) -> Vec<(String, String, Value)> {
     // Prometheus refuses connections until it listens: nothing yet.
     let Some(response) = try_get(prometheus, "/api/v1/targets?state=active").await else {
         return Vec::new();
     };
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    let Ok(answer) = serde_json::from_str::<Value>(body) else {
+    let Ok(answer) = serde_json::from_str::<Value>(&body(&response)) else {
         return Vec::new();
     };
     answer["data"]["activeTargets"]
@@ -116,7 +167,7 @@ async fn active_targets(prometheus: SocketAddr) -> Vec<(String, String, Value)> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
     init_logging();
-    let prometheus_bin = prometheus_binary();
+    prometheus_binary(); // fail before starting anything when there is none
     let etcd = EtcdCluster::single().await;
     let endpoints = etcd.endpoints();
     let app_a = app(&endpoints, "sd-a", "z1").await;
@@ -171,41 +222,8 @@ async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
     assert_eq!(groups.as_array().unwrap().len(), 2, "{body}");
 
     // Prometheus, configured only with http_sd_configs
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: jovian\n    \
-             http_sd_configs:\n      - url: http://{sd_addr}/sd\n        refresh_interval: 1s\n"
-        ),
-    )
-    .unwrap();
-    let prometheus_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let prometheus = Command::new(&prometheus_bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address={prometheus_addr}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", prometheus_bin.display()));
-    let mut prometheus = Killed::new(prometheus);
-    let log_path = dir.path().join("prometheus.log");
-    eventually(Duration::from_secs(30), "Prometheus to answer", || {
-        if let Some(status) = prometheus.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("prometheus exited ({status}); its log:\n{log}");
-        }
-        async {
-            try_get(prometheus_addr, "/-/ready")
-                .await
-                .filter(|r| r.starts_with("HTTP/1.1 200"))
-        }
-    })
-    .await;
+    let prometheus = Prometheus::start(&format!("http://{sd_addr}/sd")).await;
+    let prometheus_addr = prometheus.addr;
     let both_up = eventually(
         Duration::from_secs(30),
         "Prometheus to scrape both governors",
@@ -235,6 +253,97 @@ async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
     .await;
     assert!(sd.child.try_wait().unwrap().is_none(), "jovianctl sd is still serving");
     app_b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_discovers_every_governor_through_one_apps_governor() {
+    init_logging();
+    prometheus_binary(); // fail before starting anything when there is none
+    let etcd = EtcdCluster::single().await;
+    let endpoints = etcd.endpoints();
+    let app_a = app(&endpoints, "gsd-a", "z1").await;
+    let app_b = app(&endpoints, "gsd-b", "z2").await;
+    let app_c = app(&endpoints, "gsd-c", "z3").await;
+    let [governor_a, governor_b, governor_c] =
+        [&app_a, &app_b, &app_c].map(|app| app.governor_addr().unwrap().to_string());
+    let sd_addr = app_a.governor_addr().unwrap();
+
+    // the governor's answer is the same document jovianctl sd serves
+    let raw = try_get(sd_addr, "/sd").await.expect("the governor answers /sd");
+    assert!(
+        raw.to_ascii_lowercase().contains("content-type: application/json"),
+        "{raw}"
+    );
+    let (status, body) = http_get(sd_addr, "/sd").await;
+    assert_eq!(status, 200, "{body}");
+    let groups: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 3, "{body}");
+    let group_b = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["targets"] == serde_json::json!([governor_b]))
+        .unwrap_or_else(|| panic!("{governor_b} in {body}"));
+    for (label, value) in [
+        ("jovian_app", "gsd-b"),
+        ("jovian_service", "sd-greeter"),
+        ("jovian_zone", "z2"),
+        ("jovian_version", "v3"),
+        ("jovian_region", "r-z2"),
+    ] {
+        assert_eq!(group_b["labels"][label], value, "{label} in {body}");
+    }
+    assert!(group_b["labels"]["jovian_hostname"].is_string(), "{body}");
+
+    // Prometheus, configured only with http_sd_configs at app a's governor
+    let prometheus = Prometheus::start(&format!("http://{sd_addr}/sd")).await;
+    let all_up = eventually(
+        Duration::from_secs(30),
+        "Prometheus to scrape all three governors",
+        || async {
+            let targets = active_targets(prometheus.addr).await;
+            let up = |governor: &str| targets.iter().any(|(i, health, _)| i == governor && health == "up");
+            (up(&governor_a) && up(&governor_b) && up(&governor_c)).then_some(targets)
+        },
+    )
+    .await;
+    let (_, _, labels_c) = all_up.iter().find(|(i, _, _)| *i == governor_c).unwrap();
+    assert_eq!(labels_c["jovian_app"], "gsd-c", "{labels_c}");
+    assert_eq!(labels_c["jovian_zone"], "z3", "{labels_c}");
+
+    // app b stops: its governor unregisters, and Prometheus drops it
+    app_b.stop().await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus to drop the stopped governor",
+        || async {
+            let targets = active_targets(prometheus.addr).await;
+            let has = |governor: &str| targets.iter().any(|(i, _, _)| i == governor);
+            (!has(&governor_b) && has(&governor_a) && has(&governor_c)).then_some(())
+        },
+    )
+    .await;
+    app_c.stop().await.unwrap();
+    app_a.stop().await.unwrap();
+}
+
+/// The body of a raw HTTP/1.1 response, de-chunked when it came in chunks (Prometheus
+/// chunks answers of more than about 2 KiB).
+fn body(response: &str) -> String {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return body.to_owned();
+    }
+    let (mut rest, mut out) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// The raw response (head and body) to a GET; `None` if the connection fails.
