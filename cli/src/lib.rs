@@ -179,6 +179,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             "{error}\n  (endpoints come from --endpoints, else registry.endpoints in jovian.toml or $JOVIAN_CONFIG, \
              else JOVIAN_REGISTRY__ENDPOINTS; tried {endpoints})"
         )),
+        jovian::Error::Registry {
+            operation: "authenticate",
+            ..
+        } => CliError(format!(
+            "{error}\n  (credentials come from --user and --password, else registry.user and registry.password \
+             in jovian.toml or $JOVIAN_CONFIG, else JOVIAN_REGISTRY__USER / JOVIAN_REGISTRY__PASSWORD)"
+        )),
         other => CliError(other.to_string()),
     })?;
     commands::run(std::sync::Arc::new(registry), cli.command).await

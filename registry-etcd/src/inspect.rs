@@ -156,7 +156,14 @@ impl EtcdRegistry {
     ) -> Result<Map<String, Value>> {
         self.ensure_open()?;
         let key = self.keys.configurator(name, uri);
-        let failed = |e: CallError| Error::registry("write an override", format!("{key}: {e}"));
+        let failed = |e: CallError| match e.is_permission_denied() {
+            // Said plainly, with the key: operators often run read-only credentials.
+            true => Error::PermissionDenied {
+                operation: "write an override",
+                detail: format!("permission denied writing {key} ({e})"),
+            },
+            false => Error::registry("write an override", format!("{key}: {e}")),
+        };
         for _ in 0..OVERRIDE_ATTEMPTS {
             let get = |mut c: Client| {
                 let key = key.clone();

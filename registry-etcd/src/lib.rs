@@ -87,7 +87,12 @@ impl EtcdRegistry {
         .await
         {
             Ok(client) => client,
-            Err(error) if is_auth_failure(&error) => return Err(error.into_error("authenticate")),
+            Err(error) if is_auth_failure(&error) => {
+                return Err(Error::registry(
+                    "authenticate",
+                    format!("{error}; check registry.user and registry.password"),
+                ));
+            }
             Err(error) => return Err(unreachable(error.to_string())),
         };
         let prefix = format!("/{}/", config.clean_prefix());
