@@ -20,7 +20,14 @@ async fn jovianctl(endpoints: &[String], user: &str, password: &str, args: &[&st
     let mut command = Command::new(env!("CARGO_BIN_EXE_jovianctl"));
     command
         .current_dir(std::env::temp_dir())
-        .args(["--endpoints", &endpoints.join(","), "--user", user, "--password", password])
+        .args([
+            "--endpoints",
+            &endpoints.join(","),
+            "--user",
+            user,
+            "--password",
+            password,
+        ])
         .args(args);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("JOVIAN_") {
@@ -85,7 +92,10 @@ async fn a_read_only_user_lists_but_is_refused_writes_naming_the_key() {
     assert!(stderr.contains("refused: permission denied writing"), "{stderr}");
     let key = format!("/jovian/{SERVICE}/configurators/grpc://{address}");
     assert!(stderr.contains(&key), "the error names {key}: {stderr}");
-    assert!(stderr.contains("readwrite"), "the error says what permission is needed: {stderr}");
+    assert!(
+        stderr.contains("readwrite"),
+        "the error says what permission is needed: {stderr}"
+    );
     let listed = jovianctl(&endpoints, "viewer", "viewer-pw", &["list", SERVICE, "--json"]).await;
     let instances: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(instances[0]["enable"], true, "nothing was written: {instances}");

@@ -130,7 +130,11 @@ impl Prometheus {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 panic!("prometheus exited ({status}); its log:\n{log}");
             }
-            async { try_get(addr, "/-/ready").await.filter(|r| r.starts_with("HTTP/1.1 200")) }
+            async {
+                try_get(addr, "/-/ready")
+                    .await
+                    .filter(|r| r.starts_with("HTTP/1.1 200"))
+            }
         })
         .await;
         Self {
@@ -336,7 +340,9 @@ fn body(response: &str) -> String {
     }
     let (mut rest, mut out) = (body, String::new());
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || after.len() < size {
             break;
         }

@@ -97,7 +97,9 @@ async fn debug_registry(axum::extract::State(state): axum::extract::State<Govern
     })
 }
 
-async fn service_discovery(axum::extract::State(state): axum::extract::State<GovernorState>) -> axum::response::Response {
+async fn service_discovery(
+    axum::extract::State(state): axum::extract::State<GovernorState>,
+) -> axum::response::Response {
     match &state.registry {
         Some(registry) => crate::sd::answer(registry.as_ref()).await,
         None => (

@@ -13,8 +13,7 @@
 //!
 //! For operators' tools (`jovianctl`), [`EtcdRegistry::entries`] and [`EtcdRegistry::entry`]
 //! read instances as stored (entry, raw override, owning lease and its TTL left),
-//! [`Discovery::metrics_targets`](jovian::Discovery::metrics_targets) reads the governors'
-//! targets, and
+//! [`jovian::Discovery::metrics_targets`] reads the governors' targets, and
 //! [`EtcdRegistry::update_override`] merges fields into an override with a compare-and-swap.
 //!
 //! ```no_run

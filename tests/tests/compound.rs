@@ -119,11 +119,18 @@ async fn registers_in_every_source_and_merges_one_instance_per_address() {
     // the same address in both sources is one instance; the first source's entry wins
     a.registry().register(&instance(2).with_weight(10)).await.unwrap();
     let only_b = b.registry();
-    only_b.register(&instance(2).with_weight(90).with_zone("zb")).await.unwrap();
+    only_b
+        .register(&instance(2).with_weight(90).with_zone("zb"))
+        .await
+        .unwrap();
     only_b.register(&instance(3)).await.unwrap();
     let listed = registry.list("cmp").await.unwrap();
     assert_eq!(listed.addresses(), ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
-    assert_eq!(listed.get("grpc://127.0.0.1:2").unwrap().weight, 10, "source a's entry wins");
+    assert_eq!(
+        listed.get("grpc://127.0.0.1:2").unwrap().weight,
+        10,
+        "source a's entry wins"
+    );
     assert_eq!(listed.get("grpc://127.0.0.1:2").unwrap().zone, "");
 
     // availability is the strictest: disabled in b only is disabled
@@ -153,7 +160,14 @@ async fn registers_in_every_source_and_merges_one_instance_per_address() {
 
     assert_eq!(registry.services().await.unwrap(), ["cmp"]);
     registry.unregister(&instance(1)).await.unwrap();
-    assert!(a.registry().list("cmp").await.unwrap().get("grpc://127.0.0.1:1").is_none());
+    assert!(
+        a.registry()
+            .list("cmp")
+            .await
+            .unwrap()
+            .get("grpc://127.0.0.1:1")
+            .is_none()
+    );
     assert!(b.registry().list("cmp").await.unwrap().is_empty());
 }
 
@@ -196,13 +210,19 @@ async fn a_frozen_source_holds_registration_up_for_one_attempt_only() {
     state.store(FROZEN, Ordering::SeqCst);
     let registry = compound(a.registry(), frozen);
     // bounded by the attempt timeout (500 ms here); the deadline is a hang detector
-    within(Duration::from_secs(5), "register next to a frozen source", registry.register(&instance(1)))
-        .await
-        .unwrap();
+    within(
+        Duration::from_secs(5),
+        "register next to a frozen source",
+        registry.register(&instance(1)),
+    )
+    .await
+    .unwrap();
     let pending = registry.pending();
     assert_eq!(pending.len(), 1);
     assert!(pending[0].error.contains("did not answer"), "{pending:?}");
-    let listed = within(Duration::from_secs(5), "list", registry.list("cmp")).await.unwrap();
+    let listed = within(Duration::from_secs(5), "list", registry.list("cmp"))
+        .await
+        .unwrap();
     assert_eq!(listed.addresses(), ["127.0.0.1:1"]);
     state.store(UP, Ordering::SeqCst);
     eventually(Duration::from_secs(5), "the frozen source to catch up", || async {
@@ -249,10 +269,16 @@ async fn a_watch_follows_live_sources_while_one_is_down_and_merges_it_back() {
     a.registry().register(&instance(1)).await.unwrap();
     let a_only = a.registry();
     a_only.register(&instance(3)).await.unwrap();
-    wait(&mut watch, "a's instances", |e| e.addresses() == ["127.0.0.1:1", "127.0.0.1:3"]).await;
+    wait(&mut watch, "a's instances", |e| {
+        e.addresses() == ["127.0.0.1:1", "127.0.0.1:3"]
+    })
+    .await;
 
     state.store(UP, Ordering::SeqCst);
-    wait(&mut watch, "b merged in", |e| e.addresses() == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]).await;
+    wait(&mut watch, "b merged in", |e| {
+        e.addresses() == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    })
+    .await;
     in_b.unregister(&instance(2)).await.unwrap();
     wait(&mut watch, "b's removal", |e| !e.contains("grpc://127.0.0.1:2")).await;
 }

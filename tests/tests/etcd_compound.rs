@@ -86,7 +86,10 @@ async fn an_app_in_two_clusters_survives_either_one_dying_or_freezing() {
     assert!(listed_in(&a, &address).await, "registered in cluster a");
     assert!(listed_in(&b, &address).await, "registered in cluster b");
     let client_registry = compound(&a, &b).await;
-    assert_eq!(client_registry.list(SERVICE).await.unwrap().addresses(), [address.as_str()]);
+    assert_eq!(
+        client_registry.list(SERVICE).await.unwrap().addresses(),
+        [address.as_str()]
+    );
     let channel = ClientBuilder::new(client_registry).build(SERVICE).await.unwrap();
     calls_succeed(&channel, &address, 5, "with both clusters up").await;
     let late = compound(&a, &b).await; // connected now, watched only once a is dead
@@ -142,7 +145,12 @@ async fn a_cluster_down_at_start_neither_fails_nor_holds_up_the_start_and_gets_t
     let mut b = EtcdCluster::single().await;
     let registry = Arc::new(compound(&a, &b).await);
     b.kill(0); // connected, then gone before the App starts
-    let running = within(Duration::from_secs(20), "the App to start with cluster b down", app(registry.clone())).await;
+    let running = within(
+        Duration::from_secs(20),
+        "the App to start with cluster b down",
+        app(registry.clone()),
+    )
+    .await;
     let address = running.registrations()[0].address.clone();
     assert!(listed_in(&a, &address).await, "registered in cluster a");
     let pending = registry.pending();

@@ -2,50 +2,7 @@
 //! them, which is how a fleet moves between etcd clusters, prefixes or key layouts without
 //! downtime (jupiter's compound registry).
 //!
-//! ```no_run
-//! # async fn demo(old: std::sync::Arc<dyn jovian::Registry>, new: std::sync::Arc<dyn jovian::Registry>) -> jovian::Result<()> {
-//! use jovian::registry::Compound;
-//!
-//! // the old cluster first: where both have an instance, its entry is the one clients see
-//! let registry = Compound::builder().source("old", old).source("new", new).build()?;
-//! jovian::App::new().registry(registry) /* .serve(..) */ .run().await
-//! # }
-//! ```
-//!
-//! # What it promises
-//!
-//! - **Registering** goes to every source at once, each attempt bounded by
-//!   [`attempt_timeout`](CompoundBuilder::attempt_timeout). It succeeds when at least one source
-//!   took the entry; the sources that did not (down, frozen, refusing) get it again in the
-//!   background, with back-off, until they take it, the entry is unregistered, or the compound
-//!   is closed ([`Compound::pending`] says what is still owed where). So a source that is down
-//!   when an App starts neither fails the start nor holds it up for longer than one attempt, and
-//!   the App appears there once the source is back. Once a source has taken an entry, keeping it
-//!   (renewing the lease, healing after an outage) is that source's own job, as with it alone:
-//!   the etcd registry restores its keys after any etcd trouble. Only when *no* source takes an
-//!   entry does `register` fail, with every source's reason (one source: its error as it is),
-//!   and nothing is retried.
-//! - **Unregistering** goes to every source at once and forgets what was still owed; it fails
-//!   if any source failed (the entry then expires there with its lease).
-//! - **Discovery** merges the sources. An instance (`scheme://address`) is live while any
-//!   source lists it; the same instance in several sources is one instance. Its entry is the one
-//!   from the first source that lists it, in the order the sources were added (add the source
-//!   you migrate *from* first, so its entries and overrides stay in force until you flip the
-//!   order), except availability, which is the strictest: an instance disabled (`enable:
-//!   false`, an operator's drain) or unhealthy in any source that lists it is disabled in the
-//!   merge, so a drain written in only one cluster still drains.
-//! - A **watch** follows every source. A source that cannot be watched when the watch starts is
-//!   retried in the background and merged in when it answers; one that goes down keeps its last
-//!   snapshot (as its own watch does), so the compound keeps publishing the other sources'
-//!   changes and merges the source back when it returns. A watch fails to start only when no
-//!   source can be watched, and ends when the compound is closed (or every source is).
-//! - `list`, `services` and `metrics_targets` ask every source, bounded by the attempt timeout,
-//!   and merge what answered; they fail only when no source answered.
-//! - **Closing** the compound closes every source: it owns them. Dropping it drops them (when it
-//!   held the last reference, that is a crash for each: their entries expire with their leases).
-//!
-//! Snapshot revisions are the compound's own: a watch counts its changes; a list carries the
-//! highest revision of the sources that answered. Neither compares with a source's revision.
+//! The semantics are documented on [`Compound`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -67,7 +24,53 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
-/// A [`Registry`] over several registries; see [the module](self) for what it promises.
+/// A [`Registry`] over several registries ("sources"): it registers in every one and discovers
+/// from all of them.
+///
+/// ```no_run
+/// # async fn demo(old: std::sync::Arc<dyn jovian::Registry>, new: std::sync::Arc<dyn jovian::Registry>) -> jovian::Result<()> {
+/// use jovian::registry::Compound;
+///
+/// // the old cluster first: where both have an instance, its entry is the one clients see
+/// let registry = Compound::builder().source("old", old).source("new", new).build()?;
+/// jovian::App::new().registry(registry) /* .serve(..) */ .run().await
+/// # }
+/// ```
+///
+/// # What it promises
+///
+/// - **Registering** goes to every source at once, each attempt bounded by
+///   [`attempt_timeout`](CompoundBuilder::attempt_timeout). It succeeds when at least one source
+///   took the entry; the sources that did not (down, frozen, refusing) get it again in the
+///   background, with back-off, until they take it, the entry is unregistered, or the compound
+///   is closed ([`Compound::pending`] says what is still owed where). So a source that is down
+///   when an App starts neither fails the start nor holds it up for longer than one attempt, and
+///   the App appears there once the source is back. Once a source has taken an entry, keeping it
+///   (renewing the lease, healing after an outage) is that source's own job, as with it alone:
+///   the etcd registry restores its keys after any etcd trouble. Only when *no* source takes an
+///   entry does `register` fail, with every source's reason (one source: its error as it is),
+///   and nothing is retried.
+/// - **Unregistering** goes to every source at once and forgets what was still owed; it fails
+///   if any source failed (the entry then expires there with its lease).
+/// - **Discovery** merges the sources. An instance (`scheme://address`) is live while any
+///   source lists it; the same instance in several sources is one instance. Its entry is the one
+///   from the first source that lists it, in the order the sources were added (add the source
+///   you migrate *from* first, so its entries and overrides stay in force until you flip the
+///   order), except availability, which is the strictest: an instance disabled (`enable:
+///   false`, an operator's drain) or unhealthy in any source that lists it is disabled in the
+///   merge, so a drain written in only one cluster still drains.
+/// - A **watch** follows every source. A source that cannot be watched when the watch starts is
+///   retried in the background and merged in when it answers; one that goes down keeps its last
+///   snapshot (as its own watch does), so the compound keeps publishing the other sources'
+///   changes and merges the source back when it returns. A watch fails to start only when no
+///   source can be watched, and ends when the compound is closed (or every source is).
+/// - `list`, `services` and `metrics_targets` ask every source, bounded by the attempt timeout,
+///   and merge what answered; they fail only when no source answered.
+/// - **Closing** the compound closes every source: it owns them. Dropping it drops them (when it
+///   held the last reference, that is a crash for each: their entries expire with their leases).
+///
+/// Snapshot revisions are the compound's own: a watch counts its changes; a list carries the
+/// highest revision of the sources that answered. Neither compares with a source's revision.
 pub struct Compound {
     shared: Arc<Shared>,
 }
@@ -504,7 +507,11 @@ impl Discovery for Compound {
         }
         let revision = snapshots.iter().flatten().map(Instances::revision).max().unwrap_or(0);
         let mut merged = Instances::new(name, revision);
-        let uris: BTreeSet<String> = snapshots.iter().flatten().flat_map(|s| s.iter().map(|i| i.uri())).collect();
+        let uris: BTreeSet<String> = snapshots
+            .iter()
+            .flatten()
+            .flat_map(|s| s.iter().map(|i| i.uri()))
+            .collect();
         for uri in uris {
             if let Some(info) = merge_entry(&snapshots, &uri) {
                 merged.insert(info);

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use crate::sd::MetricsTarget;
 use crate::{Instances, InstancesWatch, Result, ServiceInfo};
 
-pub use compound::{Compound, CompoundBuilder, Pending};
+pub use compound::{Compound, CompoundBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RETRY_DELAY, Pending};
 
 /// Where servers register.
 ///
