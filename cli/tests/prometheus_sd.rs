@@ -168,6 +168,72 @@ async fn active_targets(prometheus: SocketAddr) -> Vec<(String, String, Value)> 
         .collect()
 }
 
+/// Checks the HTTP SD answer at `sd_addr`: JSON, `count` groups, and `governor`'s group
+/// labelled with its App (`app`, zone `zone`, the greeter's service, version and region).
+async fn check_sd_answer(sd_addr: SocketAddr, count: usize, governor: &str, app: &str, zone: &str) {
+    let raw = try_get(sd_addr, "/sd").await.expect("the SD endpoint answers");
+    assert!(
+        raw.to_ascii_lowercase().contains("content-type: application/json"),
+        "{raw}"
+    );
+    let (status, body) = http_get(sd_addr, "/sd").await;
+    assert_eq!(status, 200, "{body}");
+    let groups: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), count, "{body}");
+    let group = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["targets"] == serde_json::json!([governor]))
+        .unwrap_or_else(|| panic!("{governor} in {body}"));
+    let region = format!("r-{zone}");
+    for (label, value) in [
+        ("jovian_app", app),
+        ("jovian_service", "sd-greeter"),
+        ("jovian_zone", zone),
+        ("jovian_version", "v3"),
+        ("jovian_region", region.as_str()),
+    ] {
+        assert_eq!(group["labels"][label], value, "{label} in {body}");
+    }
+    assert!(group["labels"]["jovian_hostname"].is_string(), "{body}");
+}
+
+/// Waits until Prometheus scrapes every one of `governors` and finds it `up`; their labels.
+async fn wait_all_up(prometheus: &Prometheus, governors: &[&str]) -> Vec<Value> {
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus to scrape every governor",
+        || async {
+            let targets = active_targets(prometheus.addr).await;
+            governors
+                .iter()
+                .map(|governor| {
+                    targets
+                        .iter()
+                        .find(|(i, health, _)| i == governor && health == "up")
+                        .map(|(_, _, labels)| labels.clone())
+                })
+                .collect::<Option<Vec<Value>>>()
+        },
+    )
+    .await
+}
+
+/// Waits until Prometheus has dropped `gone` and still has every one of `kept`.
+async fn wait_dropped(prometheus: &Prometheus, gone: &str, kept: &[&str]) {
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus to drop the stopped governor",
+        || async {
+            let targets = active_targets(prometheus.addr).await;
+            let has = |governor: &str| targets.iter().any(|(i, _, _)| i == governor);
+            (!has(gone) && kept.iter().all(|k| has(k))).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
     init_logging();
@@ -202,59 +268,18 @@ async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
         .unwrap_or_else(|| panic!("{first}"))
         .parse()
         .unwrap();
-
-    // the SD answer itself: content type and shape
-    let raw = try_get(sd_addr, "/sd").await.expect("jovianctl sd answers");
-    assert!(
-        raw.to_ascii_lowercase().contains("content-type: application/json"),
-        "{raw}"
-    );
-    let (status, body) = http_get(sd_addr, "/sd").await;
-    assert_eq!(status, 200, "{body}");
-    let groups: Value = serde_json::from_str(&body).unwrap();
-    let group_a = groups
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["targets"] == serde_json::json!([governor_a]))
-        .unwrap_or_else(|| panic!("{governor_a} in {body}"));
-    assert_eq!(group_a["labels"]["jovian_app"], "sd-a");
-    assert_eq!(group_a["labels"]["jovian_service"], "sd-greeter");
-    assert_eq!(group_a["labels"]["jovian_zone"], "z1");
-    assert_eq!(group_a["labels"]["jovian_version"], "v3");
-    assert!(group_a["labels"]["jovian_hostname"].is_string(), "{body}");
-    assert_eq!(groups.as_array().unwrap().len(), 2, "{body}");
+    check_sd_answer(sd_addr, 2, &governor_a, "sd-a", "z1").await;
 
     // Prometheus, configured only with http_sd_configs
     let prometheus = Prometheus::start(&format!("http://{sd_addr}/sd")).await;
-    let prometheus_addr = prometheus.addr;
-    let both_up = eventually(
-        Duration::from_secs(30),
-        "Prometheus to scrape both governors",
-        || async {
-            let targets = active_targets(prometheus_addr).await;
-            let up = |governor: &str| targets.iter().any(|(i, health, _)| i == governor && health == "up");
-            (up(&governor_a) && up(&governor_b)).then_some(targets)
-        },
-    )
-    .await;
-    let (_, _, labels_b) = both_up.iter().find(|(i, _, _)| *i == governor_b).unwrap();
-    assert_eq!(labels_b["jovian_app"], "sd-b", "{labels_b}");
-    assert_eq!(labels_b["jovian_zone"], "z2", "{labels_b}");
-    assert_eq!(labels_b["job"], "jovian", "{labels_b}");
+    let labels = wait_all_up(&prometheus, &[&governor_a, &governor_b]).await;
+    assert_eq!(labels[1]["jovian_app"], "sd-b", "{}", labels[1]);
+    assert_eq!(labels[1]["jovian_zone"], "z2", "{}", labels[1]);
+    assert_eq!(labels[1]["job"], "jovian", "{}", labels[1]);
 
     // one App stops: its governor unregisters, and Prometheus drops it
     app_a.stop().await.unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "Prometheus to drop the stopped governor",
-        || async {
-            let targets = active_targets(prometheus_addr).await;
-            let has = |governor: &str| targets.iter().any(|(i, _, _)| i == governor);
-            (!has(&governor_a) && has(&governor_b)).then_some(())
-        },
-    )
-    .await;
+    wait_dropped(&prometheus, &governor_a, &[&governor_b]).await;
     assert!(sd.child.try_wait().unwrap().is_none(), "jovianctl sd is still serving");
     app_b.stop().await.unwrap();
 }
@@ -270,63 +295,19 @@ async fn prometheus_discovers_every_governor_through_one_apps_governor() {
     let app_c = app(&endpoints, "gsd-c", "z3").await;
     let [governor_a, governor_b, governor_c] =
         [&app_a, &app_b, &app_c].map(|app| app.governor_addr().unwrap().to_string());
+    // the governor's answer is the same document jovianctl sd serves, from the App's registry
     let sd_addr = app_a.governor_addr().unwrap();
-
-    // the governor's answer is the same document jovianctl sd serves
-    let raw = try_get(sd_addr, "/sd").await.expect("the governor answers /sd");
-    assert!(
-        raw.to_ascii_lowercase().contains("content-type: application/json"),
-        "{raw}"
-    );
-    let (status, body) = http_get(sd_addr, "/sd").await;
-    assert_eq!(status, 200, "{body}");
-    let groups: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(groups.as_array().unwrap().len(), 3, "{body}");
-    let group_b = groups
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["targets"] == serde_json::json!([governor_b]))
-        .unwrap_or_else(|| panic!("{governor_b} in {body}"));
-    for (label, value) in [
-        ("jovian_app", "gsd-b"),
-        ("jovian_service", "sd-greeter"),
-        ("jovian_zone", "z2"),
-        ("jovian_version", "v3"),
-        ("jovian_region", "r-z2"),
-    ] {
-        assert_eq!(group_b["labels"][label], value, "{label} in {body}");
-    }
-    assert!(group_b["labels"]["jovian_hostname"].is_string(), "{body}");
+    check_sd_answer(sd_addr, 3, &governor_b, "gsd-b", "z2").await;
 
     // Prometheus, configured only with http_sd_configs at app a's governor
     let prometheus = Prometheus::start(&format!("http://{sd_addr}/sd")).await;
-    let all_up = eventually(
-        Duration::from_secs(30),
-        "Prometheus to scrape all three governors",
-        || async {
-            let targets = active_targets(prometheus.addr).await;
-            let up = |governor: &str| targets.iter().any(|(i, health, _)| i == governor && health == "up");
-            (up(&governor_a) && up(&governor_b) && up(&governor_c)).then_some(targets)
-        },
-    )
-    .await;
-    let (_, _, labels_c) = all_up.iter().find(|(i, _, _)| *i == governor_c).unwrap();
-    assert_eq!(labels_c["jovian_app"], "gsd-c", "{labels_c}");
-    assert_eq!(labels_c["jovian_zone"], "z3", "{labels_c}");
+    let labels = wait_all_up(&prometheus, &[&governor_a, &governor_b, &governor_c]).await;
+    assert_eq!(labels[2]["jovian_app"], "gsd-c", "{}", labels[2]);
+    assert_eq!(labels[2]["jovian_zone"], "z3", "{}", labels[2]);
 
     // app b stops: its governor unregisters, and Prometheus drops it
     app_b.stop().await.unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "Prometheus to drop the stopped governor",
-        || async {
-            let targets = active_targets(prometheus.addr).await;
-            let has = |governor: &str| targets.iter().any(|(i, _, _)| i == governor);
-            (!has(&governor_b) && has(&governor_a) && has(&governor_c)).then_some(())
-        },
-    )
-    .await;
+    wait_dropped(&prometheus, &governor_b, &[&governor_a, &governor_c]).await;
     app_c.stop().await.unwrap();
     app_a.stop().await.unwrap();
 }

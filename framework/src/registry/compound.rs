@@ -290,6 +290,26 @@ impl Shared {
         )
     }
 
+    /// Per source, what it answered (`None` where it failed); an error when none answered.
+    fn answered<T>(&self, operation: &'static str, results: Vec<Result<T>>) -> Result<Vec<Option<T>>> {
+        let mut answered = Vec::with_capacity(results.len());
+        let mut failed = Vec::new();
+        for (index, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(value) => answered.push(Some(value)),
+                Err(error) => {
+                    tracing::debug!(source = %self.sources[index].name, operation, %error, "a source of the compound registry did not answer");
+                    answered.push(None);
+                    failed.push((index, error));
+                }
+            }
+        }
+        match answered.iter().any(Option::is_some) {
+            true => Ok(answered),
+            false => Err(self.none_answered(operation, failed)),
+        }
+    }
+
     /// Owes `info` to `source` and makes sure the source's retry task runs.
     fn owe(self: &Arc<Self>, source: usize, info: &ServiceInfo, error: String) {
         let mut state = self.lock();
@@ -501,10 +521,7 @@ impl Discovery for Compound {
         let shared = &self.shared;
         shared.ensure_open()?;
         let results = shared.on_every_source("list", |r| r.list(name)).await;
-        let (snapshots, failed) = split(results);
-        if snapshots.iter().all(Option::is_none) {
-            return Err(shared.none_answered("list", failed));
-        }
+        let snapshots = shared.answered("list", results)?;
         let revision = snapshots.iter().flatten().map(Instances::revision).max().unwrap_or(0);
         let mut merged = Instances::new(name, revision);
         let uris: BTreeSet<String> = snapshots
@@ -524,10 +541,7 @@ impl Discovery for Compound {
         let shared = &self.shared;
         shared.ensure_open()?;
         let results = shared.on_every_source("watch", |r| r.watch(name)).await;
-        let (watches, failed) = split(results);
-        if watches.iter().all(Option::is_none) {
-            return Err(shared.none_answered("watch", failed));
-        }
+        let watches = shared.answered("watch", results)?;
         let mut merger = Merger::new(name, shared.sources.len());
         let mut watches = watches;
         for (index, watch) in watches.iter_mut().enumerate() {
@@ -560,10 +574,7 @@ impl Discovery for Compound {
         let shared = &self.shared;
         shared.ensure_open()?;
         let results = shared.on_every_source("services", |r| r.services()).await;
-        let (names, failed) = split(results);
-        if names.iter().all(Option::is_none) {
-            return Err(shared.none_answered("services", failed));
-        }
+        let names = shared.answered("services", results)?;
         let union: BTreeSet<String> = names.into_iter().flatten().flatten().collect();
         Ok(union.into_iter().collect())
     }
@@ -572,10 +583,7 @@ impl Discovery for Compound {
         let shared = &self.shared;
         shared.ensure_open()?;
         let results = shared.on_every_source("metrics_targets", |r| r.metrics_targets()).await;
-        let (found, failed) = split(results);
-        if found.iter().all(Option::is_none) {
-            return Err(shared.none_answered("metrics_targets", failed));
-        }
+        let found = shared.answered("metrics_targets", results)?;
         // One group per governor address: the first source that lists it wins.
         let mut by_target: BTreeMap<String, MetricsTarget> = BTreeMap::new();
         for target in found.into_iter().flatten().flatten() {
@@ -585,23 +593,6 @@ impl Discovery for Compound {
         targets.sort_by(|a, b| (&a.app, &a.hostname, &a.target).cmp(&(&b.app, &b.hostname, &b.target)));
         Ok(targets)
     }
-}
-
-/// Per source: what it answered (`None` where it failed), and the failures by source index.
-fn split<T>(results: Vec<Result<T>>) -> (Vec<Option<T>>, Vec<(usize, Error)>) {
-    let mut answered = Vec::with_capacity(results.len());
-    let mut failed = Vec::new();
-    for (index, result) in results.into_iter().enumerate() {
-        match result {
-            Ok(value) => answered.push(Some(value)),
-            Err(error) => {
-                tracing::debug!(source = index, %error, "a source of the compound registry did not answer");
-                answered.push(None);
-                failed.push((index, error));
-            }
-        }
-    }
-    (answered, failed)
 }
 
 /// The merged entry of the instance at `uri`: the first source's entry, with availability the
