@@ -51,7 +51,8 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 ///   entry does `register` fail, with every source's reason (one source: its error as it is),
 ///   and nothing is retried.
 /// - **Unregistering** goes to every source at once and forgets what was still owed; it fails
-///   if any source failed (the entry then expires there with its lease).
+///   if any source failed (the entry then expires there with its lease), so an App's `stop`
+///   reports it, as it would for that source alone.
 /// - **Discovery** merges the sources. An instance (`scheme://address`) is live while any
 ///   source lists it; the same instance in several sources is one instance. Its entry is the one
 ///   from the first source that lists it, in the order the sources were added (add the source
@@ -63,7 +64,10 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 ///   retried in the background and merged in when it answers; one that goes down keeps its last
 ///   snapshot (as its own watch does), so the compound keeps publishing the other sources'
 ///   changes and merges the source back when it returns. A watch fails to start only when no
-///   source can be watched, and ends when the compound is closed (or every source is).
+///   source can be watched, and ends when the compound is closed (or every source is). The
+///   price of "live while any source lists it": an instance that leaves while a source is down
+///   stays in that source's last snapshot until the source returns; clients eject it once it
+///   stops answering.
 /// - `list`, `services` and `metrics_targets` ask every source, bounded by the attempt timeout,
 ///   and merge what answered; they fail only when no source answered.
 /// - **Closing** the compound closes every source: it owns them. Dropping it drops them (when it
