@@ -24,7 +24,6 @@ use clap::{Args, Parser, Subcommand};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry, TlsFiles};
 
 pub use format::{parse_address, rfc3339};
-pub use sd::sd_groups;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -179,6 +178,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         jovian::Error::Unreachable { .. } => CliError(format!(
             "{error}\n  (endpoints come from --endpoints, else registry.endpoints in jovian.toml or $JOVIAN_CONFIG, \
              else JOVIAN_REGISTRY__ENDPOINTS; tried {endpoints})"
+        )),
+        jovian::Error::Registry {
+            operation: "authenticate",
+            ..
+        } => CliError(format!(
+            "{error}\n  (credentials come from --user and --password, else registry.user and registry.password \
+             in jovian.toml or $JOVIAN_CONFIG, else JOVIAN_REGISTRY__USER / JOVIAN_REGISTRY__PASSWORD)"
         )),
         other => CliError(other.to_string()),
     })?;

@@ -1,5 +1,6 @@
-//! A real Prometheus, configured only with `http_sd_configs` pointing at `jovianctl sd`, finds
-//! every App's governor, scrapes it, and drops the one that stops.
+//! A real Prometheus, configured only with `http_sd_configs` pointing at `jovianctl sd`, or
+//! at one App's governor `/sd`, finds every App's governor, scrapes it, and drops the one that
+//! stops.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ async fn app(endpoints: &[String], name: &str, zone: &str) -> Running {
         .governor(Some("127.0.0.1:0".parse().unwrap()))
         .registry(registry)
         .serve(greeter_server("sd-greeter").map_info(|mut info| {
+            info.region = format!("r-{zone}");
             info.zone = zone;
             info.version = "v3".into();
             info
@@ -89,14 +91,67 @@ async fn app(endpoints: &[String], name: &str, zone: &str) -> Running {
         .unwrap()
 }
 
+/// A real Prometheus whose only scrape config is `http_sd_configs` at `sd_url`, refreshed and
+/// scraping every second; killed when dropped.
+struct Prometheus {
+    addr: SocketAddr,
+    _process: Killed,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start(sd_url: &str) -> Self {
+        let bin = prometheus_binary();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: jovian\n    \
+                 http_sd_configs:\n      - url: {sd_url}\n        refresh_interval: 1s\n"
+            ),
+        )
+        .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log_path = dir.path().join("prometheus.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let process = Command::new(&bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut process = Killed::new(process);
+        eventually(Duration::from_secs(30), "Prometheus to answer", || {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("prometheus exited ({status}); its log:\n{log}");
+            }
+            async {
+                try_get(addr, "/-/ready")
+                    .await
+                    .filter(|r| r.starts_with("HTTP/1.1 200"))
+            }
+        })
+        .await;
+        Self {
+            addr,
+            _process: process,
+            _dir: dir,
+        }
+    }
+}
+
 /// Prometheus' active targets: (scrape address, health, labels).
 async fn active_targets(prometheus: SocketAddr) -> Vec<(String, String, Value)> {
     // Prometheus refuses connections until it listens: nothing yet.
     let Some(response) = try_get(prometheus, "/api/v1/targets?state=active").await else {
         return Vec::new();
     };
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    let Ok(answer) = serde_json::from_str::<Value>(body) else {
+    let Ok(answer) = serde_json::from_str::<Value>(&body(&response)) else {
         return Vec::new();
     };
     answer["data"]["activeTargets"]
@@ -113,10 +168,76 @@ async fn active_targets(prometheus: SocketAddr) -> Vec<(String, String, Value)> 
         .collect()
 }
 
+/// Checks the HTTP SD answer at `sd_addr`: JSON, `count` groups, and `governor`'s group
+/// labelled with its App (`app`, zone `zone`, the greeter's service, version and region).
+async fn check_sd_answer(sd_addr: SocketAddr, count: usize, governor: &str, app: &str, zone: &str) {
+    let raw = try_get(sd_addr, "/sd").await.expect("the SD endpoint answers");
+    assert!(
+        raw.to_ascii_lowercase().contains("content-type: application/json"),
+        "{raw}"
+    );
+    let (status, body) = http_get(sd_addr, "/sd").await;
+    assert_eq!(status, 200, "{body}");
+    let groups: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), count, "{body}");
+    let group = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["targets"] == serde_json::json!([governor]))
+        .unwrap_or_else(|| panic!("{governor} in {body}"));
+    let region = format!("r-{zone}");
+    for (label, value) in [
+        ("jovian_app", app),
+        ("jovian_service", "sd-greeter"),
+        ("jovian_zone", zone),
+        ("jovian_version", "v3"),
+        ("jovian_region", region.as_str()),
+    ] {
+        assert_eq!(group["labels"][label], value, "{label} in {body}");
+    }
+    assert!(group["labels"]["jovian_hostname"].is_string(), "{body}");
+}
+
+/// Waits until Prometheus scrapes every one of `governors` and finds it `up`; their labels.
+async fn wait_all_up(prometheus: &Prometheus, governors: &[&str]) -> Vec<Value> {
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus to scrape every governor",
+        || async {
+            let targets = active_targets(prometheus.addr).await;
+            governors
+                .iter()
+                .map(|governor| {
+                    targets
+                        .iter()
+                        .find(|(i, health, _)| i == governor && health == "up")
+                        .map(|(_, _, labels)| labels.clone())
+                })
+                .collect::<Option<Vec<Value>>>()
+        },
+    )
+    .await
+}
+
+/// Waits until Prometheus has dropped `gone` and still has every one of `kept`.
+async fn wait_dropped(prometheus: &Prometheus, gone: &str, kept: &[&str]) {
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus to drop the stopped governor",
+        || async {
+            let targets = active_targets(prometheus.addr).await;
+            let has = |governor: &str| targets.iter().any(|(i, _, _)| i == governor);
+            (!has(gone) && kept.iter().all(|k| has(k))).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
     init_logging();
-    let prometheus_bin = prometheus_binary();
+    prometheus_binary(); // fail before starting anything when there is none
     let etcd = EtcdCluster::single().await;
     let endpoints = etcd.endpoints();
     let app_a = app(&endpoints, "sd-a", "z1").await;
@@ -147,94 +268,69 @@ async fn prometheus_discovers_every_governor_through_jovianctl_sd() {
         .unwrap_or_else(|| panic!("{first}"))
         .parse()
         .unwrap();
-
-    // the SD answer itself: content type and shape
-    let raw = try_get(sd_addr, "/sd").await.expect("jovianctl sd answers");
-    assert!(
-        raw.to_ascii_lowercase().contains("content-type: application/json"),
-        "{raw}"
-    );
-    let (status, body) = http_get(sd_addr, "/sd").await;
-    assert_eq!(status, 200, "{body}");
-    let groups: Value = serde_json::from_str(&body).unwrap();
-    let group_a = groups
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["targets"] == serde_json::json!([governor_a]))
-        .unwrap_or_else(|| panic!("{governor_a} in {body}"));
-    assert_eq!(group_a["labels"]["jovian_app"], "sd-a");
-    assert_eq!(group_a["labels"]["jovian_service"], "sd-greeter");
-    assert_eq!(group_a["labels"]["jovian_zone"], "z1");
-    assert_eq!(group_a["labels"]["jovian_version"], "v3");
-    assert!(group_a["labels"]["jovian_hostname"].is_string(), "{body}");
-    assert_eq!(groups.as_array().unwrap().len(), 2, "{body}");
+    check_sd_answer(sd_addr, 2, &governor_a, "sd-a", "z1").await;
 
     // Prometheus, configured only with http_sd_configs
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: jovian\n    \
-             http_sd_configs:\n      - url: http://{sd_addr}/sd\n        refresh_interval: 1s\n"
-        ),
-    )
-    .unwrap();
-    let prometheus_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let prometheus = Command::new(&prometheus_bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address={prometheus_addr}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", prometheus_bin.display()));
-    let mut prometheus = Killed::new(prometheus);
-    let log_path = dir.path().join("prometheus.log");
-    eventually(Duration::from_secs(30), "Prometheus to answer", || {
-        if let Some(status) = prometheus.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("prometheus exited ({status}); its log:\n{log}");
-        }
-        async {
-            try_get(prometheus_addr, "/-/ready")
-                .await
-                .filter(|r| r.starts_with("HTTP/1.1 200"))
-        }
-    })
-    .await;
-    let both_up = eventually(
-        Duration::from_secs(30),
-        "Prometheus to scrape both governors",
-        || async {
-            let targets = active_targets(prometheus_addr).await;
-            let up = |governor: &str| targets.iter().any(|(i, health, _)| i == governor && health == "up");
-            (up(&governor_a) && up(&governor_b)).then_some(targets)
-        },
-    )
-    .await;
-    let (_, _, labels_b) = both_up.iter().find(|(i, _, _)| *i == governor_b).unwrap();
-    assert_eq!(labels_b["jovian_app"], "sd-b", "{labels_b}");
-    assert_eq!(labels_b["jovian_zone"], "z2", "{labels_b}");
-    assert_eq!(labels_b["job"], "jovian", "{labels_b}");
+    let prometheus = Prometheus::start(&format!("http://{sd_addr}/sd")).await;
+    let labels = wait_all_up(&prometheus, &[&governor_a, &governor_b]).await;
+    assert_eq!(labels[1]["jovian_app"], "sd-b", "{}", labels[1]);
+    assert_eq!(labels[1]["jovian_zone"], "z2", "{}", labels[1]);
+    assert_eq!(labels[1]["job"], "jovian", "{}", labels[1]);
 
     // one App stops: its governor unregisters, and Prometheus drops it
     app_a.stop().await.unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "Prometheus to drop the stopped governor",
-        || async {
-            let targets = active_targets(prometheus_addr).await;
-            let has = |governor: &str| targets.iter().any(|(i, _, _)| i == governor);
-            (!has(&governor_a) && has(&governor_b)).then_some(())
-        },
-    )
-    .await;
+    wait_dropped(&prometheus, &governor_a, &[&governor_b]).await;
     assert!(sd.child.try_wait().unwrap().is_none(), "jovianctl sd is still serving");
     app_b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_discovers_every_governor_through_one_apps_governor() {
+    init_logging();
+    prometheus_binary(); // fail before starting anything when there is none
+    let etcd = EtcdCluster::single().await;
+    let endpoints = etcd.endpoints();
+    let app_a = app(&endpoints, "gsd-a", "z1").await;
+    let app_b = app(&endpoints, "gsd-b", "z2").await;
+    let app_c = app(&endpoints, "gsd-c", "z3").await;
+    let [governor_a, governor_b, governor_c] =
+        [&app_a, &app_b, &app_c].map(|app| app.governor_addr().unwrap().to_string());
+    // the governor's answer is the same document jovianctl sd serves, from the App's registry
+    let sd_addr = app_a.governor_addr().unwrap();
+    check_sd_answer(sd_addr, 3, &governor_b, "gsd-b", "z2").await;
+
+    // Prometheus, configured only with http_sd_configs at app a's governor
+    let prometheus = Prometheus::start(&format!("http://{sd_addr}/sd")).await;
+    let labels = wait_all_up(&prometheus, &[&governor_a, &governor_b, &governor_c]).await;
+    assert_eq!(labels[2]["jovian_app"], "gsd-c", "{}", labels[2]);
+    assert_eq!(labels[2]["jovian_zone"], "z3", "{}", labels[2]);
+
+    // app b stops: its governor unregisters, and Prometheus drops it
+    app_b.stop().await.unwrap();
+    wait_dropped(&prometheus, &governor_b, &[&governor_a, &governor_c]).await;
+    app_c.stop().await.unwrap();
+    app_a.stop().await.unwrap();
+}
+
+/// The body of a raw HTTP/1.1 response, de-chunked when it came in chunks (Prometheus
+/// chunks answers of more than about 2 KiB).
+fn body(response: &str) -> String {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return body.to_owned();
+    }
+    let (mut rest, mut out) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// The raw response (head and body) to a GET; `None` if the connection fails.

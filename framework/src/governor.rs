@@ -4,6 +4,10 @@
 //! - `GET /healthz`: `200 ok` while the App runs, `503 stopping` once it stops.
 //! - `GET /debug/registry`: JSON of what this process registered and, for every client it
 //!   holds, the instances and their state (ejected, calls in flight, latency).
+//! - `GET /sd`: Prometheus HTTP service discovery (`http_sd_configs`) of every governor in the
+//!   App's registry, read on each request ([`crate::sd`]; the document `jovianctl sd` serves),
+//!   so Prometheus pointed at any one App's governor finds them all. `503` while the registry
+//!   cannot be read, or when the App has none.
 //!
 //! It runs only when configured (`[governor] enabled`, or `App::governor`). The App then
 //! registers its address under `/prometheus/job/{app}/{host}/{address}` (an `EntryKind::Governor`
@@ -23,13 +27,15 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Result, ServiceInfo};
+use crate::{Registry, Result, ServiceInfo};
 
 /// What the governor reports about its App.
 #[derive(Clone, Default)]
 pub(crate) struct GovernorState {
     pub(crate) registrations: Arc<Mutex<Vec<ServiceInfo>>>,
     pub(crate) stopping: Arc<AtomicBool>,
+    /// The App's registry, for `/sd`.
+    pub(crate) registry: Option<Arc<dyn Registry>>,
 }
 
 pub(crate) struct Governor {
@@ -45,6 +51,7 @@ impl Governor {
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/debug/registry", get(debug_registry))
+            .route("/sd", get(service_discovery))
             .with_state(state);
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
@@ -88,4 +95,17 @@ async fn debug_registry(axum::extract::State(state): axum::extract::State<Govern
         registrations,
         clients: crate::client::live_clients(),
     })
+}
+
+async fn service_discovery(
+    axum::extract::State(state): axum::extract::State<GovernorState>,
+) -> axum::response::Response {
+    match &state.registry {
+        Some(registry) => crate::sd::answer(registry.as_ref()).await,
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this App has no registry to discover governors in\n",
+        )
+            .into_response(),
+    }
 }

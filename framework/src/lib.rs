@@ -32,7 +32,8 @@ mod governor;
 mod instances;
 pub mod metrics;
 mod observe;
-mod registry;
+pub mod registry;
+pub mod sd;
 mod server;
 /// The traits whose methods callers use: `use jovian::prelude::*;` brings them into scope
 /// (`registry.register(..)`, `registry.watch(..)`).
@@ -50,5 +51,6 @@ pub use config::Config;
 pub use error::{BoxError, Error, Result};
 pub use instances::{Change, Instances, InstancesPublisher, InstancesWatch};
 pub use registry::{Discovery, Registrar, Registry};
+pub use sd::MetricsTarget;
 pub use server::{GrpcServer, LayeredService, ServerTls};
 pub use service::{InvalidEntry, MAX_ENTRY_BYTES, ServiceInfo};

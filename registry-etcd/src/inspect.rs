@@ -1,5 +1,6 @@
 //! What operators' tools (`jovianctl`) read: an instance's entry as stored with its override
-//! and owning lease, and the governors' metrics targets; and the one thing they write, an
+//! and owning lease, and the governors' metrics targets (also what
+//! [`Discovery::metrics_targets`](jovian::Discovery::metrics_targets) answers); and the one thing they write, an
 //! override merged into the one already there.
 //!
 //! These read etcd directly at the moment they are called (no watch, no grace): they show what
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
 use jovian::service::EntryKind;
-use jovian::{Error, Result, ServiceInfo};
+use jovian::{Error, MetricsTarget, Result, ServiceInfo};
 use serde_json::{Map, Value};
 
 use crate::EtcdRegistry;
@@ -53,22 +54,6 @@ pub struct LeaseInfo {
     pub ttl_left: Option<Duration>,
     /// The TTL it was granted with.
     pub granted: Duration,
-}
-
-/// A governor's metrics target: a `/prometheus/job/{app}/{hostname}/{address}` key.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MetricsTarget {
-    /// The App's name (the key's `{app}`).
-    pub app: String,
-    /// The host it runs on (the key's `{hostname}`; may be empty).
-    pub hostname: String,
-    /// What a scraper dials: the key's value (the governor's `host:port`).
-    pub target: String,
-    /// The lease the key is bound to (0: none).
-    pub lease_id: i64,
-    /// The provider entries of the same App on the same lease (the servers its registry
-    /// registered), for labels: service, zone, region, version. Empty when it serves none.
-    pub instances: Vec<ServiceInfo>,
 }
 
 /// One instance's keys as read: the provider entry with its lease id, the override's value.
@@ -171,7 +156,14 @@ impl EtcdRegistry {
     ) -> Result<Map<String, Value>> {
         self.ensure_open()?;
         let key = self.keys.configurator(name, uri);
-        let failed = |e: CallError| Error::registry("write an override", format!("{key}: {e}"));
+        let failed = |e: CallError| match e.is_permission_denied() {
+            // Said plainly, with the key: operators often run read-only credentials.
+            true => Error::PermissionDenied {
+                operation: "write an override",
+                detail: format!("permission denied writing {key} ({e})"),
+            },
+            false => Error::registry("write an override", format!("{key}: {e}")),
+        };
         for _ in 0..OVERRIDE_ATTEMPTS {
             let get = |mut c: Client| {
                 let key = key.clone();
@@ -225,8 +217,9 @@ impl EtcdRegistry {
 
     /// Every governor's metrics target (`/prometheus/job/...`), sorted by app, hostname and
     /// target, each with the provider entries of its App (same lease, same app id) for labels.
-    /// Reads the targets and every provider under the prefix at one revision.
-    pub async fn metrics_targets(&self) -> Result<Vec<MetricsTarget>> {
+    /// Reads the targets and every provider under the prefix at one revision. What
+    /// [`Discovery::metrics_targets`](jovian::Discovery::metrics_targets) answers.
+    pub(crate) async fn read_metrics_targets(&self) -> Result<Vec<MetricsTarget>> {
         self.ensure_open()?;
         let (targets, revision) = self
             .get_prefix(METRICS_ROOT, 0)
@@ -265,7 +258,6 @@ impl EtcdRegistry {
                     app: app.to_owned(),
                     hostname: hostname.to_owned(),
                     target: if value.is_empty() { address.to_owned() } else { value },
-                    lease_id: kv.lease(),
                     instances,
                 })
             })

@@ -13,7 +13,7 @@
 //!
 //! For operators' tools (`jovianctl`), [`EtcdRegistry::entries`] and [`EtcdRegistry::entry`]
 //! read instances as stored (entry, raw override, owning lease and its TTL left),
-//! [`EtcdRegistry::metrics_targets`] reads the governors' targets, and
+//! [`jovian::Discovery::metrics_targets`] reads the governors' targets, and
 //! [`EtcdRegistry::update_override`] merges fields into an override with a compare-and-swap.
 //!
 //! ```no_run
@@ -51,7 +51,7 @@ use tracing::Instrument;
 pub use config::{
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TTL, EtcdConfig, TlsFiles,
 };
-pub use inspect::{EntryRecord, LeaseInfo, MetricsTarget};
+pub use inspect::{EntryRecord, LeaseInfo};
 pub use stats::StatsSnapshot;
 
 use call::{with_client, within};
@@ -86,7 +86,12 @@ impl EtcdRegistry {
         .await
         {
             Ok(client) => client,
-            Err(error) if is_auth_failure(&error) => return Err(error.into_error("authenticate")),
+            Err(error) if is_auth_failure(&error) => {
+                return Err(Error::registry(
+                    "authenticate",
+                    format!("{error}; check registry.user and registry.password"),
+                ));
+            }
             Err(error) => return Err(unreachable(error.to_string())),
         };
         let prefix = format!("/{}/", config.clean_prefix());
@@ -209,6 +214,15 @@ impl Discovery for EtcdRegistry {
         observed(
             "services",
             services.instrument(tracing::info_span!("registry.services")),
+        )
+        .await
+    }
+
+    async fn metrics_targets(&self) -> Result<Vec<jovian::MetricsTarget>> {
+        observed(
+            "metrics_targets",
+            self.read_metrics_targets()
+                .instrument(tracing::info_span!("registry.metrics_targets")),
         )
         .await
     }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jovian::{Discovery, Error, Instances, InstancesWatch, Registrar, Result, ServiceInfo};
+use jovian::{Discovery, Error, Instances, InstancesWatch, MetricsTarget, Registrar, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
 
 use store::LeaseId;
@@ -185,6 +185,11 @@ impl Discovery for MemoryRegistry {
     async fn services(&self) -> Result<Vec<String>> {
         self.ensure_open()?;
         Ok(self.shared.store.services())
+    }
+
+    async fn metrics_targets(&self) -> Result<Vec<MetricsTarget>> {
+        self.ensure_open()?;
+        Ok(self.shared.store.metrics_targets())
     }
 }
 

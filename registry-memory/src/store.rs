@@ -5,12 +5,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use jovian::service::EntryKind;
-use jovian::{Instances, InstancesPublisher, InstancesWatch, ServiceInfo};
+use jovian::{Instances, InstancesPublisher, InstancesWatch, MetricsTarget, ServiceInfo};
 use tokio::time::Instant;
 
 use crate::{DEFAULT_TTL, MemoryRegistry};
 
 pub(crate) type LeaseId = u64;
+
+/// Where governors' entries live, apart from every service, as in etcd's layout.
+const METRICS_ROOT: &str = "/prometheus/job/";
 
 /// The keyspace [`MemoryRegistry`]s share, like one etcd cluster. Cloning it shares it.
 #[derive(Clone, Default)]
@@ -138,11 +141,44 @@ impl MemoryStore {
         let mut names: Vec<String> = keyspace
             .services
             .iter()
-            .filter(|(name, s)| !s.endpoints.is_empty() && !name.starts_with("/prometheus/job/"))
+            .filter(|(name, s)| !s.endpoints.is_empty() && !name.starts_with(METRICS_ROOT))
             .map(|(name, _)| name.clone())
             .collect();
         names.sort();
         names
+    }
+
+    /// Every governor entry as a metrics target, with the provider entries on the same lease
+    /// (the same App's registry) whose app id is the App's or empty, as etcd's layout gives.
+    pub(crate) fn metrics_targets(&self) -> Vec<MetricsTarget> {
+        let keyspace = self.lock();
+        let mut targets: Vec<MetricsTarget> = keyspace
+            .services
+            .iter()
+            .filter(|(name, _)| name.starts_with(METRICS_ROOT))
+            .flat_map(|(_, governors)| governors.endpoints.iter().map(move |info| (governors, info)))
+            .map(|(governors, info)| {
+                let lease = governors.leases.get(&info.uri()).and_then(|id| keyspace.leases.get(id));
+                let mut instances: Vec<ServiceInfo> = lease
+                    .into_iter()
+                    .flat_map(|lease| lease.keys.iter())
+                    .filter(|(service, _)| !service.starts_with(METRICS_ROOT))
+                    .filter_map(|(service, uri)| keyspace.services.get(service)?.endpoints.get(uri))
+                    .filter(|entry| entry.kind == EntryKind::Provider)
+                    .filter(|entry| entry.app_id == info.name || entry.app_id.is_empty())
+                    .map(|entry| ServiceInfo::clone(entry))
+                    .collect();
+                instances.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
+                MetricsTarget {
+                    app: info.name.clone(),
+                    hostname: info.hostname.clone(),
+                    target: info.address.clone(),
+                    instances,
+                }
+            })
+            .collect();
+        targets.sort_by(|a, b| (&a.app, &a.hostname, &a.target).cmp(&(&b.app, &b.hostname, &b.target)));
+        targets
     }
 
     pub(crate) fn watch(&self, service: &str) -> InstancesWatch {
@@ -171,7 +207,7 @@ impl MemoryStore {
 /// etcd keeps them under `/prometheus/job/`, so they are never listed as providers.
 pub(crate) fn entry_key(info: &ServiceInfo) -> (String, String) {
     let service = match info.kind {
-        EntryKind::Governor => format!("/prometheus/job/{}", info.name),
+        EntryKind::Governor => format!("{METRICS_ROOT}{}", info.name),
         _ => info.name.clone(),
     };
     (service, info.uri())

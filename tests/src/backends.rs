@@ -51,3 +51,25 @@ impl Backend for EtcdBackend {
         Duration::from_secs(1)
     }
 }
+
+/// Compound registries ([`jovian::registry::Compound`]) over two [`MemoryStore`]s: each
+/// "process" registers in both and discovers from both.
+#[derive(Default)]
+pub struct CompoundBackend(pub MemoryStore, pub MemoryStore);
+
+#[async_trait]
+impl Backend for CompoundBackend {
+    type Registry = jovian::registry::Compound;
+
+    async fn registry(&self, ttl: Duration) -> jovian::registry::Compound {
+        jovian::registry::Compound::builder()
+            .source("first", self.0.registry_with_ttl(ttl))
+            .source("second", self.1.registry_with_ttl(ttl))
+            .build()
+            .expect("two named sources")
+    }
+
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}

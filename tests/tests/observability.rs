@@ -263,3 +263,66 @@ async fn the_governor_registers_its_advertised_address_and_never_an_unreachable_
         "a failed start registers nothing"
     );
 }
+
+/// The governor's `/sd`: Prometheus HTTP SD of every governor in the App's registry (here a
+/// compound of two stores, so the union), labelled from each App's servers; a stopped App
+/// leaves it; an App without a registry answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_governor_serves_http_sd_of_every_governor_in_its_registry() {
+    init_logging();
+    let (old, new) = (MemoryStore::new(), MemoryStore::new());
+    let compound = jovian::registry::Compound::builder()
+        .source("old", old.registry())
+        .source("new", new.registry())
+        .build()
+        .unwrap();
+    let start = |name: &'static str, registry: Box<dyn jovian::Registry>| async move {
+        App::new()
+            .name(name)
+            .governor(governor_address())
+            .registry(std::sync::Arc::<dyn jovian::Registry>::from(registry))
+            .serve(greeter_server(&format!("{name}-svc")).map_info(|info| info.with_zone("z9")))
+            .start()
+            .await
+            .unwrap()
+    };
+    let a = start("obs-sd-a", Box::new(compound)).await;
+    let b = start("obs-sd-b", Box::new(new.registry())).await;
+    let (governor_a, governor_b) = (a.governor_addr().unwrap(), b.governor_addr().unwrap());
+
+    let groups = |body: String| -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap_or_else(|e| panic!("/sd is not JSON ({e}): {body}"))
+            .as_array()
+            .cloned()
+            .unwrap()
+    };
+    let (status, body) = http_get(governor_a, "/sd").await;
+    assert_eq!(status, 200, "{body}");
+    let found = groups(body);
+    assert_eq!(found.len(), 2, "both governors, one group each: {found:?}");
+    let b_group = found
+        .iter()
+        .find(|g| g["targets"][0] == governor_b.to_string())
+        .unwrap_or_else(|| panic!("{governor_b} in {found:?}"));
+    assert_eq!(b_group["labels"]["jovian_app"], "obs-sd-b");
+    assert_eq!(b_group["labels"]["jovian_service"], "obs-sd-b-svc");
+    assert_eq!(b_group["labels"]["jovian_zone"], "z9");
+
+    b.stop().await.unwrap();
+    let (_, body) = http_get(governor_a, "/sd").await;
+    let left: Vec<String> = groups(body).iter().map(|g| g["targets"][0].to_string()).collect();
+    assert_eq!(left, [format!("\"{governor_a}\"")], "the stopped App left");
+    a.stop().await.unwrap();
+
+    let alone = App::new()
+        .governor(governor_address())
+        .serve(greeter_server("obs-sd-alone"))
+        .start()
+        .await
+        .unwrap();
+    let (status, body) = http_get(alone.governor_addr().unwrap(), "/sd").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no registry"), "{body}");
+    alone.stop().await.unwrap();
+}

@@ -198,7 +198,10 @@ impl Running {
             let section = config.servers.get(server.name()).cloned().unwrap_or_default();
             bound.push(bind(server, &config.name, &section).await?);
         }
-        let governor_state = GovernorState::default();
+        let governor_state = GovernorState {
+            registry: app.registry.clone(),
+            ..GovernorState::default()
+        };
         let governor = match config.governor.enabled {
             true => {
                 let governor = Governor::start(config.governor.address, governor_state.clone()).await?;

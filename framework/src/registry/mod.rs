@@ -8,12 +8,20 @@
 //! Implementations live in their own crates (`jovian-registry-memory`, `jovian-registry-etcd`)
 //! and must all pass the same conformance suite (`jovian-tests`' `conformance_tests!`), so code
 //! written against one behaves the same on another.
+//!
+//! [`Compound`] is a registry made of several: it registers everywhere and discovers from all,
+//! which is how a fleet moves between etcd clusters, prefixes or layouts without downtime.
+
+mod compound;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::sd::MetricsTarget;
 use crate::{Instances, InstancesWatch, Result, ServiceInfo};
+
+pub use compound::{Compound, CompoundBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RETRY_DELAY, Pending};
 
 /// Where servers register.
 ///
@@ -50,6 +58,17 @@ pub trait Discovery: Send + Sync + 'static {
 
     /// The name of every service that has at least one registered instance, sorted.
     async fn services(&self) -> Result<Vec<String>>;
+
+    /// Every governor's metrics target (the
+    /// [`EntryKind::Governor`](crate::service::EntryKind) entries Apps register), each with
+    /// the provider entries of its App for labels, sorted by app, hostname and target; read
+    /// now, for Prometheus service discovery ([`crate::sd`]).
+    ///
+    /// The default finds none: a source that keeps no governor entries (a static list, DNS)
+    /// need not implement it.
+    async fn metrics_targets(&self) -> Result<Vec<MetricsTarget>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A registry that both registers and discovers: what an [`App`](crate::App) runs on.
@@ -81,5 +100,8 @@ impl<D: Discovery + ?Sized> Discovery for Arc<D> {
     }
     async fn services(&self) -> Result<Vec<String>> {
         (**self).services().await
+    }
+    async fn metrics_targets(&self) -> Result<Vec<MetricsTarget>> {
+        (**self).metrics_targets().await
     }
 }
