@@ -290,3 +290,29 @@ async fn etcds_periodic_progress_notifications_through_the_proxy_restart_no_watc
         .unwrap();
     wait_for(&mut watch, "a put", |i| i.contains("grpc://127.0.0.1:7201")).await;
 }
+
+/// The premise of telling answers from notifications: etcd answers a progress request with
+/// watch id -1 (for every watch on the stream), and the proxy does not answer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_answers_progress_requests_with_watch_id_minus_one_and_the_proxy_not_at_all() {
+    init_logging();
+    let etcd = EtcdCluster::stock().await;
+    let proxy = GrpcProxy::start(&etcd).await;
+    for (endpoint, answers) in [(etcd.endpoint(0), true), (proxy.endpoint(), false)] {
+        let mut client = etcd_client::Client::connect([endpoint.as_str()], None).await.unwrap();
+        let options = etcd_client::WatchOptions::new().with_prefix().with_progress_notify();
+        let (mut requests, mut responses) = client.watch("/progress/", Some(options)).await.unwrap().split();
+        let created = responses.message().await.unwrap().unwrap();
+        assert!(created.created(), "{endpoint}: the first message is the creation notice");
+        requests.request_progress().await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(2), responses.message()).await;
+        match (answers, answer) {
+            (true, Ok(Ok(Some(answer)))) => {
+                assert!(answer.events().is_empty() && !answer.created(), "{endpoint}: {answer:?}");
+                assert_eq!(answer.watch_id(), -1, "{endpoint}: {answer:?}");
+            }
+            (false, Err(_)) => {}
+            (_, other) => panic!("{endpoint} (answers progress: {answers}): {other:?}"),
+        }
+    }
+}
