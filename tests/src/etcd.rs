@@ -255,6 +255,11 @@ impl EtcdCluster {
         .await
     }
 
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].process.as_ref().map(Child::id)
+    }
+
     /// The client URL of member `i`'s `/metrics` (and everything else its HTTP side serves).
     pub fn metrics_addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.members[i].client_port))
