@@ -28,6 +28,8 @@ const SERVICE: &str = "fanout";
 const INSTANCES: usize = 3;
 /// Clients connecting at once.
 const CONNECTING: usize = 50;
+/// Reads of etcd's /metrics (5 s each at most) before a gauge is given up on.
+const METRICS_TRIES: usize = 6;
 /// How long every client may take to see a change.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
 
@@ -172,10 +174,19 @@ async fn measure(
     sizes: &Sizes,
 ) -> anyhow::Result<Run> {
     let etcd_metrics = etcd.metrics_addr(0);
+    // A loaded etcd may take a while to serve /metrics: a few tries before giving up.
     let gauge = |name: &'static str| async move {
-        metric(etcd_metrics, name)
-            .await
-            .ok_or_else(|| anyhow::anyhow!("etcd's /metrics has no {name}"))
+        for _ in 0..METRICS_TRIES {
+            if let Some(value) = metric(etcd_metrics, name).await {
+                return Ok(value);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (status, body) = jovian_tests::http_get(etcd_metrics, "/metrics").await;
+        Err(anyhow::anyhow!(
+            "etcd's /metrics did not answer with {name} in {METRICS_TRIES} tries (last: HTTP {status}, {} bytes)",
+            body.len()
+        ))
     };
     let watchers_before = gauge("etcd_debugging_mvcc_watcher_total").await?;
     let streams_before = gauge("etcd_debugging_mvcc_watch_stream_total").await?;
@@ -195,7 +206,11 @@ async fn measure(
         .collect::<Result<_, _>>()?;
     let connect = started.elapsed();
     for (_, watch) in &clients {
-        anyhow::ensure!(watch.peek().len() == INSTANCES, "a client listed {} instances", watch.peek().len());
+        anyhow::ensure!(
+            watch.peek().len() == INSTANCES,
+            "a client listed {} instances",
+            watch.peek().len()
+        );
     }
 
     // Each client's watch is created in the background after its list: wait for etcd to hold
@@ -274,7 +289,9 @@ async fn measure(
         for _ in 0..n {
             let (seen, at) = tokio::time::timeout(PROPAGATION_LIMIT, arrivals_rx.recv())
                 .await
-                .map_err(|_| anyhow::anyhow!("change {change} did not reach every client within {PROPAGATION_LIMIT:?}"))?
+                .map_err(|_| {
+                    anyhow::anyhow!("change {change} did not reach every client within {PROPAGATION_LIMIT:?}")
+                })?
                 .ok_or_else(|| anyhow::anyhow!("a client's watch ended"))?;
             anyhow::ensure!(seen == change, "a client saw change {seen} while {change} was expected");
             arrivals.push(at - written);

@@ -272,7 +272,9 @@ impl Watcher {
                     continue;
                 }
             };
-            let answer = message.as_ref().is_ok_and(|m| m.as_ref().is_some_and(answers_progress_request));
+            let answer = message
+                .as_ref()
+                .is_ok_and(|m| m.as_ref().is_some_and(answers_progress_request));
             if let Some(silence) = stall.heard(answer) {
                 tracing::info!(service = %view.name, ?silence, "etcd stalled; its lease expiries are treated as part of the outage");
                 view.settle(self.relist_grace);

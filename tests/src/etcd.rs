@@ -444,7 +444,11 @@ impl GrpcProxy {
         self.kill();
         self.spawn();
         if let Err(Startup::PortTaken | Startup::Failed(_)) = self.wait_ready().await {
-            panic!("the grpc proxy did not come back on port {}; its log:\n{}", self.port, self.log());
+            panic!(
+                "the grpc proxy did not come back on port {}; its log:\n{}",
+                self.port,
+                self.log()
+            );
         }
     }
 

@@ -74,7 +74,10 @@ async fn an_app_registers_keeps_its_lease_and_unregisters_through_the_proxy() {
         .build("px")
         .await
         .unwrap();
-    assert!(hello(&channel, "x").await.contains(&address), "the call reached the App");
+    assert!(
+        hello(&channel, "x").await.contains(&address),
+        "the call reached the App"
+    );
     let mut watch = client_registry.watch("px").await.unwrap();
     assert!(watch.current().contains(&format!("grpc://{address}")));
 
@@ -152,7 +155,9 @@ async fn an_abandoned_lease_expires_and_the_watch_through_the_proxy_sees_it() {
     link.blackhole();
     wait_for(&mut watch, "the expiry of a silent App's lease", |i| !i.contains(&uri)).await;
     let silent_after = abandoned.elapsed();
-    eprintln!("through the proxy, an abandoned lease of {TTL:?} expired after {closed_after:?} (connection closed) and {silent_after:?} (connection silent)");
+    eprintln!(
+        "through the proxy, an abandoned lease of {TTL:?} expired after {closed_after:?} (connection closed) and {silent_after:?} (connection silent)"
+    );
     // A lease renewed every TTL/3 expires within a TTL of its owner's end. Behind the proxy, a
     // silent owner's lease is renewed by the proxy itself until a TTL after it last answered
     // the owner: it expires up to 2 1/3 TTLs after the owner went silent (6 s of a 3 s TTL was
@@ -239,7 +244,10 @@ async fn clients_heal_when_the_proxy_restarts() {
 
     // Changes after the restart flow again, one by one.
     put(&mut client, 7102).await;
-    wait_for(&mut watch, "a put after the restart", |i| i.contains("grpc://127.0.0.1:7102")).await;
+    wait_for(&mut watch, "a put after the restart", |i| {
+        i.contains("grpc://127.0.0.1:7102")
+    })
+    .await;
     client
         .delete(provider_key("heal", "127.0.0.1:7101"), None)
         .await
@@ -305,12 +313,18 @@ async fn etcd_answers_progress_requests_with_watch_id_minus_one_and_the_proxy_no
         let options = etcd_client::WatchOptions::new().with_prefix().with_progress_notify();
         let (mut requests, mut responses) = client.watch("/progress/", Some(options)).await.unwrap().split();
         let created = responses.message().await.unwrap().unwrap();
-        assert!(created.created(), "{endpoint}: the first message is the creation notice");
+        assert!(
+            created.created(),
+            "{endpoint}: the first message is the creation notice"
+        );
         requests.request_progress().await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(2), responses.message()).await;
         match (answers, answer) {
             (true, Ok(Ok(Some(answer)))) => {
-                assert!(answer.events().is_empty() && !answer.created(), "{endpoint}: {answer:?}");
+                assert!(
+                    answer.events().is_empty() && !answer.created(),
+                    "{endpoint}: {answer:?}"
+                );
                 assert_eq!(answer.watch_id(), -1, "{endpoint}: {answer:?}");
             }
             (false, Err(_)) => {}
@@ -341,7 +355,11 @@ async fn a_leader_change_behind_the_proxy_loses_no_instance() {
     assert!(watch.current().contains(&app_uri));
     let emptied = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let recorder = {
-        let (mut watch, emptied, app_uri) = (client_registry.watch("elect").await.unwrap(), Arc::clone(&emptied), app_uri.clone());
+        let (mut watch, emptied, app_uri) = (
+            client_registry.watch("elect").await.unwrap(),
+            Arc::clone(&emptied),
+            app_uri.clone(),
+        );
         tokio::spawn(async move {
             while let Ok(snapshot) = watch.changed().await {
                 if !snapshot.contains(&app_uri) {
@@ -382,7 +400,10 @@ async fn a_leader_change_behind_the_proxy_loses_no_instance() {
         app_registry.stats(),
         client_registry.stats()
     );
-    assert!(!emptied.load(std::sync::atomic::Ordering::Relaxed), "a snapshot lost the App");
+    assert!(
+        !emptied.load(std::sync::atomic::Ordering::Relaxed),
+        "a snapshot lost the App"
+    );
     recorder.abort();
     running.stop().await.unwrap();
 }
