@@ -26,6 +26,7 @@ mod propagation;
 mod registration_load;
 mod report;
 mod servers;
+mod watch_proxy;
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Run only these scenarios (comma-separated): propagation, overhead, picks, large,
-    /// burst, registration, failover, grpc-go.
+    /// burst, registration, failover, grpc-go, proxy.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7), or
@@ -81,6 +82,9 @@ pub(crate) struct Sizes {
     pub(crate) registrations: usize,
     pub(crate) registration_duration: Duration,
     pub(crate) failover_duration: Duration,
+    pub(crate) proxy_watchers: usize,
+    pub(crate) proxy_changes: usize,
+    pub(crate) proxy_idle: Duration,
 }
 
 impl Sizes {
@@ -99,6 +103,9 @@ impl Sizes {
                 registrations: 20,
                 registration_duration: Duration::from_secs(3),
                 failover_duration: Duration::from_millis(500),
+                proxy_watchers: 20,
+                proxy_changes: 2,
+                proxy_idle: Duration::from_secs(1),
             }
         } else {
             Self {
@@ -114,6 +121,9 @@ impl Sizes {
                 registrations: 1_000,
                 registration_duration: Duration::from_secs(60),
                 failover_duration: Duration::from_secs(2),
+                proxy_watchers: 1_000,
+                proxy_changes: 20,
+                proxy_idle: Duration::from_secs(10),
             }
         }
     }
@@ -164,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("grpc-go") {
         sections.push(grpcgo::run(sizes.clone()).await?);
+    }
+    if wanted("proxy") {
+        sections.push(watch_proxy::run(sizes.clone()).await?);
     }
     for section in &sections {
         println!("{}", section.markdown());

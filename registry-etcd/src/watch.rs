@@ -272,7 +272,10 @@ impl Watcher {
                     continue;
                 }
             };
-            if let Some(silence) = stall.heard(message.as_ref().is_ok_and(|m| m.as_ref().is_some_and(is_progress))) {
+            let answer = message
+                .as_ref()
+                .is_ok_and(|m| m.as_ref().is_some_and(answers_progress_request));
+            if let Some(silence) = stall.heard(answer) {
                 tracing::info!(service = %view.name, ?silence, "etcd stalled; its lease expiries are treated as part of the outage");
                 view.settle(self.relist_grace);
             }
@@ -348,7 +351,9 @@ const STALL: Duration = Duration::from_secs(2);
 /// keys back.
 ///
 /// Stalls are only judged once etcd has answered a progress request on this stream, so a proxy
-/// that does not forward them costs nothing but the detection.
+/// that does not forward them (etcd's gRPC proxy) costs nothing but the detection; the periodic
+/// progress notifications such a proxy does forward are not answers (see
+/// [`answers_progress_request`]).
 struct StallDetector {
     last_heard: Instant,
     answers_progress: bool,
@@ -364,10 +369,11 @@ impl StallDetector {
         }
     }
 
-    /// Notes a message from etcd; returns how long it had been silent if that was a stall.
-    fn heard(&mut self, progress: bool) -> Option<Duration> {
+    /// Notes a message from etcd (`answer`: one answering a progress request); returns how long
+    /// it had been silent if that was a stall.
+    fn heard(&mut self, answer: bool) -> Option<Duration> {
         let silence = std::mem::replace(&mut self.last_heard, Instant::now()).elapsed();
-        self.answers_progress |= progress;
+        self.answers_progress |= answer;
         (self.answers_progress && silence >= STALL).then_some(silence)
     }
 
@@ -383,6 +389,21 @@ impl StallDetector {
 /// been delivered). A creation notice's revision promises nothing, so it is not one.
 fn is_progress(response: &etcd_client::WatchResponse) -> bool {
     response.events().is_empty() && !response.created() && !response.canceled()
+}
+
+/// The watch id etcd answers a progress request with: the answer is for every watch on the
+/// stream, not one of them.
+const PROGRESS_ANSWER_ID: i64 = -1;
+
+/// Whether a watch response answers one of our progress requests, as opposed to the progress
+/// notification etcd sends on its own to a watch idle for a while (every 10 minutes by
+/// default), which carries the watch's id.
+///
+/// The difference matters behind etcd's gRPC proxy: it drops progress requests but forwards
+/// the periodic notifications. Taken for an answer, the first one would make the stall
+/// detector judge silences it cannot explain, and give the healthy watch up as dead.
+fn answers_progress_request(response: &etcd_client::WatchResponse) -> bool {
+    is_progress(response) && response.watch_id() == PROGRESS_ANSWER_ID
 }
 
 /// One service's providers and overrides as read from etcd, and the snapshot clients see,

@@ -6,8 +6,11 @@
 //! watchdog shell also kills it should the test process itself die without unwinding.
 //! The binary is `$ETCD_BIN`, else `etcd` on `PATH`; without one, tests fail saying how to
 //! install it.
+//!
+//! [`GrpcProxy`] puts etcd's own gRPC proxy (`etcd grpc-proxy start`, the same binary) in front
+//! of a cluster, and [`metric`] reads a gauge from the `/metrics` of a member or a proxy.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -252,6 +255,16 @@ impl EtcdCluster {
         .await
     }
 
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].process.as_ref().map(Child::id)
+    }
+
+    /// The client URL of member `i`'s `/metrics` (and everything else its HTTP side serves).
+    pub fn metrics_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.members[i].client_port))
+    }
+
     /// The log of member `i`, for failure messages.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
@@ -343,6 +356,179 @@ impl Member {
             .expect("kill command");
         assert!(status.success(), "kill {signal} {pid} failed");
     }
+}
+
+/// etcd's gRPC proxy (`etcd grpc-proxy start`) in front of a cluster, on a free loopback port,
+/// with etcd's stock proxy flags but for the addresses and a temp data dir.
+///
+/// The proxy is killed when dropped, panicking test included, and by a watchdog should the test
+/// process die without unwinding. [`restart`](Self::restart) brings it back on the same port,
+/// so clients that dial it heal on their own.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use jovian_tests::etcd::{EtcdCluster, GrpcProxy};
+/// let etcd = EtcdCluster::stock().await;
+/// let proxy = GrpcProxy::start(&etcd).await;
+/// let config = jovian_registry_etcd::EtcdConfig::new([proxy.endpoint()]);
+/// # }
+/// ```
+pub struct GrpcProxy {
+    port: u16,
+    endpoints: Vec<String>,
+    dir: TempDir,
+    process: Option<Child>,
+    watchdog: Option<Child>,
+}
+
+impl GrpcProxy {
+    /// Starts a proxy in front of every member of `cluster` and waits until it serves a read
+    /// of etcd through itself. Should its port be taken before it binds it, starts again on
+    /// another.
+    pub async fn start(cluster: &EtcdCluster) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("jovian-grpc-proxy-")
+            .tempdir()
+            .expect("temp dir for the grpc proxy");
+        let mut proxy = Self {
+            port: 0,
+            endpoints: cluster.endpoints(),
+            dir,
+            process: None,
+            watchdog: None,
+        };
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            proxy.port = free_port();
+            proxy.spawn();
+            match proxy.wait_ready().await {
+                Ok(()) => return proxy,
+                Err(Startup::PortTaken) if attempt < ATTEMPTS => proxy.kill(),
+                Err(Startup::PortTaken) => panic!("the grpc proxy found its port taken {ATTEMPTS} times in a row"),
+                Err(Startup::Failed(message)) => panic!("{message}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// The endpoint (`127.0.0.1:port`) clients dial instead of etcd's.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The proxy's address; it serves its own `/metrics` there too.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The proxy's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs the proxy: every client connection drops, and the port refuses connections.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+
+    /// Kills the proxy (if it runs) and starts it again on the same port, waiting until it
+    /// serves.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        if let Err(Startup::PortTaken | Startup::Failed(_)) = self.wait_ready().await {
+            panic!(
+                "the grpc proxy did not come back on port {}; its log:\n{}",
+                self.port,
+                self.log()
+            );
+        }
+    }
+
+    /// The proxy's log (every run of it), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("proxy.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("grpc proxy log file");
+        let child = Command::new(etcd_binary())
+            .args(["grpc-proxy", "start"])
+            .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .arg(format!("--listen-addr=127.0.0.1:{}", self.port))
+            // Its default (`default.proxy`) is relative to the working directory.
+            .arg("--data-dir")
+            .arg(self.dir.path().join("proxy.data"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("grpc proxy log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `etcd grpc-proxy start`: {e}"));
+        self.watchdog = Some(watchdog(child.id()));
+        self.process = Some(child);
+    }
+
+    /// Waits until a read of etcd through the proxy succeeds.
+    async fn wait_ready(&mut self) -> Result<(), Startup> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.process.as_mut().map(Child::try_wait) {
+                let log = self.log();
+                return Err(match log.contains("address already in use") {
+                    true => Startup::PortTaken,
+                    false => Startup::Failed(format!("the grpc proxy exited ({status}) at start; its log:\n{log}")),
+                });
+            }
+            if let Ok(mut client) = connect_one(&self.endpoint()).await {
+                let probe = client.get("/", Some(GetOptions::new().with_count_only()));
+                if matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_))) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Startup::Failed(format!(
+                    "the grpc proxy did not serve within 30 s; its log:\n{}",
+                    self.log()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for GrpcProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of the unlabelled gauge or counter `name` on the `/metrics` page at `addr` (an
+/// etcd member's [`EtcdCluster::metrics_addr`] or a [`GrpcProxy::addr`]); `None` if the page
+/// does not answer within 5 s or has no such sample. Panics if nothing listens at `addr`.
+pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let fetch = crate::http_get(addr, "/metrics");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), fetch).await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
 }
 
 /// Kills `pid` once this test process is gone, however it went.
