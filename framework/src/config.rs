@@ -473,6 +473,10 @@ impl ClientConfig {
                 found: "0".into(),
             });
         }
+        if let Some(tls) = &self.tls {
+            // Read now, so a wrong file is reported when the config is, not at the first call.
+            crate::client::check_tls(service, tls)?;
+        }
         let mut options = ClientOptions {
             policy,
             filter: Filter {

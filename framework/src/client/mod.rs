@@ -74,6 +74,7 @@ pub use options::{
     ClientOptions, ClientTls, ConnectionOptions, DEFAULT_TIMEOUT, Ejection, Filter, HASH_KEY_HEADER, HashKey, Policy,
     RetryPolicy,
 };
+pub(crate) use transport::check_tls;
 
 /// Builds [`ServiceChannel`]s over one registry.
 #[derive(Clone)]

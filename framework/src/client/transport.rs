@@ -82,7 +82,7 @@ impl Connector {
             tls: options
                 .tls
                 .as_ref()
-                .map(|tls| Tls::new(tls, &format!("clients.{service}.tls")))
+                .map(|tls| Tls::new(tls, &tls_section(service)))
                 .transpose()?,
             connect_timeout: options.connect_timeout,
             keepalive,
@@ -160,6 +160,15 @@ impl Connector {
             .await
             .map_err(|_| ConnectFailed::timed_out(self.connect_timeout))?
     }
+}
+
+/// Loads `tls` as the client of `service` would, reporting a wrong file under its key.
+pub(crate) fn check_tls(service: &str, tls: &ClientTls) -> crate::Result<()> {
+    Tls::new(tls, &tls_section(service)).map(drop)
+}
+
+fn tls_section(service: &str) -> String {
+    format!("clients.{service}.tls")
 }
 
 impl Tls {
