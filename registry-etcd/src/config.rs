@@ -538,13 +538,29 @@ mod tests {
         for (toml, key, says) in [
             ("[registry]\nttl = \"soon\"", "registry.ttl", "500ms"),
             ("[registry]\nttl = \"0ms\"", "registry.ttl", "greater than zero"),
-            ("[registry]\nttl = \"1500ms\"", "registry.ttl", "whole number of seconds"),
-            ("[registry]\ndial_timeout = 0", "registry.dial_timeout", "greater than zero"),
-            ("[registry]\nrequest_timeout = \"0s\"", "registry.request_timeout", "greater than zero"),
+            (
+                "[registry]\nttl = \"1500ms\"",
+                "registry.ttl",
+                "whole number of seconds",
+            ),
+            (
+                "[registry]\ndial_timeout = 0",
+                "registry.dial_timeout",
+                "greater than zero",
+            ),
+            (
+                "[registry]\nrequest_timeout = \"0s\"",
+                "registry.request_timeout",
+                "greater than zero",
+            ),
             ("[registry]\nendpont = [\"x\"]", "registry.endpont", "endpoints"),
             ("[registry]\nendpoints = 7", "registry.endpoints", "host:port"),
             ("[registry]\nlayout = \"flat\"", "registry.layout", "etcd-naming"),
-            ("[registry]\nkey_template = \"{name}/{addr}\"", "registry.key_template", "jupiter"),
+            (
+                "[registry]\nkey_template = \"{name}/{addr}\"",
+                "registry.key_template",
+                "jupiter",
+            ),
             (
                 "[registry]\nlayout = \"plain\"\nkey_template = \"/x/{addr}\"",
                 "registry.key_template",

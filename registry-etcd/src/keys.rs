@@ -236,7 +236,10 @@ mod tests {
     fn layout_matches_the_design() {
         let keys = Keys::jupiter("jovian");
         let mut info = ServiceInfo::new("greeter", "127.0.0.1:50051");
-        assert_eq!(keys.entry(&info).unwrap().0, "/jovian/greeter/providers/grpc://127.0.0.1:50051");
+        assert_eq!(
+            keys.entry(&info).unwrap().0,
+            "/jovian/greeter/providers/grpc://127.0.0.1:50051"
+        );
         info.kind = EntryKind::Governor;
         info.hostname = "host-a".into();
         info.address = "127.0.0.1:9090".into();
@@ -324,7 +327,10 @@ mod tests {
         assert_eq!(plain.classify(&p, b"/jovian/greeter2/127.0.0.1:1"), Ok(KeyKind::Other));
         assert!(plain.classify(&p, b"/jovian/greeter/").is_err());
         assert!(plain.classify(&p, b"/jovian/greeter/a/b").is_err());
-        assert_eq!(plain.decode("greeter", "grpc://127.0.0.1:1", b"127.0.0.1:1"), Ok(info.clone()));
+        assert_eq!(
+            plain.decode("greeter", "grpc://127.0.0.1:1", b"127.0.0.1:1"),
+            Ok(info.clone())
+        );
         assert!(plain.decode("greeter", "grpc://127.0.0.1:1", b"127.0.0.1:2").is_err());
     }
 }

@@ -129,7 +129,10 @@ impl Template {
         if !separator.contains('/') {
             return Err("it needs a / between {name} and {addr}, so services never share keys".into());
         }
-        if [root, separator].iter().any(|part| part.contains('{') || part.contains('}')) {
+        if [root, separator]
+            .iter()
+            .any(|part| part.contains('{') || part.contains('}'))
+        {
             return Err("the only placeholders are {prefix}, {name} and {addr}".into());
         }
         Ok(Self {
@@ -242,7 +245,10 @@ mod tests {
         let naming = Template::parse(DEFAULT_ETCD_NAMING_TEMPLATE, "jovian", true).unwrap();
         assert_eq!((naming.root.as_str(), naming.separator.as_str()), ("", "/"));
         let schema = Template::parse("etcd:///{name}/{addr}", "x", false).unwrap();
-        assert_eq!(schema.split("etcd:///greeter/10.0.0.1:80"), Some(("greeter", "10.0.0.1:80")));
+        assert_eq!(
+            schema.split("etcd:///greeter/10.0.0.1:80"),
+            Some(("greeter", "10.0.0.1:80"))
+        );
         assert_eq!(schema.split("etcd:///greeter"), None);
         assert_eq!(schema.split("other/greeter/1"), None);
         for (bad, naming) in [
@@ -263,7 +269,10 @@ mod tests {
             encode_naming("127.0.0.1:50051"),
             r#"{"Op":0,"Addr":"127.0.0.1:50051","Metadata":null}"#
         );
-        assert_eq!(encode_naming("a<b>&c"), r#"{"Op":0,"Addr":"a\u003cb\u003e\u0026c","Metadata":null}"#);
+        assert_eq!(
+            encode_naming("a<b>&c"),
+            r#"{"Op":0,"Addr":"a\u003cb\u003e\u0026c","Metadata":null}"#
+        );
         assert_eq!(
             decode_naming(br#"{"Op":0,"Addr":"h:1","Metadata":{"v":"2","n":3}}"#),
             Ok(("h:1".into(), vec![("v".into(), "2".into())]))
@@ -277,7 +286,11 @@ mod tests {
             b"h:1",
             b"\xff",
         ] {
-            assert!(decode_naming(bad).is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
+            assert!(
+                decode_naming(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(decode_plain(b" h:1\n"), Ok("h:1".into()));
         assert!(decode_plain(b"").is_err() && decode_plain(b"\xff").is_err());

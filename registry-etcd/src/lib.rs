@@ -83,10 +83,12 @@ use watch::Watcher;
 pub async fn from_config(config: &jovian::Config) -> Result<Arc<dyn Registry>> {
     let registry = &config.registry;
     match registry.kind.as_str() {
-        config::KIND => Ok(Arc::new(EtcdRegistry::connect(EtcdConfig::from_registry_config(registry)?).await?)),
-        jovian_registry_memory::KIND => Ok(Arc::new(
-            jovian_registry_memory::MemoryRegistry::from_registry_config(registry)?,
+        config::KIND => Ok(Arc::new(
+            EtcdRegistry::connect(EtcdConfig::from_registry_config(registry)?).await?,
         )),
+        jovian_registry_memory::KIND => Ok(Arc::new(jovian_registry_memory::MemoryRegistry::from_registry_config(
+            registry,
+        )?)),
         other => Err(Error::Config {
             key: "registry.kind".into(),
             expected: "one of: etcd, memory".into(),
@@ -129,7 +131,10 @@ impl EtcdRegistry {
         let (from, end) = (Keys::range_start(&root), Keys::prefix_end(&root));
         let probe = |mut c: Client| {
             let (from, end) = (from.clone(), end.clone());
-            async move { c.get(from, Some(GetOptions::new().with_range(end).with_count_only())).await }
+            async move {
+                c.get(from, Some(GetOptions::new().with_range(end).with_count_only()))
+                    .await
+            }
         };
         match with_client(&client, config.dial_timeout, probe).await {
             Ok(_) => {}

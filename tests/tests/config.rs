@@ -128,6 +128,7 @@ fn the_annotated_example_config_is_valid() {
     assert_eq!(config.name, "greeter");
     config.client("greeter").expect("its client section is valid");
     assert!(config.servers.contains_key("greeter"));
+    EtcdConfig::from_registry_config(&config.registry).expect("its registry section is valid for etcd");
 }
 
 /// Failed on the old code: `App::new()` loaded `jovian.toml` and `JOVIAN_*` by itself, so a
@@ -208,7 +209,10 @@ fn server_sections_take_transport_settings_and_name_their_keys_in_errors() {
 #[test]
 fn registry_keys_come_from_the_environment_too() {
     Jail::expect_with(|jail| {
-        jail.create_file("jovian.toml", "[registry]\nendpoints = [\"10.0.0.1:2379\"]\nttl = \"4s\"")?;
+        jail.create_file(
+            "jovian.toml",
+            "[registry]\nendpoints = [\"10.0.0.1:2379\"]\nttl = \"4s\"",
+        )?;
         jail.set_env("JOVIAN_REGISTRY__ENDPOINTS", "10.0.0.2:2379,10.0.0.3:2379");
         jail.set_env("JOVIAN_REGISTRY__PREFIX", "jupiter");
         jail.set_env("JOVIAN_REGISTRY__LAYOUT", "plain");
@@ -222,10 +226,17 @@ fn registry_keys_come_from_the_environment_too() {
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         let etcd = etcd(&config)?;
-        assert_eq!(etcd.endpoints, ["10.0.0.2:2379", "10.0.0.3:2379"], "one comma-separated string");
+        assert_eq!(
+            etcd.endpoints,
+            ["10.0.0.2:2379", "10.0.0.3:2379"],
+            "one comma-separated string"
+        );
         assert_eq!(etcd.ttl, Duration::from_secs(4), "the file still counts");
         assert_eq!(etcd.prefix, "jupiter");
-        assert_eq!(etcd.layout, Layout::plain().key_template("/services/{prefix}/{name}/{addr}"));
+        assert_eq!(
+            etcd.layout,
+            Layout::plain().key_template("/services/{prefix}/{name}/{addr}")
+        );
         assert_eq!(etcd.keepalive_interval, Duration::from_secs(20));
         assert_eq!(etcd.relist_grace, Duration::ZERO);
         assert_eq!(etcd.credentials, Some(("svc".into(), "hunter2".into())));

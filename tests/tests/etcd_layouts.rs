@@ -256,9 +256,13 @@ async fn garbage_under_a_layouts_prefix_is_skipped_and_counted() {
             client.put(key.clone(), value.clone(), None).await.unwrap();
         }
         owner.register(&ServiceInfo::new(name, "127.0.0.1:12")).await.unwrap();
-        let snapshot = within(WAIT, "the good instance after the garbage", watch.wait_for(|e| e.len() == 2))
-            .await
-            .unwrap();
+        let snapshot = within(
+            WAIT,
+            "the good instance after the garbage",
+            watch.wait_for(|e| e.len() == 2),
+        )
+        .await
+        .unwrap();
         assert_eq!(snapshot.addresses(), ["127.0.0.1:1", "127.0.0.1:12"], "{what}");
         assert_eq!(
             reader.stats().bad_entries,
@@ -292,7 +296,11 @@ async fn governance_overrides_exist_only_under_the_jupiter_layout() {
     // A jupiter-style override key under the other layout is not read.
     let mut client = etcd.client().await;
     client
-        .put("/jovian/gov/configurators/grpc://127.0.0.1:1", r#"{"enable":false}"#, None)
+        .put(
+            "/jovian/gov/configurators/grpc://127.0.0.1:1",
+            r#"{"enable":false}"#,
+            None,
+        )
         .await
         .unwrap();
     assert!(registry.list("gov").await.unwrap().get(&info.uri()).unwrap().enable);
@@ -300,4 +308,18 @@ async fn governance_overrides_exist_only_under_the_jupiter_layout() {
     assert_eq!(record.provider_key, "gov/127.0.0.1:1");
     assert_eq!(record.provider.as_ref(), Some(&info));
     assert!(record.lease.is_some());
+}
+
+/// The premise of docs/etcd.md's note on grpc-go: hyper's h2 server checks `:authority` as a
+/// URI authority, so a target holding a `/` (sent as is by grpc-go 1.33) is refused, and so is
+/// the same target percent-encoded; a bare name passes.
+#[test]
+fn which_etcd_naming_targets_can_be_an_authority() {
+    use tonic::codegen::http::uri::Authority;
+    for fine in ["greeter", "greeter.v1", "grpcgo-jovian", "my_svc~1"] {
+        assert!(Authority::try_from(fine).is_ok(), "{fine} refused");
+    }
+    for refused in ["services/greeter", "jovian/greeter", "services%2Fgreeter", "a b"] {
+        assert!(Authority::try_from(refused).is_err(), "{refused} accepted");
+    }
 }
