@@ -191,7 +191,9 @@ pub(crate) fn decode_naming(value: &[u8]) -> Result<(String, Vec<(String, String
     let mut labels = Vec::new();
     for (field, value) in fields {
         if field.eq_ignore_ascii_case("op") {
-            if !value.as_u64().is_some_and(|op| op <= 255) && !value.is_null() {
+            // Go reads null into a number as "leave it zero".
+            let fits = value.is_null() || value.as_u64().is_some_and(|op| op <= 255);
+            if !fits {
                 return Err(format!("Op is {value}, not a number 0-255"));
             }
         } else if field.eq_ignore_ascii_case("addr") {

@@ -1,10 +1,15 @@
-//! The etcd v3 [`Registry`](jovian::Registry): leases that heal themselves, gap-free watches, governance
+//! The etcd v3 [`Registry`]: leases that heal themselves, gap-free watches, governance
 //! overrides.
 //!
 //! Keys (see the design): providers at `/{prefix}/{name}/providers/{scheme}://{address}`,
 //! operator overrides at `/{prefix}/{name}/configurators/{scheme}://{address}`, metrics targets
 //! at `/prometheus/job/{name}/{hostname}/{address}` (a [`EntryKind::Governor`](jovian::service::EntryKind)
-//! registration).
+//! registration). That is the default [`Layout`]; etcd's gRPC naming format and plain
+//! `host:port` values are the others, for an etcd shared with other stacks.
+//!
+//! [`from_config`] builds the registry a jovian config's `[registry]` section describes (etcd,
+//! or the in-process memory registry); [`EtcdConfig::from_registry_config`] reads the section,
+//! whose keys this crate owns.
 //!
 //! Each registry holds one lease (TTL 10 s by default) renewed every TTL/3. Whatever etcd goes
 //! through (restart, wiped data, revoked lease, a key deleted by hand) the registry takes a new
