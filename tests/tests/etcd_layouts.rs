@@ -187,6 +187,27 @@ async fn an_app_writes_exactly_what_the_other_system_writes_and_it_goes_away() {
         let keys: Vec<&str> = all.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
         assert_eq!(keys, [key.as_str()], "{what}: nothing else is written");
 
+        // A key deleted by hand is put back as it was, on the lease, as in every layout.
+        client.delete(key.clone(), None).await.unwrap();
+        let restored = eventually(WAIT, "the deleted key to be put back", || {
+            let (mut client, key) = (client.clone(), key.clone());
+            async move {
+                client
+                    .get(key, None)
+                    .await
+                    .unwrap()
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.value().to_vec())
+            }
+        })
+        .await;
+        assert_eq!(
+            String::from_utf8_lossy(&restored),
+            expected,
+            "{what}: put back byte for byte"
+        );
+
         running.stop().await.unwrap();
         let got = client.get(key.clone(), None).await.unwrap();
         assert!(got.kvs().is_empty(), "{what}: the entry outlived the stop");
