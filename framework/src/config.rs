@@ -125,7 +125,7 @@ impl RegistryConfig {
     /// (`registry.ttl`), what it takes and what was there.
     ///
     /// ```
-    /// #[derive(serde::Deserialize, Default)]
+    /// #[derive(Debug, Default, serde::Deserialize)]
     /// #[serde(default, deny_unknown_fields)]
     /// struct Mine { depth: u32 }
     ///
