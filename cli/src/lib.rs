@@ -198,11 +198,8 @@ pub fn etcd_config(args: &RegistryArgs) -> Result<EtcdConfig, CliError> {
             "{e}\n  (the config is $JOVIAN_CONFIG, else ./jovian.toml, and JOVIAN_* variables)"
         ))
     })?;
-    if config.registry.kind != jovian::config::RegistryKind::Etcd {
-        return Err(CliError(
-            "registry.kind is not \"etcd\": jovianctl reads etcd registries only; set registry.kind = \"etcd\"".into(),
-        ));
-    }
+    // The etcd crate's own reading of the section: its keys, defaults, layout and checks (a
+    // kind other than etcd is refused there, naming registry.kind).
     let mut etcd = EtcdConfig::from_registry_config(&config.registry)?;
     if !args.endpoints.is_empty() {
         etcd.endpoints = args.endpoints.clone();

@@ -344,3 +344,55 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
     app_a.stop().await.unwrap();
     app_b.stop().await.unwrap();
 }
+
+/// `jovianctl` under another layout (from the environment, as Apps take it): it lists what the
+/// layout holds, and refuses governance, which only the jupiter layout has, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jovianctl_follows_the_configured_layout_and_refuses_overrides_without_one() {
+    init_logging();
+    let etcd = EtcdCluster::single().await;
+    let endpoints = etcd.endpoints();
+    let registry =
+        EtcdRegistry::connect(EtcdConfig::new(&endpoints).layout(jovian_registry_etcd::Layout::etcd_naming()))
+            .await
+            .unwrap();
+    jovian::Registrar::register(&registry, &jovian::ServiceInfo::new("naming-svc", "127.0.0.1:7"))
+        .await
+        .unwrap();
+    let under = |layout: &str, args: &[&str]| {
+        let mut command = jovianctl(&endpoints, args);
+        command.env("JOVIAN_REGISTRY__LAYOUT", layout);
+        tokio::task::spawn_blocking(move || command.output().expect("run jovianctl"))
+    };
+    let services = under("etcd-naming", &["services", "--json"]).await.unwrap();
+    assert!(
+        services.status.success(),
+        "{}",
+        String::from_utf8_lossy(&services.stderr)
+    );
+    let services: Value = serde_json::from_slice(&services.stdout).unwrap();
+    assert_eq!(services, serde_json::json!(["naming-svc"]));
+    let list = under("etcd-naming", &["list", "naming-svc"]).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("127.0.0.1:7"),
+        "{list:?}"
+    );
+    let disable = under("etcd-naming", &["disable", "naming-svc", "127.0.0.1:7"])
+        .await
+        .unwrap();
+    assert!(!disable.status.success());
+    let stderr = String::from_utf8_lossy(&disable.stderr);
+    assert!(stderr.contains("jupiter"), "{stderr}");
+    let jupiter = under("jupiter", &["services", "--json"]).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&jupiter.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    let wrong = under("flat", &["services"]).await.unwrap();
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("registry.layout") && stderr.contains("etcd-naming"),
+        "{stderr}"
+    );
+}

@@ -4,22 +4,14 @@ use std::sync::Arc;
 
 use jovian::Registry;
 
-/// Which registry to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RegistryKind {
-    /// In this process only: useful for trying things out, invisible to other processes.
-    Memory,
-    /// etcd v3, shared by every process that points at the same endpoints and prefix.
-    Etcd,
-}
-
 /// Registry options. Each one left out comes from the jovian config (`jovian.toml`,
 /// `JOVIAN_REGISTRY__*`), else its default (etcd at 127.0.0.1:2379, prefix `jovian`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct RegistryArgs {
-    /// The registry to register in and discover through.
-    #[arg(long, value_enum)]
-    pub registry: Option<RegistryKind>,
+    /// The registry to register in and discover through: `etcd` (shared by every process on
+    /// the same endpoints and prefix) or `memory` (this process only).
+    #[arg(long)]
+    pub registry: Option<String>,
     /// etcd endpoints, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Option<Vec<String>>,
@@ -36,31 +28,16 @@ impl RegistryArgs {
 
     /// Connects to the chosen registry; what these options leave out comes from `config`.
     pub async fn connect_with(&self, config: &jovian::Config) -> jovian::Result<Arc<dyn Registry>> {
-        let mut config = config.registry.clone();
+        let mut config = config.clone();
+        if let Some(kind) = &self.registry {
+            config.registry.kind = kind.clone();
+        }
         if let Some(endpoints) = &self.etcd_endpoints {
-            config.endpoints = endpoints.clone();
+            config.registry.set("endpoints", endpoints)?;
         }
         if let Some(prefix) = &self.prefix {
-            config.prefix = prefix.clone();
+            config.registry.set("prefix", prefix)?;
         }
-        let kind = match (self.registry, config.kind) {
-            (Some(kind), _) => kind,
-            (None, jovian::config::RegistryKind::Etcd) => RegistryKind::Etcd,
-            (None, jovian::config::RegistryKind::Memory) => RegistryKind::Memory,
-            (None, other) => {
-                return Err(jovian::Error::Config {
-                    key: "registry.kind".into(),
-                    expected: "etcd or memory, the registries these examples know".into(),
-                    found: format!("{other:?}"),
-                });
-            }
-        };
-        Ok(match kind {
-            RegistryKind::Memory => Arc::new(jovian_registry_memory::MemoryRegistry::new()),
-            RegistryKind::Etcd => {
-                let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config)?;
-                Arc::new(jovian_registry_etcd::EtcdRegistry::connect(etcd).await?)
-            }
-        })
+        jovian_registry_etcd::from_config(&config).await
     }
 }

@@ -9,7 +9,9 @@
 //! the working directory if there is one. Environment variables nest with `__`: `JOVIAN_REGISTRY__TTL=5s`
 //! sets `registry.ttl`. Durations are written `500ms`, `2s`, `1m`. Anything that does not fit
 //! fails with [`Error::Config`] naming the key, what it takes and what was there; unknown keys
-//! are errors too, so a typo never goes unnoticed.
+//! are errors too, so a typo never goes unnoticed. The `[registry]` section is the registry
+//! crate's to read ([`RegistryConfig`]): its keys are checked, with the same kind of error,
+//! when the registry is built from the config.
 //!
 //! `examples/jovian.toml` shows every key with its default.
 //!
@@ -80,79 +82,87 @@ pub struct GovernorConfig {
     pub advertise: Option<String>,
 }
 
-/// Which registry to use and how to reach it. Registry crates build themselves from this
-/// (`jovian_registry_etcd::EtcdConfig::from_registry_config`).
+/// Which registry to use, and its settings as written: the core reads only `kind`; the
+/// registry crate of that kind parses the rest (its own keys, defaults and checks) with
+/// [`RegistryConfig::settings`].
 ///
-/// `Debug` shows the password as `<redacted>`.
+/// ```
+/// let config = jovian::Config::from_toml("[registry]\nkind = \"etcd\"\nttl = \"15s\"").unwrap();
+/// assert_eq!(config.registry.kind, "etcd");
+/// assert_eq!(config.registry.settings["ttl"].as_str(), Some("15s"));
+/// ```
+///
+/// `jovian_registry_etcd::from_config(&config)` builds the registry a config describes (an
+/// etcd or an in-process one); `docs/configuration.md` lists every key. `Debug` shows any
+/// setting whose name contains `password`, `secret` or `token` as `<redacted>`.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct RegistryConfig {
-    /// `etcd` or `memory`.
-    pub kind: RegistryKind,
-    /// etcd members, `host:port`: a list, or one comma-separated string as every etcd tool
-    /// takes (`JOVIAN_REGISTRY__ENDPOINTS=10.0.0.1:2379,10.0.0.2:2379`).
-    #[serde(deserialize_with = "endpoint_list")]
-    pub endpoints: Vec<String>,
-    /// The first segment of every key.
-    pub prefix: String,
-    /// The lease TTL.
-    #[serde(with = "positive_duration")]
-    pub ttl: Duration,
-    /// How long connecting may take.
-    #[serde(with = "positive_duration")]
-    pub dial_timeout: Duration,
-    /// How long one request may take.
-    #[serde(with = "positive_duration")]
-    pub request_timeout: Duration,
-    /// How long a connection to etcd may go without receiving anything before it is pinged
-    /// (HTTP/2 keep-alive), so a frozen or cut-off member is noticed. etcd answers pings more
-    /// frequent than its `--grpc-keepalive-min-time` (5 s by default) by closing the
-    /// connection, so keep this above that.
-    #[serde(with = "positive_duration")]
-    pub keepalive_interval: Duration,
-    /// How long a ping may go unanswered before the connection is dropped.
-    #[serde(with = "positive_duration")]
-    pub keepalive_timeout: Duration,
-    /// The largest message accepted from etcd, in bytes (a page of a list, a batch of watch
-    /// events). etcd's own limit on one request is 1.5 MiB by default.
-    pub max_message_bytes: usize,
-    /// User, when etcd has authentication enabled.
-    pub user: Option<String>,
-    /// The user's password.
-    pub password: Option<String>,
-    /// TLS to etcd.
-    pub tls: Option<ClientTls>,
+    /// Which registry: `etcd` (the default) or `memory`.
+    pub kind: String,
+    /// Every other key of the section, as written (file, then `JOVIAN_REGISTRY__*`).
+    #[serde(flatten)]
+    pub settings: figment::value::Dict,
 }
 
-/// Which registry implementation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum RegistryKind {
-    /// etcd v3.
-    #[default]
-    Etcd,
-    /// In this process only.
-    Memory,
+/// The registry kind unless configured.
+pub const DEFAULT_REGISTRY_KIND: &str = "etcd";
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            kind: DEFAULT_REGISTRY_KIND.to_owned(),
+            settings: figment::value::Dict::new(),
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// The section's settings as a registry crate's own type `T` (which gives the defaults
+    /// and, with `#[serde(deny_unknown_fields)]`, refuses keys it does not know). A value
+    /// that does not fit fails with [`Error::Config`] naming the key as written
+    /// (`registry.ttl`), what it takes and what was there.
+    ///
+    /// ```
+    /// #[derive(Debug, Default, serde::Deserialize)]
+    /// #[serde(default, deny_unknown_fields)]
+    /// struct Mine { depth: u32 }
+    ///
+    /// let config = jovian::Config::from_toml("[registry]\nkind = \"mine\"\ndepth = \"deep\"").unwrap();
+    /// let error = config.registry.settings::<Mine>().unwrap_err();
+    /// assert!(matches!(error, jovian::Error::Config { key, .. } if key == "registry.depth"));
+    /// ```
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let figment = Figment::from(Serialized::defaults(&self.settings));
+        figment.extract().map_err(|error| config_error(&error, "registry"))
+    }
+
+    /// Sets one setting, as if written in the file (for command-line flags that override
+    /// the config).
+    pub fn set(&mut self, key: &str, value: impl Serialize) -> Result<()> {
+        let value = figment::value::Value::serialize(value).map_err(|e| Error::Config {
+            key: format!("registry.{key}"),
+            expected: "a value a config file can hold".into(),
+            found: e.to_string(),
+        })?;
+        self.settings.insert(key.to_owned(), value);
+        Ok(())
+    }
 }
 
 impl fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryConfig")
-            .field("kind", &self.kind)
-            .field("endpoints", &self.endpoints)
-            .field("prefix", &self.prefix)
-            .field("ttl", &self.ttl)
-            .field("dial_timeout", &self.dial_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("keepalive_interval", &self.keepalive_interval)
-            .field("keepalive_timeout", &self.keepalive_timeout)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| REDACTED))
-            .field("tls", &self.tls)
-            .finish()
+        let secret = |key: &str| ["password", "secret", "token"].iter().any(|s| key.contains(s));
+        let mut debug = f.debug_struct("RegistryConfig");
+        debug.field("kind", &self.kind);
+        for (key, value) in &self.settings {
+            match secret(key) {
+                true => debug.field(key, &REDACTED),
+                false => debug.field(key, value),
+            };
+        }
+        debug.finish()
     }
 }
 
@@ -297,25 +307,6 @@ impl Default for GovernorConfig {
             enabled: false,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
-        }
-    }
-}
-
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        Self {
-            kind: RegistryKind::Etcd,
-            endpoints: vec!["127.0.0.1:2379".to_owned()],
-            prefix: "jovian".to_owned(),
-            ttl: Duration::from_secs(10),
-            dial_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(3),
-            keepalive_interval: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(5),
-            max_message_bytes: 16 << 20,
-            user: None,
-            password: None,
-            tls: None,
         }
     }
 }
@@ -503,25 +494,30 @@ impl ClientConfig {
 }
 
 fn extract(figment: Figment) -> Result<Config> {
-    figment.extract().map_err(|error| {
-        use figment::error::Kind;
-        let key = error.path.join(".");
-        let (key, expected, found) = match &error.kind {
-            Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
-                (key, expected.clone(), actual.to_string())
-            }
-            Kind::UnknownField(_, known) => (key, format!("one of: {}", known.join(", ")), "an unknown key".into()),
-            Kind::UnknownVariant(variant, known) => {
-                (key, format!("one of: {}", known.join(", ")), format!("{variant:?}"))
-            }
-            _ => (
-                if key.is_empty() { "config".into() } else { key },
-                "a valid setting".into(),
-                error.to_string(),
-            ),
-        };
-        Error::Config { key, expected, found }
-    })
+    figment.extract().map_err(|error| config_error(&error, ""))
+}
+
+/// A figment error as [`Error::Config`], its key under `section` (empty: the top level).
+fn config_error(error: &figment::Error, section: &str) -> Error {
+    use figment::error::Kind;
+    let key = std::iter::once(section)
+        .filter(|s| !s.is_empty())
+        .chain(error.path.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(".");
+    let (key, expected, found) = match &error.kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            (key, expected.clone(), actual.to_string())
+        }
+        Kind::UnknownField(_, known) => (key, format!("one of: {}", known.join(", ")), "an unknown key".into()),
+        Kind::UnknownVariant(variant, known) => (key, format!("one of: {}", known.join(", ")), format!("{variant:?}")),
+        _ => (
+            if key.is_empty() { "config".into() } else { key },
+            "a valid setting".into(),
+            error.to_string(),
+        ),
+    };
+    Error::Config { key, expected, found }
 }
 
 /// Durations as `500ms`, `2s`, `1.5s`, `1m30s`, `1h` (or a whole number of seconds): a sum of
@@ -633,16 +629,18 @@ pub mod duration {
 }
 
 /// [`duration`], refusing zero: for settings where no time at all means nothing.
-mod positive_duration {
+pub mod positive_duration {
     use std::time::Duration;
 
     use serde::{Deserializer, Serializer, de};
 
-    pub(super) fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    /// Writes `duration` as [`duration`](super::duration) does.
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         super::duration::serialize(duration, serializer)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    /// Reads a duration as [`duration`](super::duration) does, refusing zero.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let duration = super::duration::deserialize(deserializer)?;
         if duration.is_zero() {
             return Err(de::Error::invalid_value(
@@ -674,38 +672,15 @@ mod optional_duration {
     }
 }
 
-/// Endpoints as a list, or as one comma-separated string.
-fn endpoint_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        List(Vec<String>),
-        Text(String),
-    }
-    let raw = Raw::deserialize(deserializer)
-        .map_err(|_| serde::de::Error::custom("expected a list of host:port, or one comma-separated string"))?;
-    let list = match raw {
-        Raw::List(list) => list,
-        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
-    };
-    Ok(list
-        .into_iter()
-        .map(|e| e.trim().to_owned())
-        .filter(|e| !e.is_empty())
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn durations_read_with_units() {
-        let config =
-            Config::from_toml("drain_delay = \"250ms\"\nshutdown_deadline = 3\n[registry]\nttl = \"1m\"").unwrap();
+        let config = Config::from_toml("drain_delay = \"250ms\"\nshutdown_deadline = 3").unwrap();
         assert_eq!(config.drain_delay, Duration::from_millis(250));
         assert_eq!(config.shutdown_deadline, Duration::from_secs(3));
-        assert_eq!(config.registry.ttl, Duration::from_secs(60));
     }
 
     #[test]
@@ -732,7 +707,6 @@ mod tests {
         }
         let config = Config::from_toml("drain_delay = \"1.5s\"\n[registry]\nttl = \"1m30s\"").unwrap();
         assert_eq!(config.drain_delay, Duration::from_millis(1500));
-        assert_eq!(config.registry.ttl, Duration::from_secs(90));
         let written = extract(Figment::from(Serialized::defaults(&config))).unwrap();
         assert_eq!(written, config, "durations read back as they are written");
     }
@@ -740,9 +714,6 @@ mod tests {
     #[test]
     fn zero_is_refused_where_it_means_nothing() {
         for (toml, key) in [
-            ("[registry]\nrequest_timeout = \"0s\"", "registry.request_timeout"),
-            ("[registry]\ndial_timeout = 0", "registry.dial_timeout"),
-            ("[registry]\nttl = \"0ms\"", "registry.ttl"),
             ("[clients.a]\ntimeout = \"0s\"", "clients.a.timeout"),
             ("[clients.a]\nconnect_timeout = \"0s\"", "clients.a.connect_timeout"),
         ] {
@@ -760,25 +731,46 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_may_be_one_comma_separated_string() {
-        let config = Config::from_toml("[registry]\nendpoints = \"10.0.0.1:2379, 10.0.0.2:2379\"").unwrap();
-        assert_eq!(config.registry.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
-    }
-
-    #[test]
-    fn debug_never_shows_the_password() {
-        let config = Config::from_toml("[registry]\nuser = \"svc\"\npassword = \"hunter2\"").unwrap();
+    fn the_registry_section_is_kept_as_written_for_its_crate_to_read() {
+        let config =
+            Config::from_toml("[registry]\nkind = \"memory\"\nttl = \"5s\"\nuser = \"svc\"\npassword = \"hunter2\"")
+                .unwrap();
+        assert_eq!(config.registry.kind, "memory");
+        assert_eq!(config.registry.settings["ttl"].as_str(), Some("5s"));
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("svc") && debug.contains(REDACTED), "{debug}");
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Section {
+            #[serde(with = "positive_duration")]
+            ttl: Duration,
+            user: String,
+        }
+        let error = config.registry.settings::<Section>().unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "registry.password"),
+            "{error}"
+        );
+        let mut config = config;
+        config.registry.settings.remove("password");
+        config.registry.set("ttl", "0s").unwrap();
+        let error = config.registry.settings::<Section>().unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "registry.ttl"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("greater than zero"), "{error}");
     }
 
     #[test]
     fn a_wrong_value_names_the_key_and_what_it_takes() {
-        let error = Config::from_toml("[registry]\nttl = \"soon\"").unwrap_err();
+        let error = Config::from_toml("drain_delay = \"soon\"").unwrap_err();
         let message = error.to_string();
         assert!(
-            matches!(&error, Error::Config { key, .. } if key == "registry.ttl"),
+            matches!(&error, Error::Config { key, .. } if key == "drain_delay"),
             "{message}"
         );
         assert!(message.contains("500ms"), "{message}");
@@ -787,13 +779,11 @@ mod tests {
             matches!(&error, Error::Config { key, .. } if key == "clients.greeter.max_attempts"),
             "{error}"
         );
-        let error = Config::from_toml("[registry]\nendpont = [\"x\"]").unwrap_err();
+        let error = Config::from_toml("[governor]\nenabeld = true").unwrap_err();
         assert!(
-            matches!(&error, Error::Config { key, .. } if key == "registry.endpont"),
+            matches!(&error, Error::Config { key, .. } if key == "governor.enabeld"),
             "{error}"
         );
-        let error = Config::from_toml("[registry]\nkind = \"zookeeper\"").unwrap_err();
-        assert!(error.to_string().contains("etcd"), "{error}");
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! How to reach etcd: endpoints, prefix, lease TTL, timeouts, credentials and TLS.
+//! How to reach etcd and how to lay out keys: endpoints, prefix, layout, lease TTL, timeouts,
+//! credentials and TLS; in code ([`EtcdConfig`]'s builders) or from a jovian config's
+//! `[registry]` section ([`EtcdConfig::from_registry_config`]), whose keys this module owns.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use jovian::Error;
+use serde::Deserialize;
+
+use crate::keys::Keys;
+use crate::layout::Layout;
 
 /// Settings of an [`EtcdRegistry`](crate::EtcdRegistry). `Debug` shows the password as
 /// `<redacted>`.
@@ -47,6 +53,8 @@ pub struct EtcdConfig {
     /// The largest message accepted from etcd, in bytes: a page of a list or a batch of watch
     /// events. Pages that would be larger are fetched in smaller pieces.
     pub max_message_bytes: usize,
+    /// How instances are written as keys and values (jupiter's unless set).
+    pub layout: Layout,
 }
 
 /// PEM files for TLS to etcd.
@@ -89,7 +97,14 @@ impl EtcdConfig {
             tls: None,
             relist_grace: Duration::from_secs(10),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            layout: Layout::Jupiter,
         }
+    }
+
+    /// Sets the key/value layout.
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// Sets the key prefix.
@@ -147,41 +162,90 @@ impl EtcdConfig {
         self
     }
 
-    /// The settings a jovian config's `[registry]` section gives.
+    /// The settings a jovian config's `[registry]` section gives (`kind = "etcd"`, the
+    /// default); every key is listed in `docs/configuration.md`.
     ///
     /// ```
-    /// let config = jovian::Config::from_toml("[registry]\nendpoints = [\"10.0.0.1:2379\"]\nttl = \"15s\"").unwrap();
+    /// let config = jovian::Config::from_toml(
+    ///     "[registry]\nendpoints = [\"10.0.0.1:2379\"]\nttl = \"15s\"\nlayout = \"etcd-naming\"",
+    /// )
+    /// .unwrap();
     /// let etcd = jovian_registry_etcd::EtcdConfig::from_registry_config(&config.registry).unwrap();
     /// assert_eq!(etcd.ttl, std::time::Duration::from_secs(15));
     /// assert_eq!(etcd.endpoints, ["10.0.0.1:2379"]);
+    /// assert_eq!(etcd.layout, jovian_registry_etcd::Layout::etcd_naming());
     /// ```
     ///
-    /// Fails on settings that cannot go together (a password without a user).
+    /// Fails with [`Error::Config`] naming the key (`registry.ttl`), what it takes and what was
+    /// there: an unknown key, a value of the wrong type, settings that cannot go together (a
+    /// password without a user, a `key_template` for the jupiter layout, a template without
+    /// `{name}`), or another `kind`.
     pub fn from_registry_config(registry: &jovian::config::RegistryConfig) -> Result<Self, Error> {
-        let mut config = Self::new(registry.endpoints.clone())
-            .prefix(registry.prefix.clone())
-            .ttl(registry.ttl)
-            .dial_timeout(registry.dial_timeout)
-            .request_timeout(registry.request_timeout)
-            .keepalive(registry.keepalive_interval, registry.keepalive_timeout)
-            .max_message_bytes(registry.max_message_bytes);
-        if let Some(user) = &registry.user {
-            config = config.credentials(user.clone(), registry.password.clone().unwrap_or_default());
+        if registry.kind != KIND {
+            return Err(config_error(
+                "registry.kind",
+                "\"etcd\" for the etcd registry (jovian_registry_etcd::from_config builds \"memory\" too)",
+                &format!("{:?}", registry.kind),
+            ));
         }
-        if registry.user.is_none() && registry.password.is_some() {
+        let section: Section = registry.settings()?;
+        let mut config = Self::new(section.endpoints)
+            .prefix(section.prefix)
+            .ttl(section.ttl)
+            .dial_timeout(section.dial_timeout)
+            .request_timeout(section.request_timeout)
+            .keepalive(section.keepalive_interval, section.keepalive_timeout)
+            .relist_grace(section.relist_grace)
+            .max_message_bytes(section.max_message_bytes);
+        if let Some(user) = &section.user {
+            config = config.credentials(user.clone(), section.password.clone().unwrap_or_default());
+        }
+        if section.user.is_none() && section.password.is_some() {
             return Err(config_error(
                 "registry.user",
                 "the etcd user the password belongs to",
                 "a password but no user",
             ));
         }
-        config.tls = registry.tls.as_ref().map(|tls| TlsFiles {
+        config.tls = section.tls.as_ref().map(|tls| TlsFiles {
             ca: tls.ca.clone(),
             cert: tls.cert.clone(),
             key: tls.key.clone(),
             domain: tls.server_name.clone(),
         });
+        config.layout = match (section.layout, section.key_template) {
+            (LayoutName::Jupiter, None) => Layout::Jupiter,
+            (LayoutName::Jupiter, Some(template)) => {
+                return Err(config_error(
+                    "registry.key_template",
+                    "no template with layout \"jupiter\" (its keys are fixed); set layout = \"etcd-naming\" or \"plain\"",
+                    &format!("{template:?}"),
+                ));
+            }
+            (LayoutName::EtcdNaming, template) => {
+                Layout::etcd_naming().key_template(template.unwrap_or_else(|| DEFAULT_ETCD_NAMING_TEMPLATE.into()))
+            }
+            (LayoutName::Plain, template) => {
+                Layout::plain().key_template(template.unwrap_or_else(|| DEFAULT_PLAIN_TEMPLATE.into()))
+            }
+        };
+        config.validate()?;
         Ok(config)
+    }
+
+    /// The keys of this config's layout; an error names the template that does not work.
+    pub(crate) fn keys(&self) -> Result<Keys, Error> {
+        Keys::new(self.clean_prefix(), &self.layout).map_err(|reason| {
+            let template = match &self.layout {
+                Layout::EtcdNaming { key_template } | Layout::Plain { key_template } => key_template.as_str(),
+                Layout::Jupiter => "",
+            };
+            config_error(
+                "registry.key_template",
+                &format!("a key template like \"{DEFAULT_PLAIN_TEMPLATE}\" ({reason})"),
+                &format!("{template:?}"),
+            )
+        })
     }
 
     /// The prefix without surrounding slashes.
@@ -228,6 +292,7 @@ impl EtcdConfig {
                 "an empty prefix",
             ));
         }
+        self.keys()?;
         Ok(())
     }
 
@@ -289,8 +354,95 @@ impl std::fmt::Debug for EtcdConfig {
             .field("tls", &self.tls)
             .field("relist_grace", &self.relist_grace)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("layout", &self.layout)
             .finish()
     }
+}
+
+/// The registry kind this crate reads.
+pub(crate) const KIND: &str = "etcd";
+
+use crate::layout::{DEFAULT_ETCD_NAMING_TEMPLATE, DEFAULT_PLAIN_TEMPLATE};
+
+/// The `[registry]` section as etcd reads it: every key with its default, none other.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Section {
+    #[serde(deserialize_with = "endpoint_list")]
+    endpoints: Vec<String>,
+    prefix: String,
+    layout: LayoutName,
+    key_template: Option<String>,
+    #[serde(with = "jovian::config::positive_duration")]
+    ttl: Duration,
+    #[serde(with = "jovian::config::positive_duration")]
+    dial_timeout: Duration,
+    #[serde(with = "jovian::config::positive_duration")]
+    request_timeout: Duration,
+    #[serde(with = "jovian::config::positive_duration")]
+    keepalive_interval: Duration,
+    #[serde(with = "jovian::config::positive_duration")]
+    keepalive_timeout: Duration,
+    #[serde(with = "jovian::config::duration")]
+    relist_grace: Duration,
+    max_message_bytes: usize,
+    user: Option<String>,
+    password: Option<String>,
+    tls: Option<jovian::client::ClientTls>,
+}
+
+/// `registry.layout` as written.
+#[derive(Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum LayoutName {
+    #[default]
+    Jupiter,
+    EtcdNaming,
+    Plain,
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        let defaults = EtcdConfig::new(["127.0.0.1:2379"]);
+        Self {
+            endpoints: defaults.endpoints,
+            prefix: defaults.prefix,
+            layout: LayoutName::Jupiter,
+            key_template: None,
+            ttl: defaults.ttl,
+            dial_timeout: defaults.dial_timeout,
+            request_timeout: defaults.request_timeout,
+            keepalive_interval: defaults.keepalive_interval,
+            keepalive_timeout: defaults.keepalive_timeout,
+            relist_grace: defaults.relist_grace,
+            max_message_bytes: defaults.max_message_bytes,
+            user: None,
+            password: None,
+            tls: None,
+        }
+    }
+}
+
+/// Endpoints as a list, or as one comma-separated string as every etcd tool takes
+/// (`JOVIAN_REGISTRY__ENDPOINTS=10.0.0.1:2379,10.0.0.2:2379`).
+fn endpoint_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let raw = Raw::deserialize(deserializer)
+        .map_err(|_| serde::de::Error::custom("expected a list of host:port, or one comma-separated string"))?;
+    let list = match raw {
+        Raw::List(list) => list,
+        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(list
+        .into_iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect())
 }
 
 impl TlsFiles {
@@ -344,13 +496,23 @@ pub(crate) fn config_error(key: &str, expected: &str, found: &str) -> Error {
 mod tests {
     use super::*;
 
+    fn from_toml(toml: &str) -> Result<EtcdConfig, Error> {
+        EtcdConfig::from_registry_config(&jovian::Config::from_toml(toml).unwrap().registry)
+    }
+
+    fn key_of(error: &Error) -> &str {
+        match error {
+            Error::Config { key, .. } => key,
+            other => panic!("not a config error: {other}"),
+        }
+    }
+
     #[test]
     fn the_registry_section_maps_over_and_keeps_the_password_secret() {
-        let config = jovian::Config::from_toml(
+        let etcd = from_toml(
             "[registry]\nendpoints = \"a:1,b:2\"\nkeepalive_interval = \"20s\"\nuser = \"svc\"\npassword = \"hunter2\"",
         )
         .unwrap();
-        let etcd = EtcdConfig::from_registry_config(&config.registry).unwrap();
         assert_eq!(etcd.endpoints, ["a:1", "b:2"]);
         assert_eq!(etcd.keepalive_interval, Duration::from_secs(20));
         let debug = format!("{etcd:?}");
@@ -358,12 +520,64 @@ mod tests {
     }
 
     #[test]
-    fn a_password_without_a_user_names_the_missing_key() {
-        let config = jovian::Config::from_toml("[registry]\npassword = \"hunter2\"").unwrap();
-        let error = EtcdConfig::from_registry_config(&config.registry).unwrap_err();
-        assert!(
-            matches!(&error, Error::Config { key, .. } if key == "registry.user"),
-            "{error}"
-        );
+    fn defaults_fill_what_the_section_leaves_out() {
+        let etcd = from_toml("").unwrap();
+        assert_eq!(etcd.endpoints, ["127.0.0.1:2379"]);
+        assert_eq!(etcd.prefix, "jovian");
+        assert_eq!(etcd.ttl, DEFAULT_TTL);
+        assert_eq!(etcd.layout, Layout::Jupiter);
+        let plain = from_toml("[registry]\nlayout = \"plain\"\nrelist_grace = \"0s\"").unwrap();
+        assert_eq!(plain.layout, Layout::plain());
+        assert_eq!(plain.relist_grace, Duration::ZERO, "no grace is a choice");
+        let naming = from_toml("[registry]\nlayout = \"etcd-naming\"\nkey_template = \"svc/{name}/{addr}\"").unwrap();
+        assert_eq!(naming.layout, Layout::etcd_naming().key_template("svc/{name}/{addr}"));
+    }
+
+    #[test]
+    fn a_wrong_value_names_the_key_and_what_it_takes() {
+        for (toml, key, says) in [
+            ("[registry]\nttl = \"soon\"", "registry.ttl", "500ms"),
+            ("[registry]\nttl = \"0ms\"", "registry.ttl", "greater than zero"),
+            (
+                "[registry]\nttl = \"1500ms\"",
+                "registry.ttl",
+                "whole number of seconds",
+            ),
+            (
+                "[registry]\ndial_timeout = 0",
+                "registry.dial_timeout",
+                "greater than zero",
+            ),
+            (
+                "[registry]\nrequest_timeout = \"0s\"",
+                "registry.request_timeout",
+                "greater than zero",
+            ),
+            ("[registry]\nendpont = [\"x\"]", "registry.endpont", "endpoints"),
+            ("[registry]\nendpoints = 7", "registry.endpoints", "host:port"),
+            ("[registry]\nlayout = \"flat\"", "registry.layout", "etcd-naming"),
+            (
+                "[registry]\nkey_template = \"{name}/{addr}\"",
+                "registry.key_template",
+                "jupiter",
+            ),
+            (
+                "[registry]\nlayout = \"plain\"\nkey_template = \"/x/{addr}\"",
+                "registry.key_template",
+                "{name}",
+            ),
+            (
+                "[registry]\nlayout = \"etcd-naming\"\nkey_template = \"{name}:{addr}\"",
+                "registry.key_template",
+                "/{addr}",
+            ),
+            ("[registry]\npassword = \"hunter2\"", "registry.user", "user"),
+            ("[registry]\nkind = \"zookeeper\"", "registry.kind", "etcd"),
+        ] {
+            let error = from_toml(toml).unwrap_err();
+            assert_eq!(key_of(&error), key, "{toml}: {error}");
+            assert!(error.to_string().contains(says), "{toml}: {error}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
     }
 }

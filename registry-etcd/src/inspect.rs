@@ -25,9 +25,10 @@ use crate::watch::{merge, parse_override};
 pub struct EntryRecord {
     /// `scheme://address`: the instance within its service.
     pub uri: String,
-    /// The provider key, `/{prefix}/{name}/providers/{uri}`.
+    /// The provider key (`/{prefix}/{name}/providers/{uri}` in the jupiter layout).
     pub provider_key: String,
-    /// The override key, `/{prefix}/{name}/configurators/{uri}` (whether or not it exists).
+    /// The override key, `/{prefix}/{name}/configurators/{uri}` (whether or not it exists);
+    /// empty under a layout without overrides.
     pub override_key: String,
     /// The provider entry as its owner wrote it; `None` when only an override exists (the
     /// instance is gone or not yet registered) or the value does not decode.
@@ -74,12 +75,10 @@ impl EtcdRegistry {
             .map_err(|e| Error::registry("read entries", format!("{prefix}: {e}")))?;
         let mut records: BTreeMap<String, Found> = BTreeMap::new();
         for kv in &kvs {
-            match Keys::classify(&prefix, kv.key()) {
+            match self.keys.classify(&prefix, kv.key()) {
                 Ok(KeyKind::Provider(uri)) => {
-                    let info = ServiceInfo::decode(kv.value())
-                        .ok()
-                        .filter(|info| info.name == name && info.uri() == uri);
-                    records.entry(uri.to_owned()).or_default().0 = info.map(|info| (info, kv.lease()));
+                    let info = self.keys.decode(name, &uri, kv.value()).ok();
+                    records.entry(uri.into_owned()).or_default().0 = info.map(|info| (info, kv.lease()));
                 }
                 Ok(KeyKind::Configurator(uri)) => {
                     let raw = String::from_utf8_lossy(kv.value()).into_owned();
@@ -110,8 +109,8 @@ impl EtcdRegistry {
                     None => info.clone(),
                 });
                 EntryRecord {
-                    provider_key: format!("{prefix}providers/{uri}"),
-                    override_key: self.keys.configurator(name, &uri),
+                    provider_key: self.keys.provider_key(name, &uri),
+                    override_key: self.keys.configurator(name, &uri).unwrap_or_default(),
                     uri,
                     provider,
                     override_raw,
@@ -155,7 +154,15 @@ impl EtcdRegistry {
         patch: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         self.ensure_open()?;
-        let key = self.keys.configurator(name, uri);
+        let Some(key) = self.keys.configurator(name, uri) else {
+            return Err(Error::registry(
+                "write an override",
+                format!(
+                    "the {} layout has no governance overrides; only registry.layout = \"jupiter\" does",
+                    self.config.layout.name()
+                ),
+            ));
+        };
         let failed = |e: CallError| match e.is_permission_denied() {
             // Said plainly, with the key: operators often run read-only credentials.
             true => Error::PermissionDenied {
@@ -232,10 +239,13 @@ impl EtcdRegistry {
             .map_err(|e| Error::registry("read metrics targets", format!("{root}: {e}")))?;
         let mut by_lease: HashMap<i64, Vec<ServiceInfo>> = HashMap::new();
         for kv in &all {
-            if Keys::provider_service(&root, kv.key()).is_none() || kv.lease() == 0 {
+            let Some(name) = self.keys.provider_service(kv.key()).filter(|_| kv.lease() != 0) else {
                 continue;
-            }
-            if let Ok(info) = ServiceInfo::decode(kv.value())
+            };
+            let Ok(KeyKind::Provider(uri)) = self.keys.classify(&self.keys.service(name), kv.key()) else {
+                continue;
+            };
+            if let Ok(info) = self.keys.decode(name, &uri, kv.value())
                 && info.kind == EntryKind::Provider
             {
                 by_lease.entry(kv.lease()).or_default().push(info);
@@ -269,12 +279,16 @@ impl EtcdRegistry {
     /// Every key under `prefix` at `revision` (0: the latest), and the revision read.
     async fn get_prefix(&self, prefix: &str, revision: i64) -> Result<(Vec<KeyValue>, i64), CallError> {
         let max = self.config.max_message_bytes;
-        let get = |c: Client| async move {
-            let options = GetOptions::new().with_prefix().with_revision(revision);
-            c.kv_client()
-                .max_decoding_message_size(max)
-                .get(prefix, Some(options))
-                .await
+        let (from, end) = (Keys::range_start(prefix), Keys::prefix_end(prefix));
+        let get = |c: Client| {
+            let options = GetOptions::new().with_range(end.clone()).with_revision(revision);
+            let from = from.clone();
+            async move {
+                c.kv_client()
+                    .max_decoding_message_size(max)
+                    .get(from, Some(options))
+                    .await
+            }
         };
         let mut listed = with_client(&self.watcher.client, self.config.request_timeout, get).await?;
         let revision = listed.header().map_or(0, |h| h.revision());

@@ -1,14 +1,22 @@
-//! The etcd key layout.
+//! The etcd key layout, for the configured [`Layout`](crate::Layout).
 //!
-//! - provider: `/{prefix}/{name}/providers/{scheme}://{address}` → ServiceInfo JSON
-//! - governance override: `/{prefix}/{name}/configurators/{scheme}://{address}` → partial JSON
-//! - metrics target: `/prometheus/job/{name}/{hostname}/{address}` → the governor's address
+//! - provider (jupiter): `/{prefix}/{name}/providers/{scheme}://{address}` → ServiceInfo JSON
+//! - governance override (jupiter): `/{prefix}/{name}/configurators/{scheme}://{address}` →
+//!   partial JSON
+//! - provider (etcd-naming, plain): `{root}{name}{separator}{address}` from the key template →
+//!   etcd's naming JSON, or the bare address
+//! - metrics target (every layout): `/prometheus/job/{name}/{hostname}/{address}` → the
+//!   governor's address
 //!
-//! Every key under `/{prefix}/{name}/` belongs to service `name` alone: the trailing slash keeps
-//! `greeter` and `greeter2` apart.
+//! Every key under a service's prefix (`/{prefix}/{name}/`, `{root}{name}{separator}`) belongs
+//! to service `name` alone: the `/` it ends with (or holds) keeps `greeter` and `greeter2` apart.
 
-use jovian::ServiceInfo;
+use std::borrow::Cow;
+
 use jovian::service::EntryKind;
+use jovian::{InvalidEntry, ServiceInfo};
+
+use crate::layout::{self, GRPC, Layout, Template};
 
 /// Where the governors' metrics targets are, whatever the prefix (jupiter's layout).
 pub(crate) const METRICS_ROOT: &str = "/prometheus/job/";
@@ -16,13 +24,21 @@ pub(crate) const METRICS_ROOT: &str = "/prometheus/job/";
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     prefix: String,
+    codec: Codec,
+}
+
+#[derive(Clone, Debug)]
+enum Codec {
+    Jupiter,
+    Naming(Template),
+    Plain(Template),
 }
 
 /// What a key under a service's prefix is.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum KeyKind<'a> {
     /// A provider entry of the instance at this `scheme://address`.
-    Provider(&'a str),
+    Provider(Cow<'a, str>),
     /// An operator's override of the instance at this `scheme://address`.
     Configurator(&'a str),
     /// Something this registry does not read (consumers, other tools' keys).
@@ -30,25 +46,70 @@ pub(crate) enum KeyKind<'a> {
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: String) -> Self {
-        Self { prefix }
+    /// The keys of `layout` under `prefix`; an error says what is wrong with its template.
+    pub(crate) fn new(prefix: String, layout: &Layout) -> Result<Self, String> {
+        let codec = match layout {
+            Layout::Jupiter => Codec::Jupiter,
+            Layout::EtcdNaming { key_template } => Codec::Naming(Template::parse(key_template, &prefix, true)?),
+            Layout::Plain { key_template } => Codec::Plain(Template::parse(key_template, &prefix, false)?),
+        };
+        Ok(Self { prefix, codec })
     }
 
-    /// `/{prefix}/`: every key of every service.
+    /// The jupiter layout under `prefix`.
+    #[cfg(test)]
+    pub(crate) fn jupiter(prefix: &str) -> Self {
+        Self::new(prefix.to_owned(), &Layout::Jupiter).expect("jupiter has no template")
+    }
+
+    fn template(&self) -> Option<&Template> {
+        match &self.codec {
+            Codec::Jupiter => None,
+            Codec::Naming(template) | Codec::Plain(template) => Some(template),
+        }
+    }
+
+    /// Every key of every service starts with this (`/{prefix}/`, or the template's root,
+    /// which may be empty: every key in etcd).
     pub(crate) fn root(&self) -> String {
-        format!("/{}/", self.prefix)
+        match self.template() {
+            None => format!("/{}/", self.prefix),
+            Some(template) => template.root.clone(),
+        }
+    }
+
+    /// Where a range over [`root`](Keys::root) starts: etcd reads no empty key, so "every
+    /// key" starts at `\0`.
+    pub(crate) fn range_start(prefix: &str) -> Vec<u8> {
+        match prefix.is_empty() {
+            true => vec![0],
+            false => prefix.as_bytes().to_vec(),
+        }
     }
 
     /// The service a key under [`root`](Keys::root) names, if it is a provider's key.
-    pub(crate) fn provider_service<'k>(root: &str, key: &'k [u8]) -> Option<&'k str> {
-        let rest = std::str::from_utf8(key).ok()?.strip_prefix(root)?;
-        let (name, rest) = rest.split_once('/')?;
-        (!name.is_empty() && rest.starts_with("providers/")).then_some(name)
+    pub(crate) fn provider_service<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        let key = std::str::from_utf8(key).ok()?;
+        match self.template() {
+            None => {
+                let rest = key.strip_prefix(&format!("/{}/", self.prefix))?;
+                let (name, rest) = rest.split_once('/')?;
+                (!name.is_empty() && rest.starts_with("providers/")).then_some(name)
+            }
+            Some(template) => {
+                let (name, address) = template.split(key)?;
+                (!address.is_empty() && !address.contains('/')).then_some(name)
+            }
+        }
     }
 
-    /// `/{prefix}/{name}/`: every key of one service.
+    /// Every key of one service starts with this (`/{prefix}/{name}/`,
+    /// `{root}{name}{separator}`).
     pub(crate) fn service(&self, name: &str) -> String {
-        format!("/{}/{name}/", self.prefix)
+        match self.template() {
+            None => format!("/{}/{name}/", self.prefix),
+            Some(template) => format!("{}{name}{}", template.root, template.separator),
+        }
     }
 
     /// The first key after every key that starts with `prefix`: the end of its range.
@@ -63,20 +124,51 @@ impl Keys {
         vec![0] // every key: etcd reads "\0" as the end of the keyspace
     }
 
-    /// The key and value a registration writes.
-    pub(crate) fn entry(&self, info: &ServiceInfo) -> (String, String) {
-        match info.kind {
-            EntryKind::Governor => (
-                format!("/prometheus/job/{}/{}/{}", info.name, info.hostname, info.address),
+    /// The key and value a registration writes; an error when the layout cannot store the
+    /// entry at all (a scheme other than gRPC where the layout stores none).
+    pub(crate) fn entry(&self, info: &ServiceInfo) -> Result<(String, String), InvalidEntry> {
+        if info.kind == EntryKind::Governor {
+            return Ok((
+                format!("{METRICS_ROOT}{}/{}/{}", info.name, info.hostname, info.address),
                 info.address.clone(),
-            ),
-            _ => (self.provider(info), info.encode()),
+            ));
+        }
+        let key = self.provider_key(&info.name, &info.uri());
+        match &self.codec {
+            Codec::Jupiter => Ok((key, info.encode())),
+            _ if info.scheme != GRPC => Err(InvalidEntry(format!(
+                "the {} layout stores gRPC instances only (scheme {GRPC}), not scheme {:?}",
+                self.layout_name(),
+                info.scheme
+            ))),
+            Codec::Naming(_) => Ok((key, layout::encode_naming(&info.address))),
+            Codec::Plain(_) => Ok((key, info.address.clone())),
         }
     }
 
-    /// `/{prefix}/{name}/configurators/{uri}`: where operators override the instance at `uri`.
-    pub(crate) fn configurator(&self, name: &str, uri: &str) -> String {
-        format!("{}configurators/{uri}", self.service(name))
+    fn layout_name(&self) -> &'static str {
+        match self.codec {
+            Codec::Jupiter => "jupiter",
+            Codec::Naming(_) => "etcd-naming",
+            Codec::Plain(_) => "plain",
+        }
+    }
+
+    /// The provider key of `name`'s instance at `uri` (`scheme://address`).
+    pub(crate) fn provider_key(&self, name: &str, uri: &str) -> String {
+        match self.template() {
+            None => format!("{}providers/{uri}", self.service(name)),
+            Some(_) => {
+                let address = uri.split_once("://").map_or(uri, |(_, address)| address);
+                format!("{}{address}", self.service(name))
+            }
+        }
+    }
+
+    /// `/{prefix}/{name}/configurators/{uri}`: where operators override the instance at `uri`;
+    /// `None` under a layout without overrides.
+    pub(crate) fn configurator(&self, name: &str, uri: &str) -> Option<String> {
+        matches!(self.codec, Codec::Jupiter).then(|| format!("{}configurators/{uri}", self.service(name)))
     }
 
     /// The app, hostname and address a key under [`METRICS_ROOT`] names, if it is well formed.
@@ -87,29 +179,52 @@ impl Keys {
         (!app.is_empty() && !address.is_empty() && !address.contains('/')).then_some((app, hostname, address))
     }
 
-    pub(crate) fn provider(&self, info: &ServiceInfo) -> String {
-        format!("{}providers/{}", self.service(&info.name), info.uri())
-    }
-
     /// Classifies a key found under `service_prefix`; an error says why the key is unusable.
-    pub(crate) fn classify<'k>(service_prefix: &str, key: &'k [u8]) -> Result<KeyKind<'k>, &'static str> {
+    pub(crate) fn classify<'k>(&self, service_prefix: &str, key: &'k [u8]) -> Result<KeyKind<'k>, &'static str> {
         let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8")?;
         let Some(rest) = key.strip_prefix(service_prefix) else {
             return Ok(KeyKind::Other);
         };
-        let (kind, uri): (fn(&'k str) -> KeyKind<'k>, &str) = if let Some(uri) = rest.strip_prefix("providers/") {
-            (KeyKind::Provider, uri)
+        if self.template().is_some() {
+            return match !rest.is_empty() && !rest.contains('/') {
+                true => Ok(KeyKind::Provider(layout::grpc_uri(rest))),
+                false => Err("the key has no host:port after the service's prefix"),
+            };
+        }
+        let (provider, uri) = if let Some(uri) = rest.strip_prefix("providers/") {
+            (true, uri)
         } else if let Some(uri) = rest.strip_prefix("configurators/") {
-            (KeyKind::Configurator, uri)
+            (false, uri)
         } else {
             return Ok(KeyKind::Other);
         };
         match uri.split_once("://") {
             Some((scheme, address)) if !scheme.is_empty() && !address.is_empty() && !address.contains('/') => {
-                Ok(kind(uri))
+                Ok(match provider {
+                    true => KeyKind::Provider(Cow::Borrowed(uri)),
+                    false => KeyKind::Configurator(uri),
+                })
             }
             _ => Err("the key has no scheme://address part"),
         }
+    }
+
+    /// The entry a provider value of service `name` at `uri` holds; an error says why the
+    /// value is unusable (it does not decode, or describes another instance than its key).
+    pub(crate) fn decode(&self, name: &str, uri: &str, value: &[u8]) -> Result<ServiceInfo, String> {
+        let info = match &self.codec {
+            Codec::Jupiter => ServiceInfo::decode(value).map_err(|e| e.to_string())?,
+            Codec::Naming(_) => {
+                let (address, labels) = layout::decode_naming(value)?;
+                layout::bare_instance(name, address, labels)
+            }
+            Codec::Plain(_) => layout::bare_instance(name, layout::decode_plain(value)?, Vec::new()),
+        };
+        info.validate().map_err(|e| e.to_string())?;
+        if info.name != name || info.uri() != uri {
+            return Err(format!("the value describes {info}, not the key's {name}@{uri}"));
+        }
+        Ok(info)
     }
 }
 
@@ -119,14 +234,17 @@ mod tests {
 
     #[test]
     fn layout_matches_the_design() {
-        let keys = Keys::new("jovian".into());
+        let keys = Keys::jupiter("jovian");
         let mut info = ServiceInfo::new("greeter", "127.0.0.1:50051");
-        assert_eq!(keys.entry(&info).0, "/jovian/greeter/providers/grpc://127.0.0.1:50051");
+        assert_eq!(
+            keys.entry(&info).unwrap().0,
+            "/jovian/greeter/providers/grpc://127.0.0.1:50051"
+        );
         info.kind = EntryKind::Governor;
         info.hostname = "host-a".into();
         info.address = "127.0.0.1:9090".into();
         assert_eq!(
-            keys.entry(&info),
+            keys.entry(&info).unwrap(),
             (
                 "/prometheus/job/greeter/host-a/127.0.0.1:9090".into(),
                 "127.0.0.1:9090".into()
@@ -147,9 +265,9 @@ mod tests {
         assert_eq!(Keys::metrics_target(b"/prometheus/job/app/host-a"), None);
         assert_eq!(Keys::metrics_target(b"/prometheus/job/app/h/a/b"), None);
         assert_eq!(Keys::metrics_target(b"/jovian/app/h/a"), None);
-        let keys = Keys::new("jovian".into());
+        let keys = Keys::jupiter("jovian");
         assert_eq!(
-            keys.configurator("greeter", "grpc://h:1"),
+            keys.configurator("greeter", "grpc://h:1").unwrap(),
             "/jovian/greeter/configurators/grpc://h:1"
         );
     }
@@ -157,22 +275,62 @@ mod tests {
     #[test]
     fn classifies_keys_and_rejects_odd_ones() {
         let p = "/jovian/greeter/";
+        let keys = Keys::jupiter("jovian");
         assert_eq!(
-            Keys::classify(p, b"/jovian/greeter/providers/grpc://h:1"),
-            Ok(KeyKind::Provider("grpc://h:1"))
+            keys.classify(p, b"/jovian/greeter/providers/grpc://h:1"),
+            Ok(KeyKind::Provider("grpc://h:1".into()))
         );
         assert_eq!(
-            Keys::classify(p, b"/jovian/greeter/configurators/grpc://h:1"),
+            keys.classify(p, b"/jovian/greeter/configurators/grpc://h:1"),
             Ok(KeyKind::Configurator("grpc://h:1"))
         );
-        assert_eq!(Keys::classify(p, b"/jovian/greeter/consumers/x"), Ok(KeyKind::Other));
+        assert_eq!(keys.classify(p, b"/jovian/greeter/consumers/x"), Ok(KeyKind::Other));
         assert_eq!(
-            Keys::classify(p, b"/jovian/greeter2/providers/grpc://h:1"),
+            keys.classify(p, b"/jovian/greeter2/providers/grpc://h:1"),
             Ok(KeyKind::Other)
         );
-        assert!(Keys::classify(p, b"/jovian/greeter/providers/").is_err());
-        assert!(Keys::classify(p, b"/jovian/greeter/providers/grpc://").is_err());
-        assert!(Keys::classify(p, b"/jovian/greeter/providers/h:1").is_err());
-        assert!(Keys::classify(p, b"/jovian/greeter/providers/\xff\xfe").is_err());
+        assert!(keys.classify(p, b"/jovian/greeter/providers/").is_err());
+        assert!(keys.classify(p, b"/jovian/greeter/providers/grpc://").is_err());
+        assert!(keys.classify(p, b"/jovian/greeter/providers/h:1").is_err());
+        assert!(keys.classify(p, b"/jovian/greeter/providers/\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn other_layouts_split_keys_by_their_template() {
+        let naming = Keys::new("jovian".into(), &Layout::etcd_naming()).unwrap();
+        let info = ServiceInfo::new("greeter", "127.0.0.1:1");
+        assert_eq!(
+            naming.entry(&info).unwrap(),
+            (
+                "greeter/127.0.0.1:1".into(),
+                r#"{"Op":0,"Addr":"127.0.0.1:1","Metadata":null}"#.into()
+            )
+        );
+        assert_eq!(naming.root(), "");
+        assert_eq!(naming.provider_service(b"greeter/127.0.0.1:1"), Some("greeter"));
+        assert_eq!(naming.provider_service(b"/jovian/greeter/providers/grpc://h:1"), None);
+        assert_eq!(naming.configurator("greeter", "grpc://h:1"), None);
+        let mut http = info.clone();
+        http.scheme = "http".into();
+        assert!(naming.entry(&http).is_err(), "a scheme the layout cannot store");
+
+        let plain = Keys::new("jovian".into(), &Layout::plain()).unwrap();
+        assert_eq!(
+            plain.entry(&info).unwrap(),
+            ("/jovian/greeter/127.0.0.1:1".into(), "127.0.0.1:1".into())
+        );
+        let p = plain.service("greeter");
+        assert_eq!(
+            plain.classify(&p, b"/jovian/greeter/127.0.0.1:1"),
+            Ok(KeyKind::Provider("grpc://127.0.0.1:1".into()))
+        );
+        assert_eq!(plain.classify(&p, b"/jovian/greeter2/127.0.0.1:1"), Ok(KeyKind::Other));
+        assert!(plain.classify(&p, b"/jovian/greeter/").is_err());
+        assert!(plain.classify(&p, b"/jovian/greeter/a/b").is_err());
+        assert_eq!(
+            plain.decode("greeter", "grpc://127.0.0.1:1", b"127.0.0.1:1"),
+            Ok(info.clone())
+        );
+        assert!(plain.decode("greeter", "grpc://127.0.0.1:1", b"127.0.0.1:2").is_err());
     }
 }

@@ -1,10 +1,15 @@
-//! The etcd v3 [`Registry`](jovian::Registry): leases that heal themselves, gap-free watches, governance
+//! The etcd v3 [`Registry`]: leases that heal themselves, gap-free watches, governance
 //! overrides.
 //!
 //! Keys (see the design): providers at `/{prefix}/{name}/providers/{scheme}://{address}`,
 //! operator overrides at `/{prefix}/{name}/configurators/{scheme}://{address}`, metrics targets
 //! at `/prometheus/job/{name}/{hostname}/{address}` (a [`EntryKind::Governor`](jovian::service::EntryKind)
-//! registration).
+//! registration). That is the default [`Layout`]; etcd's gRPC naming format and plain
+//! `host:port` values are the others, for an etcd shared with other stacks.
+//!
+//! [`from_config`] builds the registry a jovian config's `[registry]` section describes (etcd,
+//! or the in-process memory registry); [`EtcdConfig::from_registry_config`] reads the section,
+//! whose keys this crate owns.
 //!
 //! Each registry holds one lease (TTL 10 s by default) renewed every TTL/3. Whatever etcd goes
 //! through (restart, wiped data, revoked lease, a key deleted by hand) the registry takes a new
@@ -36,6 +41,7 @@ mod call;
 mod config;
 mod inspect;
 mod keys;
+mod layout;
 mod session;
 mod stats;
 mod watch;
@@ -44,7 +50,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use etcd_client::{Client, GetOptions};
-use jovian::{Discovery, Error, Instances, InstancesWatch, Registrar, Result, ServiceInfo};
+use jovian::{Discovery, Error, Instances, InstancesWatch, Registrar, Registry, Result, ServiceInfo};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -52,6 +58,7 @@ pub use config::{
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TTL, EtcdConfig, TlsFiles,
 };
 pub use inspect::{EntryRecord, LeaseInfo};
+pub use layout::{DEFAULT_ETCD_NAMING_TEMPLATE, DEFAULT_PLAIN_TEMPLATE, Layout};
 pub use stats::StatsSnapshot;
 
 use call::{with_client, within};
@@ -59,6 +66,41 @@ use keys::Keys;
 use session::Session;
 use stats::Stats;
 use watch::Watcher;
+
+/// The registry `config`'s `[registry]` section describes, connected: `kind = "etcd"` (the
+/// default) an [`EtcdRegistry`] with the section's settings
+/// ([`EtcdConfig::from_registry_config`]), `kind = "memory"` an in-process
+/// [`MemoryRegistry`](jovian_registry_memory::MemoryRegistry)
+/// ([`from_registry_config`](jovian_registry_memory::MemoryRegistry::from_registry_config)).
+///
+/// It lives here, not in the core, so that dependencies point one way: the core knows no
+/// registry; this crate knows the memory registry, which knows none. Errors are those of the
+/// section (naming the key: `registry.ttl`, `registry.kind`) and of connecting: no etcd member
+/// answering within the dial timeout is [`Error::Unreachable`] naming the endpoints.
+///
+/// ```no_run
+/// # async fn demo() -> jovian::Result<()> {
+/// let config = jovian::Config::load()?; // jovian.toml, JOVIAN_REGISTRY__*
+/// let registry = jovian_registry_etcd::from_config(&config).await?;
+/// let app = jovian::App::from_config(config).registry(registry);
+/// # let _ = app; Ok(()) }
+/// ```
+pub async fn from_config(config: &jovian::Config) -> Result<Arc<dyn Registry>> {
+    let registry = &config.registry;
+    match registry.kind.as_str() {
+        config::KIND => Ok(Arc::new(
+            EtcdRegistry::connect(EtcdConfig::from_registry_config(registry)?).await?,
+        )),
+        jovian_registry_memory::KIND => Ok(Arc::new(jovian_registry_memory::MemoryRegistry::from_registry_config(
+            registry,
+        )?)),
+        other => Err(Error::Config {
+            key: "registry.kind".into(),
+            expected: "one of: etcd, memory".into(),
+            found: format!("{other:?}"),
+        }),
+    }
+}
 
 /// A registry client on an etcd cluster.
 pub struct EtcdRegistry {
@@ -94,11 +136,15 @@ impl EtcdRegistry {
             }
             Err(error) => return Err(unreachable(error.to_string())),
         };
-        let prefix = format!("/{}/", config.clean_prefix());
-        let key = prefix.as_str();
-        let probe = |mut c: Client| async move {
-            c.get(key, Some(GetOptions::new().with_prefix().with_count_only()))
-                .await
+        let keys = config.keys()?;
+        let root = keys.root();
+        let (from, end) = (Keys::range_start(&root), Keys::prefix_end(&root));
+        let probe = |mut c: Client| {
+            let (from, end) = (from.clone(), end.clone());
+            async move {
+                c.get(from, Some(GetOptions::new().with_range(end).with_count_only()))
+                    .await
+            }
         };
         match with_client(&client, config.dial_timeout, probe).await {
             Ok(_) => {}
@@ -122,7 +168,6 @@ impl EtcdRegistry {
             stopped.clone(),
             stats.clone(),
         );
-        let keys = Keys::new(config.clean_prefix());
         let watcher = Watcher {
             client,
             keys: keys.clone(),
@@ -170,11 +215,11 @@ impl Registrar for EtcdRegistry {
 
     async fn unregister(&self, info: &ServiceInfo) -> Result<()> {
         let span = tracing::info_span!("registry.unregister", service = %info.name, address = %info.address);
-        observed(
-            "unregister",
-            self.session.delete(&self.keys.entry(info).0).instrument(span),
-        )
-        .await
+        // An entry the layout cannot store was never registered: nothing to remove.
+        let Ok((key, _)) = self.keys.entry(info) else {
+            return Ok(());
+        };
+        observed("unregister", self.session.delete(&key).instrument(span)).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -244,7 +289,10 @@ impl EtcdRegistry {
             service: info.to_string(),
             source,
         })?;
-        let (key, value) = self.keys.entry(info);
+        let (key, value) = self.keys.entry(info).map_err(|source| Error::InvalidServiceInfo {
+            service: info.to_string(),
+            source,
+        })?;
         self.session.put(key, value).await
     }
 

@@ -69,7 +69,7 @@ impl Watcher {
         let root = self.keys.root();
         let end = Keys::prefix_end(&root);
         let mut names = BTreeSet::new();
-        let mut from = root.clone().into_bytes();
+        let mut from = Keys::range_start(&root);
         loop {
             let options = GetOptions::new()
                 .with_range(end.clone())
@@ -82,7 +82,7 @@ impl Watcher {
             };
             let listed = with_client(&self.client, self.request_timeout, get).await?;
             for kv in listed.kvs() {
-                if let Some(name) = Keys::provider_service(&root, kv.key()) {
+                if let Some(name) = self.keys.provider_service(kv.key()) {
                     names.insert(name.to_owned());
                 }
             }
@@ -90,7 +90,7 @@ impl Watcher {
                 break;
             };
             // Past a service known to have a provider, none of its keys can add anything.
-            from = match Keys::provider_service(&root, last.key()) {
+            from = match self.keys.provider_service(last.key()) {
                 Some(name) => Keys::prefix_end(&self.keys.service(name)),
                 None => [last.key(), b"\0"].concat(),
             };
@@ -121,7 +121,7 @@ impl Watcher {
     async fn list_pages(&self, name: &str) -> Result<ServiceView, CallError> {
         let prefix = self.keys.service(name);
         let end = Keys::prefix_end(&prefix);
-        let mut view = ServiceView::new(name, prefix.clone());
+        let mut view = ServiceView::new(name, prefix.clone(), self.keys.clone());
         let mut from = prefix.into_bytes();
         let mut revision = 0;
         let mut page = PAGE_KEYS;
@@ -411,6 +411,7 @@ fn answers_progress_request(response: &etcd_client::WatchResponse) -> bool {
 struct ServiceView {
     name: String,
     prefix: String,
+    keys: Keys,
     revision: i64,
     providers: HashMap<Arc<str>, Arc<ServiceInfo>>,
     overrides: HashMap<Arc<str>, Map<String, Value>>,
@@ -425,10 +426,11 @@ struct ServiceView {
 }
 
 impl ServiceView {
-    fn new(name: &str, prefix: String) -> Self {
+    fn new(name: &str, prefix: String, keys: Keys) -> Self {
         Self {
             name: name.to_owned(),
             prefix,
+            keys,
             revision: 0,
             providers: HashMap::new(),
             overrides: HashMap::new(),
@@ -528,10 +530,10 @@ impl ServiceView {
     }
 
     fn put(&mut self, kv: &KeyValue, stats: &Stats) {
-        let outcome = match Keys::classify(&self.prefix, kv.key()) {
+        let outcome = match self.keys.classify(&self.prefix, kv.key()) {
             Ok(KeyKind::Provider(uri)) => {
-                let outcome = self.put_provider(uri, kv.value());
-                self.refresh(uri);
+                let outcome = self.put_provider(&uri, kv.value());
+                self.refresh(&uri);
                 outcome
             }
             Ok(KeyKind::Configurator(uri)) => {
@@ -550,10 +552,7 @@ impl ServiceView {
     fn put_provider(&mut self, uri: &str, value: &[u8]) -> Result<(), String> {
         // Whatever was there is gone: the key now holds this value, valid or not.
         self.providers.remove(uri);
-        let info = ServiceInfo::decode(value).map_err(|e| e.to_string())?;
-        if info.name != self.name || info.uri() != uri {
-            return Err(format!("the value describes {info}, not the key's {}@{uri}", self.name));
-        }
+        let info = self.keys.decode(&self.name, uri, value)?;
         self.kept.remove(uri);
         self.providers.insert(uri.into(), Arc::new(info));
         Ok(())
@@ -574,8 +573,9 @@ impl ServiceView {
     /// Applies a delete; `withdrawn` when it was made on purpose (its lease still lives), so it
     /// takes effect even while the registry settles.
     fn delete(&mut self, key: &[u8], withdrawn: bool) {
-        match Keys::classify(&self.prefix, key) {
+        match self.keys.classify(&self.prefix, key) {
             Ok(KeyKind::Provider(uri)) => {
+                let uri: &str = &uri;
                 let removed = self.providers.remove(uri);
                 let settling = self.settling_until.filter(|_| !withdrawn && self.is_settling());
                 match (removed, settling) {

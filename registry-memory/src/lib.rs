@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use jovian::config::RegistryConfig;
 use jovian::{Discovery, Error, Instances, InstancesWatch, MetricsTarget, Registrar, Result, ServiceInfo};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use store::LeaseId;
@@ -37,6 +39,23 @@ pub use store::MemoryStore;
 
 /// The lease TTL of a registry unless set otherwise, as for etcd.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// The registry kind this crate reads (`[registry] kind = "memory"`).
+pub const KIND: &str = "memory";
+
+/// The `[registry]` section as the memory registry reads it.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Section {
+    #[serde(with = "jovian::config::positive_duration")]
+    ttl: Duration,
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        Self { ttl: DEFAULT_TTL }
+    }
+}
 
 /// A registry client on a [`MemoryStore`], with its own lease.
 pub struct MemoryRegistry {
@@ -63,6 +82,27 @@ impl MemoryRegistry {
     /// A registry on a store of its own, with the default TTL.
     pub fn new() -> Self {
         MemoryStore::new().registry()
+    }
+
+    /// The registry a jovian config's `[registry]` section with `kind = "memory"` describes:
+    /// on a store of its own, so only this process sees it; its one key is `ttl` (10 s unless
+    /// set). Errors name the key, as for every section.
+    ///
+    /// ```
+    /// let config = jovian::Config::from_toml("[registry]\nkind = \"memory\"\nttl = \"3s\"").unwrap();
+    /// let registry = jovian_registry_memory::MemoryRegistry::from_registry_config(&config.registry).unwrap();
+    /// assert_eq!(registry.ttl(), std::time::Duration::from_secs(3));
+    /// ```
+    pub fn from_registry_config(registry: &RegistryConfig) -> Result<Self> {
+        if registry.kind != KIND {
+            return Err(Error::Config {
+                key: "registry.kind".into(),
+                expected: "\"memory\" for the in-process registry".into(),
+                found: format!("{:?}", registry.kind),
+            });
+        }
+        let section: Section = registry.settings()?;
+        Ok(MemoryStore::new().registry_with_ttl(section.ttl))
     }
 
     pub(crate) fn on_store(store: MemoryStore, ttl: Duration) -> Self {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
+use jovian_registry_etcd::{EtcdConfig, EtcdRegistry, Layout};
 use jovian_registry_memory::{MemoryRegistry, MemoryStore};
 
 use crate::etcd::EtcdCluster;
@@ -26,13 +26,18 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// Registries on a single-member etcd started for the test.
-pub struct EtcdBackend(pub EtcdCluster);
+/// Registries on a single-member etcd started for the test, all with one key/value layout.
+pub struct EtcdBackend(pub EtcdCluster, pub Layout);
 
 impl EtcdBackend {
-    /// Starts a fresh etcd.
+    /// Starts a fresh etcd; registries use the jupiter layout.
     pub async fn start() -> Self {
-        Self(EtcdCluster::single().await)
+        Self::with_layout(Layout::Jupiter).await
+    }
+
+    /// Starts a fresh etcd; registries use `layout`.
+    pub async fn with_layout(layout: Layout) -> Self {
+        Self(EtcdCluster::single().await, layout)
     }
 }
 
@@ -41,7 +46,7 @@ impl Backend for EtcdBackend {
     type Registry = EtcdRegistry;
 
     async fn registry(&self, ttl: Duration) -> EtcdRegistry {
-        let config = EtcdConfig::new(self.0.endpoints()).ttl(ttl);
+        let config = EtcdConfig::new(self.0.endpoints()).ttl(ttl).layout(self.1.clone());
         EtcdRegistry::connect(config).await.expect("connect to the test etcd")
     }
 

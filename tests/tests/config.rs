@@ -8,10 +8,16 @@
 use std::time::Duration;
 
 use figment::Jail;
-use jovian::{App, Config, Error};
+use jovian::{App, Config, Discovery, Error, Registrar};
+use jovian_registry_etcd::{EtcdConfig, Layout};
 
-fn check(result: jovian::Result<Config>) -> Result<Config, figment::Error> {
+fn check<T>(result: jovian::Result<T>) -> Result<T, figment::Error> {
     result.map_err(|e| figment::Error::from(e.to_string()))
+}
+
+/// The `[registry]` section as the etcd registry reads it.
+fn etcd(config: &Config) -> Result<EtcdConfig, figment::Error> {
+    check(EtcdConfig::from_registry_config(&config.registry))
 }
 
 #[test]
@@ -33,9 +39,10 @@ fn file_then_environment_then_code() {
         let config = check(Config::load())?;
         assert_eq!(config.name, "from-file");
         assert_eq!(config.drain_delay, Duration::from_secs(2));
-        assert_eq!(config.registry.endpoints, vec!["10.0.0.1:2379"]);
+        assert_eq!(etcd(&config)?.endpoints, vec!["10.0.0.1:2379"]);
         assert_eq!(
-            config.registry.prefix, "jovian",
+            etcd(&config)?.prefix,
+            "jovian",
             "defaults fill what the file leaves out"
         );
 
@@ -48,7 +55,7 @@ fn file_then_environment_then_code() {
             Duration::from_secs(3),
             "the environment beats the file"
         );
-        assert_eq!(config.registry.ttl, Duration::from_secs(5), "__ nests");
+        assert_eq!(etcd(&config)?.ttl, Duration::from_secs(5), "__ nests");
         assert_eq!(
             config.shutdown_deadline,
             Duration::from_secs(7),
@@ -95,7 +102,8 @@ fn jovian_config_names_the_file() {
 fn a_wrong_type_names_the_key_whether_in_the_file_or_the_environment() {
     Jail::expect_with(|jail| {
         jail.create_file("jovian.toml", "[registry]\nttl = \"soon\"")?;
-        let error = Config::load().unwrap_err();
+        let config = check(Config::load())?;
+        let error = EtcdConfig::from_registry_config(&config.registry).unwrap_err();
         let message = error.to_string();
         assert!(
             matches!(&error, Error::Config { key, .. } if key == "registry.ttl"),
@@ -120,6 +128,7 @@ fn the_annotated_example_config_is_valid() {
     assert_eq!(config.name, "greeter");
     config.client("greeter").expect("its client section is valid");
     assert!(config.servers.contains_key("greeter"));
+    EtcdConfig::from_registry_config(&config.registry).expect("its registry section is valid for etcd");
 }
 
 /// Failed on the old code: `App::new()` loaded `jovian.toml` and `JOVIAN_*` by itself, so a
@@ -137,10 +146,10 @@ fn an_app_reads_neither_the_file_nor_the_environment_unless_asked() {
             "App::new() is the defaults, whatever is around"
         );
 
-        jail.set_env("JOVIAN_REGISTRY__TTL", "not a duration");
+        jail.set_env("JOVIAN_DRAIN_DELAY", "not a duration");
         check(App::new().name("x").resolved_config()).expect("a broken variable breaks nothing it was not asked for");
         assert!(Config::load().is_err(), "loading, when asked, does see it");
-        jail.set_env("JOVIAN_REGISTRY__TTL", "5s");
+        jail.set_env("JOVIAN_DRAIN_DELAY", "9s");
 
         let loaded = check(App::from_config(check(Config::load())?).resolved_config())?;
         assert_eq!(loaded.name, "from-file");
@@ -193,4 +202,101 @@ fn server_sections_take_transport_settings_and_name_their_keys_in_errors() {
             "{toml}: {error}"
         );
     }
+}
+
+/// Every `[registry]` key the etcd crate reads can come from `JOVIAN_REGISTRY__*`, and a wrong
+/// one names the key whether it came from the file or the environment.
+#[test]
+fn registry_keys_come_from_the_environment_too() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "jovian.toml",
+            "[registry]\nendpoints = [\"10.0.0.1:2379\"]\nttl = \"4s\"",
+        )?;
+        jail.set_env("JOVIAN_REGISTRY__ENDPOINTS", "10.0.0.2:2379,10.0.0.3:2379");
+        jail.set_env("JOVIAN_REGISTRY__PREFIX", "jupiter");
+        jail.set_env("JOVIAN_REGISTRY__LAYOUT", "plain");
+        jail.set_env("JOVIAN_REGISTRY__KEY_TEMPLATE", "/services/{prefix}/{name}/{addr}");
+        jail.set_env("JOVIAN_REGISTRY__KEEPALIVE_INTERVAL", "20s");
+        jail.set_env("JOVIAN_REGISTRY__RELIST_GRACE", "0s");
+        jail.set_env("JOVIAN_REGISTRY__USER", "svc");
+        jail.set_env("JOVIAN_REGISTRY__PASSWORD", "hunter2");
+        jail.set_env("JOVIAN_REGISTRY__TLS__SERVER_NAME", "etcd.internal");
+        let config = check(Config::load())?;
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let etcd = etcd(&config)?;
+        assert_eq!(
+            etcd.endpoints,
+            ["10.0.0.2:2379", "10.0.0.3:2379"],
+            "one comma-separated string"
+        );
+        assert_eq!(etcd.ttl, Duration::from_secs(4), "the file still counts");
+        assert_eq!(etcd.prefix, "jupiter");
+        assert_eq!(
+            etcd.layout,
+            Layout::plain().key_template("/services/{prefix}/{name}/{addr}")
+        );
+        assert_eq!(etcd.keepalive_interval, Duration::from_secs(20));
+        assert_eq!(etcd.relist_grace, Duration::ZERO);
+        assert_eq!(etcd.credentials, Some(("svc".into(), "hunter2".into())));
+        assert_eq!(etcd.tls.and_then(|tls| tls.domain).as_deref(), Some("etcd.internal"));
+
+        for (variable, value, key) in [
+            ("JOVIAN_REGISTRY__LAYOUT", "flat", "registry.layout"),
+            ("JOVIAN_REGISTRY__KEY_TEMPLATE", "/x/{addr}", "registry.key_template"),
+            ("JOVIAN_REGISTRY__TTL", "soon", "registry.ttl"),
+            ("JOVIAN_REGISTRY__ENDPONTS", "a:1", "registry.endponts"),
+            ("JOVIAN_REGISTRY__KIND", "zookeeper", "registry.kind"),
+        ] {
+            jail.set_env(variable, value);
+            let error = EtcdConfig::from_registry_config(&check(Config::load())?.registry).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, .. } if k == key),
+                "{variable}={value}: {error}"
+            );
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+            jail.clear_env();
+        }
+        Ok(())
+    });
+}
+
+/// `from_config` builds what `kind` names: an in-process registry for `memory`, and an error
+/// naming `registry.kind` for a kind nobody builds.
+#[test]
+fn from_config_builds_the_kind_the_config_names() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    Jail::expect_with(|jail| {
+        jail.set_env("JOVIAN_REGISTRY__KIND", "memory");
+        jail.set_env("JOVIAN_REGISTRY__TTL", "3s");
+        let config = check(Config::load())?;
+        let registry = check(runtime.block_on(jovian_registry_etcd::from_config(&config)))?;
+        runtime.block_on(async {
+            registry
+                .register(&jovian::ServiceInfo::new("cfg", "127.0.0.1:1"))
+                .await
+                .unwrap();
+            assert_eq!(registry.list("cfg").await.unwrap().len(), 1, "a working registry");
+        });
+        jail.set_env("JOVIAN_REGISTRY__ENDPOINTS", "a:1");
+        let error = runtime
+            .block_on(jovian_registry_etcd::from_config(&check(Config::load())?))
+            .err()
+            .expect("an etcd key in a memory section");
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "registry.endpoints"),
+            "{error}"
+        );
+        jail.set_env("JOVIAN_REGISTRY__KIND", "zookeeper");
+        let error = runtime
+            .block_on(jovian_registry_etcd::from_config(&check(Config::load())?))
+            .err()
+            .expect("an unknown kind");
+        assert!(
+            matches!(&error, Error::Config { key, expected, .. } if key == "registry.kind" && expected.contains("memory")),
+            "{error}"
+        );
+        Ok(())
+    });
 }

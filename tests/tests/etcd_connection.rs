@@ -62,6 +62,35 @@ async fn nobody_answering_at_startup_is_an_error_naming_the_endpoints() {
     }
 }
 
+/// The same through the config, under every layout (their probes read different ranges).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_config_with_nobody_answering_is_an_error_naming_the_endpoints() {
+    init_logging();
+    for layout in ["jupiter", "etcd-naming", "plain"] {
+        let endpoints = [
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        let config = jovian::Config::from_toml(&format!(
+            "[registry]\nendpoints = \"{}\"\ndial_timeout = \"700ms\"\nlayout = \"{layout}\"",
+            endpoints.join(",")
+        ))
+        .unwrap();
+        let error = jovian_registry_etcd::from_config(&config)
+            .await
+            .err()
+            .expect("connected to nothing");
+        assert!(matches!(error, Error::Unreachable { .. }), "{layout}: {error}");
+        let message = error.to_string();
+        for endpoint in &endpoints {
+            assert!(
+                message.contains(endpoint.as_str()),
+                "{layout}: {message} does not name {endpoint}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_etcd_at_startup_fails_within_the_dial_timeout() {
     init_logging();
