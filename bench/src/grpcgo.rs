@@ -3,10 +3,11 @@
 //! over etcd's resolver) and a jovian client each call both sets, closed loop, so the four
 //! client → servers pairings run side by side. Skipped, with a note, where Go is absent.
 
-use etcd_client::PutOptions;
-use jovian::ClientBuilder;
+use std::sync::Arc;
+
+use jovian::{ClientBuilder, Registrar, ServiceInfo};
 use jovian_examples::GreeterClient;
-use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
+use jovian_registry_etcd::{EtcdConfig, EtcdRegistry, Layout};
 use jovian_tests::etcd::EtcdCluster;
 
 use crate::Sizes;
@@ -69,21 +70,26 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
         go_servers.push(gopeer::server(&binary, &endpoints, GO_SERVICE, GO_TARGET).await?);
         jovian_servers.push(server_process(&etcd, JOVIAN_SERVICE).await?);
     }
-    // The jovian servers know only jovian's layout: name them in etcd's naming layout too, for
-    // the grpc-go client. The etcd is this scenario's own, so no lease is needed.
-    let mut kv = etcd.client().await;
+    // The jovian servers register in jovian's layout; the bench registers them in etcd's
+    // naming layout too, through the etcd registry's `etcd-naming` layout (the bytes
+    // go.etcd.io/etcd/clientv3/naming/endpoints writes), for grpc-go's etcd resolver. The
+    // grpc-go client calling them is the proof that stock grpc-go resolves what jovian writes.
+    let naming =
+        Arc::new(EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()).layout(Layout::etcd_naming())).await?);
     for server in &jovian_servers {
         let address = server.first_line.trim_start_matches("serving ");
-        let value = format!(r#"{{"Op":0,"Addr":"{address}","Metadata":null}}"#);
-        kv.put(format!("{JOVIAN_TARGET}/{address}"), value, None::<PutOptions>)
-            .await?;
+        naming.register(&ServiceInfo::new(JOVIAN_TARGET, address)).await?;
     }
     wait_registered(&etcd, GO_SERVICE, SERVERS).await?;
     wait_registered(&etcd, JOVIAN_SERVICE, SERVERS).await?;
 
     let builder = ClientBuilder::new(EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await?);
     let jovian_to_jovian = Client::Jovian(GreeterClient::new(builder.build(JOVIAN_SERVICE).await?));
-    let jovian_to_go = Client::Jovian(GreeterClient::new(builder.build(GO_SERVICE).await?));
+    // The jovian client finds the Go servers by what Go's naming package registered, as
+    // stock grpc-go clients do: the proof that jovian reads what that package writes.
+    let jovian_to_go = Client::Jovian(GreeterClient::new(
+        ClientBuilder::new(Arc::clone(&naming)).build(GO_TARGET).await?,
+    ));
     jovian_to_jovian.warm_up(SERVERS).await?;
     jovian_to_go.warm_up(SERVERS).await?;
     let mut go_to_go = LoadClient::start(&binary, &endpoints, GO_TARGET, SERVERS).await?;
