@@ -713,36 +713,36 @@ async fn missing_tls_files_fail_the_start_and_the_build_naming_the_key() {
         matches!(&error, jovian::Error::Config { key, .. } if key == "servers.badtls.tls.cert"),
         "{error}"
     );
-    let mut options = ClientOptions::default();
-    options.connection.tls = Some(ClientTls {
-        ca: Some("/nonexistent/ca.pem".into()),
-        ..ClientTls::default()
-    });
-    let error = ClientBuilder::new(store.registry())
-        .options(options)
-        .build("badtls")
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        matches!(&error, jovian::Error::Config { key, .. } if key == "clients.badtls.tls.ca"),
-        "{error}"
-    );
-    let mut options = ClientOptions::default();
-    options.connection.tls = Some(ClientTls {
-        cert: Some("/nonexistent/cert.pem".into()),
-        ..ClientTls::default()
-    });
-    let error = ClientBuilder::new(store.registry())
-        .options(options)
-        .build("badtls")
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        matches!(&error, jovian::Error::Config { key, .. } if key == "clients.badtls.tls.key"),
-        "a certificate without its key is an error, not a client without a certificate: {error}"
-    );
+    // A certificate without its key is an error, not a client without a certificate.
+    for (tls, key) in [
+        (
+            ClientTls {
+                ca: Some("/nonexistent/ca.pem".into()),
+                ..ClientTls::default()
+            },
+            "clients.badtls.tls.ca",
+        ),
+        (
+            ClientTls {
+                cert: Some("/nonexistent/cert.pem".into()),
+                ..ClientTls::default()
+            },
+            "clients.badtls.tls.key",
+        ),
+    ] {
+        let mut options = ClientOptions::default();
+        options.connection.tls = Some(tls);
+        let error = ClientBuilder::new(store.registry())
+            .options(options)
+            .build("badtls")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&error, jovian::Error::Config { key: k, .. } if k == key),
+            "{key}: {error}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

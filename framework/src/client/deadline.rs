@@ -19,17 +19,19 @@ pub(super) fn of(headers: &http::HeaderMap, default: Option<Duration>) -> Option
 
 /// The `grpc-timeout` value for the time left until `deadline`.
 ///
-/// At 100 ms or more it is whole milliseconds, rounded down (at most 1% less than is left):
-/// calls made within the same millisecond of their deadlines send the same value, which is
-/// made once per thread and millisecond, and which HTTP/2's header compression sends as one
-/// byte after the first time. Below 100 ms it is microseconds, rounded up, so that a deadline
-/// never reads as already passed.
+/// At 100 ms or more it is whole milliseconds: calls made within the same millisecond of their
+/// deadlines send the same value, which is made once per thread and millisecond, and which
+/// HTTP/2's header compression sends as one byte after the first time. Below 100 ms it is
+/// microseconds. Either way it is rounded up, never down: the server's clock for the call
+/// starts when the request arrives, so the caller's deadline, which the client enforces
+/// itself, passes first and the caller sees `DeadlineExceeded`, not what a server answers when
+/// its copy runs out (tonic's servers answer `Cancelled`).
 pub(super) fn remaining(deadline: Instant) -> HeaderValue {
     thread_local! {
         static LAST: RefCell<Option<(u128, HeaderValue)>> = const { RefCell::new(None) };
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    let millis = left.as_millis();
+    let millis = left.as_nanos().div_ceil(1_000_000);
     if millis < 100 {
         return value(&encode(left));
     }
@@ -53,16 +55,15 @@ fn value(encoded: &str) -> HeaderValue {
 /// `grpc-timeout`'s value: at most 8 digits and a unit.
 fn encode(timeout: Duration) -> String {
     const MAX: u128 = 99_999_999;
-    let millis = timeout.as_millis();
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
     if millis < 100 {
-        // Rounded up, so that a deadline never reads as already passed.
         let micros = timeout.as_nanos().div_ceil(1000).max(1);
         return format!("{micros}u");
     }
     if millis <= MAX {
         return format!("{millis}m");
     }
-    format!("{}S", timeout.as_secs().min(MAX as u64))
+    format!("{}S", timeout.as_nanos().div_ceil(1_000_000_000).min(MAX))
 }
 
 fn parse(value: &str) -> Option<Duration> {
@@ -97,13 +98,14 @@ mod tests {
         ] {
             let back = parse(&encode(timeout)).unwrap();
             assert!(
-                back <= timeout + Duration::from_micros(1) && back + Duration::from_secs(1) >= timeout,
+                back >= timeout && back <= timeout + Duration::from_secs(1),
                 "{timeout:?} -> {back:?}"
             );
             assert!(back > Duration::ZERO, "{timeout:?} reads as passed");
         }
         assert_eq!(encode(Duration::from_nanos(1)), "1u");
-        assert_eq!(encode(Duration::from_micros(4_999_990)), "4999m");
+        assert_eq!(encode(Duration::from_micros(4_999_990)), "5000m", "rounded up");
+        assert_eq!(encode(Duration::from_millis(1500)), "1500m");
         assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
         for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S"] {
             assert_eq!(parse(bad), None, "{bad}");
@@ -116,7 +118,7 @@ mod tests {
         let first = remaining(deadline);
         let second = remaining(deadline);
         let read = |v: &HeaderValue| parse(v.to_str().unwrap()).unwrap();
-        assert!(read(&first) <= Duration::from_secs(3600));
+        assert!(read(&first) <= Duration::from_secs(3600) + Duration::from_millis(1));
         assert!(
             read(&first) - read(&second) <= Duration::from_millis(1000),
             "{first:?} {second:?}"
