@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -229,7 +229,8 @@ impl GrpcServer {
         let application = if self.layers.is_empty() {
             Application::Direct(direct)
         } else {
-            let mut application = BoxCloneService::new(direct.map_err(|never: Infallible| -> BoxError { match never {} }));
+            let mut application =
+                BoxCloneService::new(direct.map_err(|never: Infallible| -> BoxError { match never {} }));
             for layer in self.layers.into_iter().rev() {
                 application = layer(application);
             }
