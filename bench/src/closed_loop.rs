@@ -66,6 +66,8 @@ pub(crate) struct Sample {
     pub(crate) p99: Option<Duration>,
     /// CPU time the client used meanwhile, where the scenario measures it.
     pub(crate) cpu: Option<Duration>,
+    /// CPU time the servers called used meanwhile, where they are processes of their own.
+    pub(crate) server_cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -76,6 +78,7 @@ impl Sample {
             p50: quantile(latencies, 0.5),
             p99: quantile(latencies, 0.99),
             cpu: None,
+            server_cpu: None,
         }
     }
 }
@@ -103,10 +106,19 @@ impl Samples {
 
     /// The median over repetitions of the client's CPU time per call, where measured.
     pub(crate) fn cpu_per_call(&self) -> Option<Duration> {
+        self.per_call(|s| s.cpu)
+    }
+
+    /// The median over repetitions of the servers' CPU time per call, where measured.
+    pub(crate) fn server_cpu_per_call(&self) -> Option<Duration> {
+        self.per_call(|s| s.server_cpu)
+    }
+
+    fn per_call(&self, cpu: impl Fn(&Sample) -> Option<Duration>) -> Option<Duration> {
         let per_call: Vec<Duration> = self
             .0
             .iter()
-            .filter_map(|s| Some(s.cpu? / u32::try_from(s.calls + s.failed).ok().filter(|&n| n > 0)?))
+            .filter_map(|s| Some(cpu(s)? / u32::try_from(s.calls + s.failed).ok().filter(|&n| n > 0)?))
             .collect();
         quantile(&per_call, 0.5)
     }

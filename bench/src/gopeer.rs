@@ -129,6 +129,7 @@ fn parse_result(line: &str) -> Option<Sample> {
         p50: latency(p50),
         p99: latency(p99),
         cpu: None,
+        server_cpu: None,
     })
 }
 

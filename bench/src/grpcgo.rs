@@ -15,6 +15,7 @@ use crate::closed_loop::{Client, Sample, Samples, drive, interleaved};
 use crate::cpu::process_cpu;
 use crate::failover::{server_process, wait_registered};
 use crate::gopeer::{self, LoadClient, Missing};
+use crate::process::Process;
 use crate::report::{Section, ms, ratio};
 
 /// The jovian service name and etcd naming target of each server set. grpc-go sends the
@@ -48,6 +49,7 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             "p50",
             "p99",
             "client CPU / call",
+            "server CPU / call",
             "failed",
         ],
     );
@@ -98,11 +100,20 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     let duration = sizes.call_duration;
     let mut goals = Vec::new();
     for in_flight in [1usize, 16, 64] {
-        let samples = interleaved(sizes.reps, PAIRINGS.len(), async |pairing| match pairing {
-            0 => go_to_go.drive(in_flight, duration).await,
-            1 => Ok(with_cpu(drive(&jovian_to_jovian, in_flight, duration)).await),
-            2 => Ok(with_cpu(drive(&jovian_to_go, in_flight, duration)).await),
-            _ => go_to_jovian.drive(in_flight, duration).await,
+        let samples = interleaved(sizes.reps, PAIRINGS.len(), async |pairing| {
+            let servers = match pairing {
+                0 | 2 => &go_servers,
+                _ => &jovian_servers,
+            };
+            let before = servers_cpu(servers);
+            let mut sample = match pairing {
+                0 => go_to_go.drive(in_flight, duration).await?,
+                1 => with_cpu(drive(&jovian_to_jovian, in_flight, duration)).await,
+                2 => with_cpu(drive(&jovian_to_go, in_flight, duration)).await,
+                _ => go_to_jovian.drive(in_flight, duration).await?,
+            };
+            sample.server_cpu = Some(servers_cpu(servers).saturating_sub(before));
+            Ok(sample)
         })
         .await?;
         let rates: Vec<f64> = samples.iter().map(|s| s.rate(duration)).collect();
@@ -133,7 +144,9 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
          the machine's cores with etcd. Each cell is {} s of calls per repetition; latencies are medians over \
          repetitions. Client CPU / call is the CPU time of the client's process per call (every thread, from \
          /proc/<pid>/task/*/schedstat): the jovian client is this process, whose servers are processes of \
-         their own. The Go Greeter encodes its two one-string messages by hand (no generated code to build), \
+         their own. Server CPU / call is the CPU time of the three servers called, all together, per call: \
+         what serving a call costs, which call rates on a machine that both clients, all six servers and etcd share \
+         blur. The Go Greeter encodes its two one-string messages by hand (no generated code to build), \
          which if anything flatters grpc-go.",
         duration.as_secs_f64()
     ));
@@ -159,8 +172,16 @@ fn row(
         samples
             .cpu_per_call()
             .map_or_else(|| "n/a".to_owned(), |cpu| format!("{:.1} µs", cpu.as_secs_f64() * 1e6)),
+        samples
+            .server_cpu_per_call()
+            .map_or_else(|| "n/a".to_owned(), |cpu| format!("{:.1} µs", cpu.as_secs_f64() * 1e6)),
         samples.failed().to_string(),
     ]
+}
+
+/// The CPU time the server processes `servers` have used so far, all together.
+fn servers_cpu(servers: &[Process]) -> std::time::Duration {
+    servers.iter().map(Process::cpu).sum()
 }
 
 /// A jovian sample with the CPU time this process (the jovian client: its servers are

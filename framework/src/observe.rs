@@ -1,13 +1,20 @@
-//! Watching calls end: a response body wrapper that learns the gRPC status (from the headers
-//! of a trailers-only response, or from the trailers) and reports it once, when the call ends
-//! or is abandoned. Server metrics and client metrics both use it, and the server's layer
-//! opens the `grpc.server` span and its trace context.
+//! Watching server calls: the outermost layer counts, times and traces every call (opening
+//! the `grpc.server` span and its trace context), and a response body wrapper learns the
+//! gRPC status (from the headers of a trailers-only response, or from the trailers) and
+//! reports it once, when the call ends or is abandoned.
+//!
+//! This is on every call's path, so it costs what it must and no more (measured in
+//! BENCHMARKS.md, scenario 7, "Server path"): a method's metric series are resolved once, when
+//! the first call reaches it, not looked up by label on each call; the futures and the body
+//! wrapper are named types, so a call allocates for one boxed future and the body tonic boxes
+//! anyway; and a path is copied only while no call has reached it yet.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,28 +24,41 @@ use tonic::Code;
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::metrics::{GrpcType, grpc_code_name, metrics};
+use crate::metrics::{GrpcType, MethodSeries, grpc_code_name};
 use crate::trace::{TRACEPARENT, TraceContext, propagator};
 
-/// Called once with the call's gRPC code.
-pub(crate) type OnCode = Box<dyn FnOnce(Code) + Send>;
+/// What a call's end reports to: the method's series, when the call started, and its span.
+struct Ending {
+    series: Arc<MethodSeries>,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl Ending {
+    fn report(self, code: Code) {
+        let name = grpc_code_name(code);
+        self.series.handled(code).inc();
+        self.series.handling.observe(self.started.elapsed().as_secs_f64());
+        self.span.record("code", name);
+    }
+}
 
 /// A response body that reports the call's gRPC status when it ends.
-pub(crate) struct ObservedBody {
+struct ObservedBody {
     inner: Body,
     code: Option<Code>,
-    on_end: Option<OnCode>,
+    ending: Option<Ending>,
 }
 
 impl ObservedBody {
     /// Wraps `response`'s body; a trailers-only response reports its status at once.
-    pub(crate) fn observe(response: http::Response<Body>, on_end: OnCode) -> http::Response<Body> {
+    fn observe(response: http::Response<Body>, ending: Ending) -> http::Response<Body> {
         let code = grpc_code(response.headers());
         response.map(|inner| {
             let mut body = ObservedBody {
                 inner,
                 code,
-                on_end: Some(on_end),
+                ending: Some(ending),
             };
             if code.is_some() && http_body::Body::is_end_stream(&body.inner) {
                 body.end(code);
@@ -48,8 +68,8 @@ impl ObservedBody {
     }
 
     fn end(&mut self, code: Option<Code>) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(code.unwrap_or(Code::Unknown));
+        if let Some(ending) = self.ending.take() {
+            ending.report(code.unwrap_or(Code::Unknown));
         }
     }
 }
@@ -110,24 +130,8 @@ pub(crate) const UNKNOWN: &str = "unknown";
 /// series bounded.
 const MAX_LABELLED_METHODS: usize = 512;
 
-/// The `grpc_type`, `grpc_service` and `grpc_method` of one method.
-pub(crate) struct MethodLabels {
-    values: [String; 3],
-}
-
-impl MethodLabels {
-    fn new(grpc_type: GrpcType, service: &str, method: &str) -> Self {
-        Self {
-            values: [grpc_type.as_str().to_owned(), service.to_owned(), method.to_owned()],
-        }
-    }
-
-    fn as_refs(&self) -> [&str; 3] {
-        [&self.values[0], &self.values[1], &self.values[2]]
-    }
-}
-
-/// The methods of one server that calls have reached, learned as they are reached.
+/// The methods of one server that calls have reached, learned as they are reached, each with
+/// its metric series.
 ///
 /// A server's paths are the caller's to choose, and a label per path would let any client
 /// grow the server's memory and its `/metrics` without limit. tonic's generated services do
@@ -137,8 +141,10 @@ impl MethodLabels {
 pub(crate) struct Methods {
     offered: Vec<&'static str>,
     types: HashMap<String, GrpcType>,
-    reached: RwLock<HashMap<String, Arc<MethodLabels>>>,
-    unknown: Arc<MethodLabels>,
+    reached: RwLock<HashMap<String, Arc<MethodSeries>>>,
+    /// Made when first needed, so a server every call of which reached a method exports no
+    /// `unknown` series.
+    unknown: OnceLock<Arc<MethodSeries>>,
 }
 
 impl Methods {
@@ -149,20 +155,23 @@ impl Methods {
             offered,
             types,
             reached: RwLock::new(HashMap::new()),
-            unknown: Arc::new(MethodLabels {
-                values: [UNKNOWN.to_owned(), UNKNOWN.to_owned(), UNKNOWN.to_owned()],
-            }),
+            unknown: OnceLock::new(),
         }
     }
 
-    /// The labels of `path` if a call has reached it before.
-    fn get(&self, path: &str) -> Option<Arc<MethodLabels>> {
+    /// The series of `path` if a call has reached it before.
+    fn get(&self, path: &str) -> Option<Arc<MethodSeries>> {
         self.reached.read().expect("methods lock").get(path).cloned()
     }
 
-    /// The labels of `path`, or the `unknown` ones when no call has reached it.
-    fn labels(&self, path: &str) -> Arc<MethodLabels> {
-        self.get(path).unwrap_or_else(|| Arc::clone(&self.unknown))
+    /// The series of `path`, or the `unknown` ones when no call has reached it.
+    fn series(&self, path: &str) -> Arc<MethodSeries> {
+        self.get(path).unwrap_or_else(|| {
+            Arc::clone(
+                self.unknown
+                    .get_or_init(|| Arc::new(MethodSeries::server(UNKNOWN, UNKNOWN, UNKNOWN))),
+            )
+        })
     }
 
     /// Notes that a call reached `path` of an offered service and was answered `code`.
@@ -184,7 +193,7 @@ impl Methods {
             let grpc_type = self.types.get(path).copied().unwrap_or_default();
             reached
                 .entry(path.to_owned())
-                .or_insert_with(|| Arc::new(MethodLabels::new(grpc_type, service, method)));
+                .or_insert_with(|| Arc::new(MethodSeries::server(grpc_type.as_str(), service, method)));
         }
     }
 }
@@ -206,25 +215,51 @@ impl<S> LearnMethods<S> {
 impl<S> tower::Service<http::Request<Body>> for LearnMethods<S>
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+    type Future = Learning<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        let methods = Arc::clone(&self.methods);
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await?;
+        // Once a path is learned there is nothing more to learn from its calls.
+        let path = request.uri().path();
+        let learn = match self.methods.get(path) {
+            Some(_) => None,
+            None => Some((path.to_owned(), Arc::clone(&self.methods))),
+        };
+        Learning {
+            call: self.inner.call(request),
+            learn,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call through [`LearnMethods`]: notes the path it reached once it is answered.
+    pub(crate) struct Learning<F> {
+        #[pin]
+        call: F,
+        learn: Option<(String, Arc<Methods>)>,
+    }
+}
+
+impl<F> Future for Learning<F>
+where
+    F: Future<Output = Result<http::Response<Body>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let response = ready!(this.call.poll(cx))?;
+        if let Some((path, methods)) = this.learn.take() {
             methods.reached(&path, grpc_code(response.headers()));
-            Ok(response)
-        })
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -265,7 +300,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
         let (span, context) = match propagator() {
             Some(propagator) => {
                 let span = tracing::debug_span!(
@@ -277,17 +312,19 @@ where
                 propagator.extract(request.headers(), &span);
                 (span, None)
             }
-            None => builtin_server_span(&self.service, &path, request.headers()),
+            None => builtin_server_span(&self.service, path, request.headers()),
         };
-        let methods = Arc::clone(&self.methods);
         let started = Instant::now();
         // A path calls reached before is counted as started now. One not seen yet is counted
         // once the service answers, when it is known whether the call reached a method: its
         // labels must not depend on anything but the methods the server has.
-        let known = methods.get(&path);
-        if let Some(labels) = &known {
-            metrics().server_started.with_label_values(&labels.as_refs()).inc();
-        }
+        let series = match self.methods.get(path) {
+            Some(series) => {
+                series.started.inc();
+                Ok(series)
+            }
+            None => Err((path.to_owned(), Arc::clone(&self.methods))),
+        };
         let call = self.inner.call(request);
         Box::pin(
             async move {
@@ -295,28 +332,17 @@ where
                     Some(context) => context.scope(call).await?,
                     None => call.await?,
                 };
-                let labels = match known {
-                    Some(labels) => labels,
-                    None => {
-                        let labels = methods.labels(&path);
-                        metrics().server_started.with_label_values(&labels.as_refs()).inc();
-                        labels
-                    }
-                };
-                let span = tracing::Span::current();
-                let on_end: OnCode = Box::new(move |code| {
-                    let m = metrics();
-                    let [grpc_type, service, method] = labels.as_refs();
-                    let name = grpc_code_name(code);
-                    m.server_handled
-                        .with_label_values(&[grpc_type, service, method, name])
-                        .inc();
-                    m.server_handling_seconds
-                        .with_label_values(&[grpc_type, service, method])
-                        .observe(started.elapsed().as_secs_f64());
-                    span.record("code", name);
+                let series = series.unwrap_or_else(|(path, methods)| {
+                    let series = methods.series(&path);
+                    series.started.inc();
+                    series
                 });
-                Ok(ObservedBody::observe(response, on_end))
+                let ending = Ending {
+                    series,
+                    started,
+                    span: tracing::Span::current(),
+                };
+                Ok(ObservedBody::observe(response, ending))
             }
             .instrument(span),
         )
@@ -352,15 +378,15 @@ mod tests {
         let types = HashMap::from([("/helloworld.Greeter/Chat".to_owned(), GrpcType::BidiStream)]);
         let methods = Methods::new(vec!["helloworld.Greeter"], types);
         let path = "/helloworld.Greeter/SayHello";
-        assert_eq!(methods.labels(path).as_refs(), [UNKNOWN; 3], "not reached yet");
+        assert_eq!(methods.series(path).labels(), [UNKNOWN; 3], "not reached yet");
         methods.reached(path, None);
         assert_eq!(
-            methods.labels(path).as_refs(),
+            methods.series(path).labels(),
             ["unary", "helloworld.Greeter", "SayHello"]
         );
         methods.reached("/helloworld.Greeter/Chat", Some(Code::Internal));
         assert_eq!(
-            methods.labels("/helloworld.Greeter/Chat").as_refs(),
+            methods.series("/helloworld.Greeter/Chat").labels(),
             ["bidi_stream", "helloworld.Greeter", "Chat"]
         );
         for (path, code) in [
@@ -372,7 +398,7 @@ mod tests {
             ("", Some(Code::Unimplemented)),
         ] {
             methods.reached(path, code);
-            assert_eq!(methods.labels(path).as_refs(), [UNKNOWN; 3], "{path}");
+            assert_eq!(methods.series(path).labels(), [UNKNOWN; 3], "{path}");
         }
     }
 
@@ -385,8 +411,8 @@ mod tests {
         assert_eq!(methods.reached.read().unwrap().len(), MAX_LABELLED_METHODS);
         assert_eq!(
             methods
-                .labels(&format!("/svc.S/M{}", MAX_LABELLED_METHODS + 1))
-                .as_refs(),
+                .series(&format!("/svc.S/M{}", MAX_LABELLED_METHODS + 1))
+                .labels(),
             [UNKNOWN; 3]
         );
     }

@@ -11,8 +11,10 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -21,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
-use tower::util::BoxCloneService;
+use tower::util::{BoxCloneService, Oneshot};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::config::ServerConfig;
@@ -218,23 +220,24 @@ impl GrpcServer {
             .entry(format!("/{HEALTH_SERVICE}/Watch"))
             .or_insert(GrpcType::ServerStream);
         let methods = Arc::new(Methods::new(offered, types));
-        let learned = LearnMethods::new(self.routes.routes().prepare(), Arc::clone(&methods));
-        let limited = learned.map_request(move |request: http::Request<Body>| match max_request_message {
-            Some(limit) => request.map(|body| Body::new(LimitedMessages::new(body, limit))),
-            None => request,
-        });
-        let mut application = BoxCloneService::new(limited.map_err(|never: Infallible| -> BoxError { match never {} }));
-        for layer in self.layers.into_iter().rev() {
-            application = layer(application);
-        }
+        let direct = Direct {
+            routes: LearnMethods::new(self.routes.routes().prepare(), Arc::clone(&methods)),
+            max_request_message,
+        };
+        // Without layers the services are called as they are; boxing them (a clone that
+        // allocates on every call, and a boxed future) is for layers, whose types vary.
+        let application = if self.layers.is_empty() {
+            Application::Direct(direct)
+        } else {
+            let mut application =
+                BoxCloneService::new(direct.map_err(|never: Infallible| -> BoxError { match never {} }));
+            for layer in self.layers.into_iter().rev() {
+                application = layer(application);
+            }
+            Application::Layered(application)
+        };
         let health = LearnMethods::new(health.prepare(), Arc::clone(&methods));
-        (
-            Dispatch {
-                health: BoxCloneService::new(health),
-                application,
-            },
-            methods,
-        )
+        (Dispatch { health, application }, methods)
     }
 }
 
@@ -245,14 +248,46 @@ pub(crate) const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// layers to its services, and turns the layers' errors into gRPC statuses.
 #[derive(Clone)]
 pub(crate) struct Dispatch {
-    health: BoxCloneService<http::Request<Body>, http::Response<Body>, Infallible>,
-    application: LayeredService,
+    health: LearnMethods<Routes>,
+    application: Application,
+}
+
+/// The application's services, behind its layers if it has any.
+#[derive(Clone)]
+enum Application {
+    Direct(Direct),
+    Layered(LayeredService),
+}
+
+/// The application's services with nothing around them but the request size limit.
+#[derive(Clone)]
+struct Direct {
+    routes: LearnMethods<Routes>,
+    max_request_message: Option<usize>,
+}
+
+impl Service<http::Request<Body>> for Direct {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = <LearnMethods<Routes> as Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<http::Request<Body>>::poll_ready(&mut self.routes, cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let request = match self.max_request_message {
+            Some(limit) => request.map(|body| Body::new(LimitedMessages::new(body, limit))),
+            None => request,
+        };
+        self.routes.call(request)
+    }
 }
 
 impl Service<http::Request<Body>> for Dispatch {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+    type Future = DispatchFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Each call waits for its own service in its future, so that a layer holding calls
@@ -268,15 +303,48 @@ impl Service<http::Request<Body>> for Dispatch {
             .and_then(|path| path.strip_prefix(HEALTH_SERVICE))
             .is_some_and(|rest| rest.starts_with('/'));
         if is_health {
-            return Box::pin(self.health.clone().oneshot(request));
+            return DispatchFuture::Health {
+                call: self.health.clone().oneshot(request),
+            };
         }
-        let application = self.application.clone();
-        Box::pin(async move {
-            Ok(match application.oneshot(request).await {
-                Ok(response) => response,
-                Err(error) => layer_error_status(error).into_http(),
-            })
-        })
+        match &self.application {
+            Application::Direct(direct) => DispatchFuture::Direct {
+                call: direct.clone().oneshot(request),
+            },
+            Application::Layered(layered) => {
+                let layered = layered.clone();
+                DispatchFuture::Layered {
+                    call: Box::pin(async move {
+                        Ok(match layered.oneshot(request).await {
+                            Ok(response) => response,
+                            Err(error) => layer_error_status(error).into_http(),
+                        })
+                    }),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call [`Dispatch`] sent on.
+    #[project = DispatchProjection]
+    pub(crate) enum DispatchFuture {
+        Health { #[pin] call: Oneshot<LearnMethods<Routes>, http::Request<Body>> },
+        Direct { #[pin] call: Oneshot<Direct, http::Request<Body>> },
+        Layered { call: BoxFuture<'static, Result<http::Response<Body>, Infallible>> },
+    }
+}
+
+impl Future for DispatchFuture {
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            DispatchProjection::Health { call } => call.poll(cx),
+            DispatchProjection::Direct { call } => call.poll(cx),
+            DispatchProjection::Layered { call } => call.as_mut().poll(cx),
+        }
     }
 }
 

@@ -17,51 +17,87 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 pub(super) struct CutOff {
     stream: TcpStream,
+    /// This connection's own child of the server's cut-off token: checking it takes its lock,
+    /// which no other connection shares.
+    token: CancellationToken,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl CutOff {
-    pub(super) fn new(stream: TcpStream, token: CancellationToken) -> Self {
+    pub(super) fn new(stream: TcpStream, token: &CancellationToken) -> Self {
+        let token = token.child_token();
         Self {
             stream,
-            cut: Box::pin(token.cancelled_owned()),
+            cut: Box::pin(token.clone().cancelled_owned()),
+            token,
         }
     }
 
-    /// Ready with an error once cut off; otherwise registers to be woken when that happens.
-    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    /// An error once cut off.
+    fn check(&self) -> io::Result<()> {
+        match self.token.is_cancelled() {
+            true => Err(cut_off()),
+            false => Ok(()),
+        }
+    }
+
+    /// After an operation that is pending: registers to be woken when cut off, so an idle
+    /// connection (or one waiting to write) learns of it, or fails it if that happened.
+    /// Registering only when the task is about to wait anyway keeps every other read and write
+    /// to a flag check.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         match self.cut.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the shutdown deadline passed",
-            )),
+            Poll::Ready(()) => Poll::Ready(Err(cut_off())),
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
+fn cut_off() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "the shutdown deadline passed")
+}
+
 impl AsyncRead for CutOff {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if let Poll::Ready(error) = self.poll_cut(cx) {
-            return Poll::Ready(Err(error));
+        self.check()?;
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Pending => self.pending(cx),
+            ready => ready,
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for CutOff {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if let Poll::Ready(error) = self.poll_cut(cx) {
-            return Poll::Ready(Err(error));
+        self.check()?;
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Pending => self.pending(cx),
+            ready => ready,
         }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.check()?;
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.pending(cx),
+            ready => ready,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Poll::Ready(error) = self.poll_cut(cx) {
-            return Poll::Ready(Err(error));
+        self.check()?;
+        match Pin::new(&mut self.stream).poll_flush(cx) {
+            Poll::Pending => self.pending(cx),
+            ready => ready,
         }
-        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -402,7 +402,7 @@ impl BoundServer {
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
             .with_keepalive(self.tcp_keepalive)
-            .map(move |accepted| accepted.map(|stream| CutOff::new(stream, connections_cut_off.clone())));
+            .map(move |accepted| accepted.map(|stream| CutOff::new(stream, &connections_cut_off)));
         let name = self.info.name.clone();
         let signal = stop.clone().cancelled_owned();
         let builder = self.builder;
