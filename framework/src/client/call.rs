@@ -266,6 +266,17 @@ impl Balancer {
             let failure = match outcome {
                 Some(Ok(response)) => {
                     instance.succeeded(attempt_started.elapsed());
+                    if deadline.is_some_and(|d| Instant::now() >= d)
+                        && grpc_status(response.headers()) == Some(Code::Cancelled)
+                    {
+                        // The server's copy of the deadline ran out as the caller's did, and a
+                        // tonic server says so with Cancelled: the caller's deadline is the news.
+                        let status = Status::deadline_exceeded(format!(
+                            "the call to `{}` did not finish within its deadline (instance {} gave up too)",
+                            self.service, instance.info.address
+                        ));
+                        return Err(ended(method, started, &span, status));
+                    }
                     return Ok(observe(response, in_flight, method, started, attempt_started, span));
                 }
                 Some(Err(failure)) => failure,

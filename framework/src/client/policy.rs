@@ -44,7 +44,7 @@ impl Picker {
         let next = || sequence.fetch_add(1, Ordering::Relaxed);
         match self {
             Picker::RoundRobin => (next() % n as u64) as usize,
-            Picker::Weighted(scheduler) => scheduler.pick(candidates, next),
+            Picker::Weighted(scheduler) => scheduler.pick(candidates.len(), |i| candidates.get(i).info.weight, next),
             Picker::Random => rand::rng().random_range(0..n),
             Picker::PowerOfTwo => {
                 if n == 1 {
@@ -98,13 +98,14 @@ impl StrideScheduler {
         }
     }
 
-    fn pick(&self, candidates: &Candidates, mut next: impl FnMut() -> u64) -> usize {
-        let n = candidates.len() as u64;
+    /// Picks one of `n` candidates, `weight_of` each, drawing sequence numbers from `next`.
+    fn pick(&self, n: usize, weight_of: impl Fn(usize) -> u32, mut next: impl FnMut() -> u64) -> usize {
+        let n = n as u64;
         loop {
             let sequence = next();
             let index = sequence % n;
             let generation = sequence / n;
-            let weight = self.scaled(candidates.get(index as usize).info.weight);
+            let weight = self.scaled(weight_of(index as usize));
             let offset = index * (MAX_WEIGHT / 2);
             if weight > 0 && (weight * generation + offset) % MAX_WEIGHT >= MAX_WEIGHT - weight {
                 return index as usize;
@@ -174,4 +175,59 @@ pub(super) fn hash(bytes: &[u8]) -> u64 {
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scheduler's defining property, which a random or plain round-robin choice fails:
+    /// over every window of picks each candidate's share is its weight's, to within one pick.
+    #[test]
+    fn weighted_picks_follow_the_weights_exactly_and_evenly() {
+        let weights = [100u32, 50, 0, 25];
+        let scheduler = StrideScheduler::new(100);
+        let mut sequence = 0u64;
+        let mut counts = [0usize; 4];
+        let total: u32 = weights.iter().sum();
+        for picks in 1..=7_000usize {
+            let picked = scheduler.pick(
+                weights.len(),
+                |i| weights[i],
+                || {
+                    sequence += 1;
+                    sequence - 1
+                },
+            );
+            counts[picked] += 1;
+            for (i, &weight) in weights.iter().enumerate() {
+                let ideal = picks as f64 * f64::from(weight) / f64::from(total);
+                assert!(
+                    (counts[i] as f64 - ideal).abs() <= 2.0,
+                    "after {picks} picks candidate {i} (weight {weight}) had {} instead of about {ideal:.1}: {counts:?}",
+                    counts[i]
+                );
+            }
+        }
+        assert_eq!(counts[2], 0, "weight 0 is never picked");
+    }
+
+    #[test]
+    fn equal_weights_take_turns() {
+        let scheduler = StrideScheduler::new(7);
+        let mut sequence = 0u64;
+        let picked: Vec<usize> = (0..9)
+            .map(|_| {
+                scheduler.pick(
+                    3,
+                    |_| 7,
+                    || {
+                        sequence += 1;
+                        sequence - 1
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(picked, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    }
 }
