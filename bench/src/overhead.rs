@@ -39,6 +39,25 @@ fn endpoints(addresses: &[String]) -> anyhow::Result<Vec<Endpoint>> {
         .collect::<Result<_, _>>()?)
 }
 
+/// The three variants, in `VARIANTS` order, each connected to every instance it calls: a
+/// direct tonic channel to the first address, tonic's balance_channel over all of them, and a
+/// jovian channel to `service` in `store`.
+async fn variants(store: &MemoryStore, service: &str, addresses: &[String]) -> anyhow::Result<[Client; 3]> {
+    let endpoints = endpoints(addresses)?;
+    let direct = endpoints[0].clone().connect().await?;
+    let balanced = Channel::balance_list(endpoints.into_iter());
+    let jovian = ClientBuilder::new(store.registry()).build(service).await?;
+    let clients = [
+        Client::Tonic(GreeterClient::new(direct)),
+        Client::Tonic(GreeterClient::new(balanced)),
+        Client::Jovian(GreeterClient::new(jovian)),
+    ];
+    for (client, instances) in clients.iter().zip([1, 3, 3]) {
+        client.warm_up(instances).await?;
+    }
+    Ok(clients)
+}
+
 async fn rates(sizes: &Sizes) -> anyhow::Result<Section> {
     let store = MemoryStore::new();
     let mut servers = Vec::new();
@@ -47,19 +66,7 @@ async fn rates(sizes: &Sizes) -> anyhow::Result<Section> {
         servers.push(greeter("overhead", Some(registry)).await?);
     }
     let addresses: Vec<String> = servers.iter().map(|s| s.local_addrs()[0].to_string()).collect();
-    let endpoints = endpoints(&addresses)?;
-    let direct = endpoints[0].clone().connect().await?;
-    let balanced = Channel::balance_list(endpoints.into_iter());
-    let jovian = ClientBuilder::new(store.registry()).build("overhead").await?;
-    let clients = [
-        Client::Tonic(GreeterClient::new(direct)),
-        Client::Tonic(GreeterClient::new(balanced)),
-        Client::Jovian(GreeterClient::new(jovian)),
-    ];
-    // Connect to every instance before measuring.
-    for (client, instances) in clients.iter().zip([1, 3, 3]) {
-        client.warm_up(instances).await?;
-    }
+    let clients = variants(&store, "overhead", &addresses).await?;
 
     let mut section = Section::new(
         "2. Client overhead",
@@ -125,18 +132,7 @@ async fn allocations_per_call(sizes: &Sizes) -> anyhow::Result<Section> {
     for address in &addresses {
         registrar.register(&ServiceInfo::new(SERVICE, address.as_str())).await?;
     }
-    let endpoints = endpoints(&addresses)?;
-    let direct = endpoints[0].clone().connect().await?;
-    let balanced = Channel::balance_list(endpoints.into_iter());
-    let jovian = ClientBuilder::new(store.registry()).build(SERVICE).await?;
-    let clients = [
-        Client::Tonic(GreeterClient::new(direct)),
-        Client::Tonic(GreeterClient::new(balanced)),
-        Client::Jovian(GreeterClient::new(jovian)),
-    ];
-    for (client, instances) in clients.iter().zip([1, 3, 3]) {
-        client.warm_up(instances).await?;
-    }
+    let clients = variants(&store, SERVICE, &addresses).await?;
     let mut section = Section::new(
         "2b. Allocations per call",
         "the jovian client at most 4 allocations per call more than a direct tonic channel",

@@ -192,6 +192,17 @@ impl MethodSeries {
         )
     }
 
+    /// A client's series of the method `service`/`method` of type `grpc_type`.
+    pub(crate) fn client(grpc_type: GrpcType, service: &str, method: &str) -> Self {
+        let m = metrics();
+        Self::new(
+            [grpc_type.as_str(), service, method],
+            &m.client_started,
+            &m.client_handling_seconds,
+            &m.client_handled,
+        )
+    }
+
     fn new(
         labels: [&str; 3],
         started: &'static IntCounterVec,

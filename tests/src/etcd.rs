@@ -275,11 +275,8 @@ impl EtcdCluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             self.check_alive(i)?;
-            if let Ok(mut client) = connect_one(&endpoint).await {
-                let probe = client.get("/", Some(GetOptions::new().with_count_only()));
-                if matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_))) {
-                    return Ok(());
-                }
+            if answers(&endpoint).await {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Startup::Failed(format!(
@@ -494,11 +491,8 @@ impl GrpcProxy {
                     false => Startup::Failed(format!("the grpc proxy exited ({status}) at start; its log:\n{log}")),
                 });
             }
-            if let Ok(mut client) = connect_one(&self.endpoint()).await {
-                let probe = client.get("/", Some(GetOptions::new().with_count_only()));
-                if matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_))) {
-                    return Ok(());
-                }
+            if answers(&self.endpoint()).await {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Startup::Failed(format!(
@@ -553,6 +547,15 @@ async fn connect_one(endpoint: &str) -> Result<Client, etcd_client::Error> {
 
 /// A loopback port nobody listens on right now, chosen below the kernel's ephemeral range so
 /// that no outgoing connection (of which tests make thousands) can take it as its source port
+/// Whether etcd (or a proxy in front of it) at `endpoint` answers a read within 2 s.
+async fn answers(endpoint: &str) -> bool {
+    let Ok(mut client) = connect_one(endpoint).await else {
+        return false;
+    };
+    let probe = client.get("/", Some(GetOptions::new().with_count_only()));
+    matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)))
+}
+
 /// before etcd binds it.
 pub fn free_port() -> u16 {
     use rand::Rng;

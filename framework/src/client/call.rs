@@ -27,12 +27,11 @@ use super::balancer::{Balancer, error_chain};
 use super::deadline::{self, GRPC_TIMEOUT};
 use super::instance::{InFlight, Instance};
 use super::layer::{Attempt, InstanceService};
-use super::metrics::{MethodMetrics, MethodName};
+use super::metrics::MethodName;
 use super::replay::{self, Ready};
 use super::transport::{Head, Payload, RecvBody, TransportError};
 use crate::error::BoxError;
-use crate::metrics::GrpcType;
-use crate::metrics::grpc_code_name;
+use crate::metrics::{GrpcType, MethodSeries, grpc_code_name};
 use crate::trace::{TRACEPARENT, TraceContext, propagator};
 
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("jovian/", env!("CARGO_PKG_VERSION")));
@@ -57,7 +56,7 @@ pub(super) struct Call {
     trace: Option<TraceContext>,
     key: Option<u64>,
     deadline: Option<Instant>,
-    method_metrics: &'static MethodMetrics,
+    method_metrics: &'static MethodSeries,
 }
 
 /// The caller's headers, kept for another attempt.
@@ -446,7 +445,7 @@ fn builtin_client_span(service: &str, parts: &http::request::Parts) -> (tracing:
 }
 
 /// Counts and times a call that failed without a response; returns its status.
-fn ended(method: &MethodMetrics, started: Instant, span: &tracing::Span, status: Status) -> BoxError {
+fn ended(method: &MethodSeries, started: Instant, span: &tracing::Span, status: Status) -> BoxError {
     method.handled(status.code()).inc();
     method.handling.observe(started.elapsed().as_secs_f64());
     span.record("code", grpc_code_name(status.code()));
@@ -489,7 +488,7 @@ struct Observed {
 
 struct End {
     in_flight: InFlight,
-    method: &'static MethodMetrics,
+    method: &'static MethodSeries,
     started: Instant,
     attempt_started: Instant,
     span: tracing::Span,
@@ -498,7 +497,7 @@ struct End {
 fn observe(
     response: http::Response<Inner>,
     in_flight: InFlight,
-    method: &'static MethodMetrics,
+    method: &'static MethodSeries,
     started: Instant,
     attempt_started: Instant,
     span: tracing::Span,

@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter};
 use tonic::Code;
 
-use crate::metrics::{GRPC_CODE_NAMES, GrpcType, grpc_code_name, metrics};
+use crate::metrics::{GRPC_CODE_NAMES, GrpcType, MethodSeries, grpc_code_name, metrics};
 
 /// Paths without a `tonic::GrpcMethod` that get labels of their own, in the whole process.
 pub(crate) const MAX_UNNAMED_METHODS: usize = 64;
@@ -28,44 +28,12 @@ pub(crate) const MAX_UNNAMED_METHODS: usize = 64;
 /// The label value of every method past the bound.
 pub(crate) const UNKNOWN: &str = "unknown";
 
-/// One method's series of one gRPC type.
-pub(super) struct MethodMetrics {
-    labels: [String; 3],
-    pub(super) started: IntCounter,
-    pub(super) handling: Histogram,
-    handled: [OnceLock<IntCounter>; 17],
-}
-
-impl MethodMetrics {
-    fn new(grpc_type: GrpcType, service: &str, method: &str) -> Self {
-        let labels = [grpc_type.as_str().to_owned(), service.to_owned(), method.to_owned()];
-        let m = metrics();
-        let refs = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
-        Self {
-            started: m.client_started.with_label_values(&refs),
-            handling: m.client_handling_seconds.with_label_values(&refs),
-            handled: Default::default(),
-            labels,
-        }
-    }
-
-    /// The `grpc_client_handled_total` series of `code`.
-    pub(super) fn handled(&self, code: Code) -> &IntCounter {
-        self.handled[code as usize].get_or_init(|| {
-            let [kind, service, method] = &self.labels;
-            metrics()
-                .client_handled
-                .with_label_values(&[kind.as_str(), service, method, grpc_code_name(code)])
-        })
-    }
-}
-
 /// Every method's series, by path and type, for the whole process: the `grpc_client_*`
 /// series have no label a client could tell apart, so clients share them. Entries live as
 /// long as the process (they are bounded), hence `&'static`.
 #[derive(Default)]
 struct Registry {
-    methods: RwLock<HashMap<Box<str>, [Option<&'static MethodMetrics>; 4]>>,
+    methods: RwLock<HashMap<Box<str>, [Option<&'static MethodSeries>; 4]>>,
     unnamed: Mutex<usize>,
 }
 
@@ -89,7 +57,7 @@ pub(super) struct MethodName<'a> {
     pub(super) grpc: Option<(&'a str, &'a str)>,
 }
 
-fn resolve(grpc_type: GrpcType, name: &MethodName<'_>) -> &'static MethodMetrics {
+fn resolve(grpc_type: GrpcType, name: &MethodName<'_>) -> &'static MethodSeries {
     let registry = registry();
     let lookup = |path: &str| {
         let methods = registry.methods.read().expect("client method metrics lock");
@@ -122,13 +90,13 @@ fn resolve(grpc_type: GrpcType, name: &MethodName<'_>) -> &'static MethodMetrics
     };
     let mut methods = registry.methods.write().expect("client method metrics lock");
     let slots = methods.entry(key.into()).or_default();
-    slots[slot(grpc_type)].get_or_insert_with(|| Box::leak(Box::new(MethodMetrics::new(grpc_type, service, method))))
+    slots[slot(grpc_type)].get_or_insert_with(|| Box::leak(Box::new(MethodSeries::client(grpc_type, service, method))))
 }
 
 /// A client's own small cache in front of the process's registry: most clients call a handful
 /// of methods, found by a short scan with no lock and no hashing.
 pub(super) struct Methods {
-    seen: ArcSwap<Vec<(GrpcType, Box<str>, &'static MethodMetrics)>>,
+    seen: ArcSwap<Vec<(GrpcType, Box<str>, &'static MethodSeries)>>,
     adding: Mutex<()>,
 }
 
@@ -144,7 +112,7 @@ impl Methods {
     }
 
     /// The series of a call to `name` of type `grpc_type`.
-    pub(super) fn get(&self, grpc_type: GrpcType, name: &MethodName<'_>) -> &'static MethodMetrics {
+    pub(super) fn get(&self, grpc_type: GrpcType, name: &MethodName<'_>) -> &'static MethodSeries {
         let seen = self.seen.load();
         if let Some((_, _, found)) = seen
             .iter()
@@ -238,7 +206,7 @@ mod tests {
                     grpc: None,
                 },
             );
-            if got.labels[1] != UNKNOWN {
+            if got.labels()[1] != UNKNOWN {
                 labelled += 1;
             }
         }
@@ -250,7 +218,7 @@ mod tests {
                 grpc: None,
             },
         );
-        assert_eq!(unknown.labels[1], UNKNOWN);
+        assert_eq!(unknown.labels()[1], UNKNOWN);
         let again = methods.get(
             GrpcType::Unary,
             &MethodName {
