@@ -169,9 +169,10 @@ impl fmt::Debug for RegistryConfig {
 /// What `Debug` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// One server: its listener, TLS, and the HTTP/2 and connection settings of tonic's server.
+/// One server: its listener, TLS, and the HTTP/2 and connection settings of its connections.
 ///
-/// Every field is optional: `None` takes the default (for the transport settings, tonic's).
+/// Every field is optional: `None` takes the default (for the HTTP/2 settings, hyper's server's,
+/// which tonic's server runs on: 1 MiB windows, 16 KiB frames and header lists).
 /// The same settings can be made in code with [`GrpcServer::configure`](crate::GrpcServer::configure)
 /// and its other builders; those win over the config.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -191,10 +192,10 @@ pub struct ServerConfig {
     /// HTTP/2 streams (calls) a client may open at once on one connection
     /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: Option<u32>,
-    /// Ping a connection after this much silence (HTTP/2 keep-alive); off when unset.
+    /// Ping every connection this often (HTTP/2 keep-alive); off when unset.
     #[serde(with = "optional_duration")]
     pub http2_keepalive_interval: Option<Duration>,
-    /// Close a connection whose ping goes unanswered this long (tonic: 20 s).
+    /// Close a connection whose ping goes unanswered this long (default 20 s).
     #[serde(with = "optional_duration")]
     pub http2_keepalive_timeout: Option<Duration>,
     /// TCP keep-alive on accepted connections; off when unset.
@@ -392,43 +393,6 @@ impl ServerConfig {
             max_header_list_size: self.max_header_list_size.or(fallback.max_header_list_size),
             max_request_message_bytes: self.max_request_message_bytes.or(fallback.max_request_message_bytes),
         }
-    }
-
-    /// tonic's server with these transport settings (and tonic's defaults for the others).
-    /// `server` names the section in errors.
-    pub(crate) fn transport(&self, server: &str) -> Result<tonic::transport::Server> {
-        let mut builder = tonic::transport::Server::builder()
-            .max_concurrent_streams(self.max_concurrent_streams)
-            .http2_keepalive_interval(self.http2_keepalive_interval)
-            .http2_keepalive_timeout(self.http2_keepalive_timeout)
-            .initial_stream_window_size(self.initial_stream_window_size)
-            .initial_connection_window_size(self.initial_connection_window_size)
-            .max_frame_size(self.max_frame_size)
-            .http2_max_header_list_size(self.max_header_list_size);
-        if let Some(limit) = self.concurrency_limit_per_connection {
-            if limit == 0 {
-                return Err(Error::Config {
-                    key: format!("servers.{server}.concurrency_limit_per_connection"),
-                    expected: "at least 1".into(),
-                    found: "0".into(),
-                });
-            }
-            builder = builder.concurrency_limit_per_connection(limit);
-        }
-        if let Some(age) = self.max_connection_age {
-            builder = builder.max_connection_age(age);
-        }
-        if let Some(grace) = self.max_connection_age_grace {
-            builder = builder.max_connection_age_grace(grace);
-        }
-        if let Some(tls) = &self.tls {
-            builder = builder.tls_config(tls.load(server)?).map_err(|e| Error::Config {
-                key: format!("servers.{server}.tls"),
-                expected: "a PEM certificate chain and its private key".into(),
-                found: e.to_string(),
-            })?;
-        }
-        Ok(builder)
     }
 }
 
@@ -830,7 +794,9 @@ mod tests {
             concurrency_limit_per_connection: Some(0),
             ..ServerConfig::default()
         };
-        let error = zero.transport("s").unwrap_err();
+        let Err(error) = zero.connections("s") else {
+            panic!("a limit of 0 is refused")
+        };
         assert!(
             matches!(&error, Error::Config { key, .. } if key == "servers.s.concurrency_limit_per_connection"),
             "{error}"

@@ -25,7 +25,7 @@ use serde_json::Value;
 /// use jovian_registry_etcd::{EtcdConfig, Layout};
 ///
 /// // Keys `services/{name}/{addr}`: grpc-go dials `etcd:///services/{name}` (but see
-/// // docs/etcd.md: a target with a `/` is refused as an :authority by tonic's server).
+/// // docs/etcd.md: a target with a `/` is refused as an :authority by jovian's server).
 /// let config = EtcdConfig::new(["127.0.0.1:2379"])
 ///     .layout(Layout::etcd_naming().key_template("services/{name}/{addr}"));
 /// assert_eq!(config.layout.name(), "etcd-naming");

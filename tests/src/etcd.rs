@@ -188,6 +188,7 @@ impl EtcdCluster {
     /// SIGSTOPs member `i`: it keeps its connections open but answers nothing.
     pub fn pause(&self, i: usize) {
         self.members[i].signal("-STOP");
+        self.members[i].wait_stopped();
     }
 
     /// SIGCONTs member `i`.
@@ -342,6 +343,33 @@ impl Member {
         if let Some(mut watchdog) = self.watchdog.take() {
             let _ = watchdog.kill();
             let _ = watchdog.wait();
+        }
+    }
+
+    /// Waits until every thread of the member is stopped: `kill` returns once the signal is
+    /// sent, and a thread running on the other core can still answer a request meanwhile.
+    fn wait_stopped(&self) {
+        let pid = self.process.as_ref().expect("member is running").id();
+        let stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return true;
+            };
+            tasks.flatten().all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the command name's closing parenthesis.
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next());
+                matches!(state, None | Some('T' | 't'))
+            })
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while !stopped() {
+            assert!(
+                std::time::Instant::now() < until,
+                "etcd member {pid} did not stop within 5 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

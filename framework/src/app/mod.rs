@@ -24,7 +24,6 @@
 //! # }
 //! ```
 
-mod cutoff;
 mod running;
 
 use std::fmt;

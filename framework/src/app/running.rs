@@ -8,18 +8,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use tokio_stream::StreamExt;
-
-use super::cutoff::CutOff;
 use super::{App, Hook, ShutdownHandle, Stage};
 use crate::client::{ClientBuilder, ServiceChannel};
 use crate::config::ServerConfig;
 use crate::governor::{Governor, GovernorState};
 use crate::observe::ServerObserve;
+use crate::server::serve::{self, Listening};
 use crate::service::EntryKind;
 use crate::{Config, Error, GrpcServer, Registry, Result, ServiceInfo};
 
@@ -311,9 +308,7 @@ impl Drop for Running {
 /// A server whose listener is bound but which does not serve yet.
 struct BoundServer {
     server: GrpcServer,
-    builder: tonic::transport::Server,
-    listener: tokio::net::TcpListener,
-    tcp_keepalive: Option<Duration>,
+    listening: Listening,
     max_request_message: Option<usize>,
     info: ServiceInfo,
     local_addr: SocketAddr,
@@ -353,7 +348,12 @@ async fn bind(server: GrpcServer, app_name: &str, section: &ServerConfig) -> Res
     let settings = server.settings.or(section);
     let host = settings.host.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
     let bind = SocketAddr::new(host, settings.port.unwrap_or(0));
-    let builder = settings.transport(server.name())?;
+    let connections = settings.connections(server.name())?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(|tls| tls.acceptor(server.name()))
+        .transpose()?;
     let (listener, local_addr) = crate::server::listen(bind).await?;
     let address = advertised(
         settings.advertise.as_ref(),
@@ -379,9 +379,12 @@ async fn bind(server: GrpcServer, app_name: &str, section: &ServerConfig) -> Res
     })?;
     Ok(BoundServer {
         server,
-        builder,
-        listener,
-        tcp_keepalive: settings.tcp_keepalive,
+        listening: Listening {
+            listener,
+            tcp_keepalive: settings.tcp_keepalive,
+            tls,
+            connections,
+        },
         max_request_message: settings.max_request_message_bytes,
         info,
         local_addr,
@@ -398,23 +401,16 @@ impl BoundServer {
         let service = ServerObserve::new(service, &self.info.name, methods);
         let stop = CancellationToken::new();
         let cut_off = CancellationToken::new();
-        let connections_cut_off = cut_off.clone();
-        let incoming = TcpIncoming::from(self.listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(self.tcp_keepalive)
-            .map(move |accepted| accepted.map(|stream| CutOff::new(stream, &connections_cut_off)));
+        let serving = serve::serve(self.listening, service, stop.clone(), cut_off.clone());
         let name = self.info.name.clone();
-        let signal = stop.clone().cancelled_owned();
-        let builder = self.builder;
         let task = tokio::spawn(async move {
-            let served = builder.serve_with_incoming_shutdown(service, incoming, signal).await;
-            if let Err(source) = served {
-                tracing::error!(service = %name, error = %source, "server failed");
-                let _ = failures.send(Error::Serve {
-                    server: name,
-                    source: source.into(),
-                });
-            }
+            let source: crate::error::BoxError = match serving.await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error.into(),
+                Err(panicked) => panicked.into(),
+            };
+            tracing::error!(service = %name, error = %source, "server failed");
+            let _ = failures.send(Error::Serve { server: name, source });
         });
         ServingServer {
             info: self.info,

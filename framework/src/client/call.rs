@@ -133,10 +133,19 @@ impl Call {
     }
 }
 
+/// Attempts a call may make again after an instance closed a connection gracefully under it,
+/// on top of its `max_attempts`: a connection's age running out is nobody's failure.
+const MAX_RECONNECTS: usize = 2;
+
 /// How an attempt failed.
 enum Failure {
     /// In the transport, or in a layer that did not answer with a status.
-    Attempt { error: BoxError, never_sent: bool },
+    Attempt {
+        error: BoxError,
+        never_sent: bool,
+        /// Never sent because the instance was closing the connection gracefully.
+        closing: bool,
+    },
     /// A layer's own answer, for the caller as it is.
     Status(Status),
     /// The call's deadline passed.
@@ -147,6 +156,7 @@ impl From<TransportError> for Failure {
     fn from(error: TransportError) -> Self {
         Failure::Attempt {
             never_sent: error.never_sent(),
+            closing: error.connection_closing(),
             error: Box::new(error),
         }
     }
@@ -231,6 +241,7 @@ impl Balancer {
         self.budget.deposit();
         let span = tracing::Span::current();
         let mut tried: Vec<Arc<Instance>> = Vec::new();
+        let mut reconnects = 0;
         let mut last_failure = None;
         loop {
             let picked = self.set.load().pick(&self.sequence, call.key, &tried);
@@ -302,7 +313,17 @@ impl Balancer {
                     ));
                     return Err(ended(method, started, &span, status));
                 }
-                Failure::Attempt { error, never_sent } => (error, never_sent),
+                Failure::Attempt {
+                    error, closing: true, ..
+                } if replayable && reconnects < MAX_RECONNECTS => {
+                    // The instance closed its connection gracefully (it got old, or the
+                    // instance is stopping) before the request went: the instance may take it
+                    // on a new connection, and is not to blame.
+                    reconnects += 1;
+                    tracing::debug!(service = %self.service, %error, "sending the call again on a new connection");
+                    continue;
+                }
+                Failure::Attempt { error, never_sent, .. } => (error, never_sent),
             };
             self.eject(&self.set.load(), &instance, &error);
             // gRPC clients report a broken transport as UNAVAILABLE, and retry policies key on it.
@@ -367,6 +388,7 @@ impl Balancer {
             .map_err(|error| Failure::Attempt {
                 error,
                 never_sent: true,
+                closing: false,
             })?;
         let body = match call.payload(last) {
             Payload::Complete(data) => Body::new(http_body_util::Full::new(data)),
@@ -391,11 +413,12 @@ impl Balancer {
             .map_err(|error| match error.downcast::<Status>() {
                 Ok(status) => Failure::Status(*status),
                 Err(error) => {
-                    let never_sent = source_chain(&*error).any(|e| {
-                        e.downcast_ref::<TransportError>()
-                            .is_some_and(TransportError::never_sent)
-                    });
-                    Failure::Attempt { error, never_sent }
+                    let transport = source_chain(&*error).find_map(|e| e.downcast_ref::<TransportError>());
+                    Failure::Attempt {
+                        never_sent: transport.is_some_and(TransportError::never_sent),
+                        closing: transport.is_some_and(TransportError::connection_closing),
+                        error,
+                    }
                 }
             })
     }

@@ -25,7 +25,7 @@ pub(super) fn of(headers: &http::HeaderMap, default: Option<Duration>) -> Option
 /// microseconds. Either way it is rounded up, never down: the server's clock for the call
 /// starts when the request arrives, so the caller's deadline, which the client enforces
 /// itself, passes first and the caller sees `DeadlineExceeded`, not what a server answers when
-/// its copy runs out (tonic's servers answer `Cancelled`).
+/// its copy runs out (tonic's own servers answer `Cancelled`).
 pub(super) fn remaining(deadline: Instant) -> HeaderValue {
     thread_local! {
         static LAST: RefCell<Option<(u128, HeaderValue)>> = const { RefCell::new(None) };

@@ -465,6 +465,9 @@ impl Live {
         Poll::Ready(sent.map_err(|e| {
             // The connection is going away or gone: the next call makes a new one.
             self.state.close(None);
+            if is_graceful_close(&e) {
+                return TransportError::closing("the instance was closing the connection", e);
+            }
             TransportError::not_sent("the connection would not take the request", e)
         }))
     }
@@ -476,7 +479,11 @@ impl Live {
         cancel: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<http::Response<RecvBody>, TransportError> {
         let response = response.await.map_err(|e| {
-            if e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()) {
+            if is_graceful_close(&e) {
+                // Above the last stream of a graceful GOAWAY: the connection was closing.
+                self.state.close(None);
+                TransportError::closing("the instance closed the connection before the request", e)
+            } else if e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote()) {
                 // Refused unprocessed: by the stream, or by the GOAWAY it was above.
                 TransportError::not_sent("the instance refused the request unprocessed", e)
             } else {
@@ -489,6 +496,12 @@ impl Live {
             _cancel: cancel,
         }))
     }
+}
+
+/// Whether `error` is the instance closing the connection gracefully (a `GOAWAY` without an
+/// error: its connection got old, or it is stopping), which is no fault of the instance.
+fn is_graceful_close(error: &h2::Error) -> bool {
+    error.is_go_away() && error.is_remote() && error.reason() == Some(h2::Reason::NO_ERROR)
 }
 
 /// A request's head, as the transport sends it.
@@ -866,6 +879,8 @@ enum Kind {
     Connect,
     /// The request certainly never reached the instance.
     NotSent(&'static str),
+    /// The request never reached the instance, which was closing the connection gracefully.
+    Closing(&'static str),
     /// The request may have reached the instance.
     Sent(&'static str),
 }
@@ -874,6 +889,14 @@ impl TransportError {
     pub(super) fn not_sent(what: &'static str, source: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::NotSent(what),
+            source: Some(source.into()),
+            detail: None,
+        }
+    }
+
+    fn closing(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind: Kind::Closing(what),
             source: Some(source.into()),
             detail: None,
         }
@@ -894,13 +917,20 @@ impl TransportError {
     pub fn never_sent(&self) -> bool {
         !matches!(self.kind, Kind::Sent(_))
     }
+
+    /// Whether the request never reached the instance because the instance was closing the
+    /// connection gracefully (a `GOAWAY` without an error): nothing is wrong with the instance,
+    /// and a new connection to it may take the call.
+    pub fn connection_closing(&self) -> bool {
+        matches!(self.kind, Kind::Closing(_))
+    }
 }
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             Kind::Connect => f.write_str("no connection to the instance")?,
-            Kind::NotSent(what) | Kind::Sent(what) => f.write_str(what)?,
+            Kind::NotSent(what) | Kind::Closing(what) | Kind::Sent(what) => f.write_str(what)?,
         }
         if let Some(detail) = self.detail {
             write!(f, " ({detail})")?;

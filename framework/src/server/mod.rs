@@ -32,6 +32,10 @@ use crate::metrics::GrpcType;
 use crate::observe::{LearnMethods, Methods};
 use crate::{Error, ServiceInfo};
 
+pub(crate) mod connection;
+mod cutoff;
+pub(crate) mod serve;
+
 /// What a layer given to [`GrpcServer::layer`] wraps: the server's services (and the layers
 /// added after it), type-erased so that a server's type does not change with its layers.
 /// Layers are usually generic over the service they wrap and never name this.
@@ -86,7 +90,8 @@ pub struct ServerTls {
 
 impl GrpcServer {
     /// A server registered as `service`, set up as the config's `[servers.<service>]` says,
-    /// else listening on `127.0.0.1` at a free port, with tonic's transport defaults.
+    /// else listening on `127.0.0.1` at a free port, with the HTTP/2 defaults of
+    /// [`ServerConfig`].
     pub fn new(service: impl Into<String>) -> Self {
         Self {
             info: ServiceInfo::new(service, ""),
@@ -445,23 +450,58 @@ impl http_body::Body for LimitedMessages {
 }
 
 impl ServerTls {
-    /// tonic's TLS settings, read from the files now so a bad path fails the start; errors
-    /// name the keys of `[servers.<server>.tls]`.
-    pub(crate) fn load(&self, server: &str) -> crate::Result<tonic::transport::ServerTlsConfig> {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let read = |key: &str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| Error::Config {
-                key: format!("servers.{server}.tls.{key}"),
-                expected: "a readable PEM file".into(),
-                found: format!("{}: {e}", path.display()),
-            })
+    /// The TLS acceptor for these files (HTTP/2 offered by ALPN), read now so that a bad path
+    /// fails the start; errors name the keys of `[servers.<server>.tls]`.
+    pub(crate) fn acceptor(&self, server: &str) -> crate::Result<tokio_rustls::TlsAcceptor> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let error = |key: &str, expected: &str, found: String| Error::Config {
+            key: format!("servers.{server}.tls.{key}"),
+            expected: expected.into(),
+            found,
         };
-        let mut config =
-            ServerTlsConfig::new().identity(Identity::from_pem(read("cert", &self.cert)?, read("key", &self.key)?));
-        if let Some(ca) = &self.client_ca {
-            config = config.client_ca_root(Certificate::from_pem(read("client_ca", ca)?));
-        }
-        Ok(config)
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| error(key, "a readable PEM file", format!("{}: {e}", path.display())))
+        };
+        let certificates = |key: &str, path: &PathBuf| {
+            let pem = read(key, path)?;
+            let certificates = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(key, "PEM certificates", format!("{}: {e}", path.display())))?;
+            match certificates.is_empty() {
+                true => Err(error(key, "PEM certificates", format!("{}: none", path.display()))),
+                false => Ok(certificates),
+            }
+        };
+        let chain = certificates("cert", &self.cert)?;
+        let key = PrivateKeyDer::from_pem_slice(&read("key", &self.key)?)
+            .map_err(|e| error("key", "a PEM private key", format!("{}: {e}", self.key.display())))?;
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| error("cert", "a certificate rustls can serve", e.to_string()))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in certificates("client_ca", ca)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|e| error("client_ca", "CA certificates", format!("{}: {e}", ca.display())))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| error("client_ca", "CA certificates", format!("{}: {e}", ca.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| error("key", "the private key of the certificate in `cert`", e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }
 

@@ -1,9 +1,9 @@
-//! Connections the App can cut off when the shutdown deadline passes.
+//! Connections a server can cut off when the shutdown deadline passes.
 //!
-//! tonic's graceful stop waits for every in-flight call on every connection, and aborting the
-//! serve task leaves the connection tasks it spawned running. So each accepted connection is
-//! wrapped: once the cut-off token fires, its reads and writes fail, hyper drops the
-//! connection, and the calls on it end. The token wakes a connection that is idle too.
+//! A graceful stop waits for every call in flight on every connection. So each accepted
+//! connection is wrapped: once the cut-off token fires, its reads and writes fail, the
+//! connection ends, and the calls on it end with it. The token wakes a connection that is idle
+//! too.
 
 use std::future::Future;
 use std::io;
