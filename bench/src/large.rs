@@ -4,13 +4,16 @@
 //! A change's cost is measured side by side with etcd's own: a raw etcd watch on the same
 //! prefix, in the same process, sees every change the client sees, so "client" is the time
 //! from etcd's watch event to the change being applied in the client's instance set, and the
-//! sizes show whether it grows with the service (it must not: O(changed), not O(N)).
+//! sizes show whether it grows with the service (it must not: O(changed), not O(N)). A second
+//! client, balancing by consistent hash, shows the same for the one policy that keeps a
+//! structure over every instance (its hash ring).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client as Etcd, PutOptions, Txn, TxnOp, WatchOptions};
 use futures_util::StreamExt;
+use jovian::client::{ClientOptions, HashKey, Policy};
 use jovian::{ClientBuilder, ServiceChannel, ServiceInfo};
 use jovian_registry_etcd::{EtcdConfig, EtcdRegistry};
 use jovian_tests::etcd::EtcdCluster;
@@ -33,6 +36,7 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             "change: etcd → client (median / p99)",
             "put → applied (median / p99)",
             "put → etcd watch event (median)",
+            "change: etcd → consistent-hash client (median / p99)",
             "client memory / instance",
         ],
     );
@@ -113,10 +117,10 @@ async fn measure(
     n: usize,
     changes: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let registry = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await?;
+    let registry = Arc::new(EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints())).await?);
     let before = live_bytes();
     let started = Instant::now();
-    let channel = ClientBuilder::new(registry).build(service).await?;
+    let channel = ClientBuilder::new(Arc::clone(&registry)).build(service).await?;
     let sync = started.elapsed();
     anyhow::ensure!(
         channel.instance_count() == n,
@@ -124,9 +128,15 @@ async fn measure(
         channel.instance_count()
     );
     let per_instance = (live_bytes() - before) as f64 / n as f64;
+    let hashing = ClientOptions {
+        policy: Policy::ConsistentHash(HashKey::default()),
+        ..ClientOptions::default()
+    };
+    let hashed = ClientBuilder::new(registry).options(hashing).build(service).await?;
 
     let events = RawWatch::start(client, service).await?;
     let (mut client_part, mut end_to_end, mut etcd_part) = (Vec::new(), Vec::new(), Vec::new());
+    let mut hashed_part = Vec::new();
     for change in 0..changes {
         let (key, value) = entry(service, 200_000_000 + change);
         for expected in [n + 1, n] {
@@ -142,13 +152,15 @@ async fn measure(
                 }
             }
             let applied_at = applied(&channel, expected)?;
+            let hashed_at = applied(&hashed, expected)?;
             let event_at = events.wait_event(Duration::from_secs(10)).await?;
+            hashed_part.push(hashed_at.saturating_duration_since(event_at));
             end_to_end.push(applied_at - put_at);
             etcd_part.push(event_at.saturating_duration_since(put_at));
             client_part.push(applied_at.saturating_duration_since(event_at));
         }
     }
-    drop(channel);
+    drop((channel, hashed));
     let pair = |s: &[Duration]| format!("{} / {}", ms(quantile(s, 0.5)), ms(quantile(s, 0.99)));
     Ok(vec![
         n.to_string(),
@@ -156,6 +168,7 @@ async fn measure(
         pair(&client_part),
         pair(&end_to_end),
         ms(quantile(&etcd_part, 0.5)),
+        pair(&hashed_part),
         format!("{per_instance:.0} B"),
     ])
 }

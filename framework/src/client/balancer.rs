@@ -20,7 +20,7 @@ use super::instance::Instance;
 use super::layer::LayerFn;
 use super::metrics::Methods;
 use super::options::{ClientOptions, HashKey, Policy};
-use super::policy::{Picker, hash};
+use super::policy::{Picker, Ring, hash};
 use super::slots::{Chunked, Slots};
 use super::transport::{Connector, Link};
 use crate::metrics::{GrpcType, metrics};
@@ -60,6 +60,9 @@ struct Updater {
     admitted: Slots<Arc<Instance>>,
     /// The admitted instances in the filter's preferred zone (none without a preference).
     local: Slots<Arc<Instance>>,
+    /// For the consistent-hash policy: the ring over the last candidates, and whether they
+    /// were the local ones.
+    ring: Option<(Ring, bool)>,
 }
 
 impl Balancer {
@@ -92,6 +95,7 @@ impl Balancer {
                 applied: Instances::new(service, 0),
                 admitted: Slots::new(),
                 local: Slots::new(),
+                ring: None,
             }),
         }))
     }
@@ -159,7 +163,13 @@ impl Balancer {
         let updater = &mut *updater;
         let previous = std::mem::replace(&mut updater.applied, snapshot.clone());
         let mut gone = Vec::new();
+        // The keys that changed, for the consistent-hash ring.
+        let mut changed = Vec::new();
+        let hashing = matches!(self.options.policy, Policy::ConsistentHash(_));
         for change in snapshot.changes_since(&previous) {
+            if hashing {
+                changed.push(change.info().uri());
+            }
             match change {
                 Change::Added(info) => self.admit(updater, info, None),
                 Change::Removed(info) => gone.extend(updater.remove(&info.uri())),
@@ -173,11 +183,13 @@ impl Balancer {
         }
         let filter = &self.options.filter;
         let local_enough = updater.local.len() >= filter.min_zone_instances.max(1);
-        let chosen = match filter.zone.is_some() && local_enough {
+        let local = filter.zone.is_some() && local_enough;
+        let chosen = match local {
             true => &updater.local,
             false => &updater.admitted,
         };
         let candidates = chosen.list().clone();
+        let max_weight = chosen.max_weight();
         tracing::debug!(
             service = %self.service,
             registered = snapshot.len(),
@@ -189,7 +201,7 @@ impl Balancer {
             .client_instances
             .with_label_values(&[&self.service])
             .set(candidates.len() as i64);
-        let picker = Picker::build(&self.options.policy, &candidates, chosen.max_weight());
+        let picker = Picker::build(&self.options.policy, max_weight, || updater.ring(local, &changed));
         self.set.store(Arc::new(InstanceSet {
             admitted: updater.admitted.list().clone(),
             candidates,
@@ -260,6 +272,31 @@ impl Updater {
         self.local.remove(uri);
         self.admitted.remove(uri)
     }
+
+    /// The consistent-hash ring over the candidates (the `local` ones or every admitted one),
+    /// updated for the keys `changed` since the last ring, or built anew when the candidates
+    /// are another list or the ring does not fit their number.
+    fn ring(&mut self, local: bool, changed: &[String]) -> Ring {
+        let chosen = match local {
+            true => &self.local,
+            false => &self.admitted,
+        };
+        match &mut self.ring {
+            Some((ring, of_local)) if *of_local == local && ring.fits(chosen.len()) => {
+                for key in changed {
+                    ring.remove(key);
+                    if let Some(candidate) = chosen.get(key) {
+                        ring.add(candidate);
+                    }
+                }
+            }
+            _ => self.ring = Some((Ring::new(chosen.list()), local)),
+        }
+        self.ring
+            .as_ref()
+            .map(|(ring, _)| ring.clone())
+            .expect("a ring was just made")
+    }
 }
 
 impl InstanceSet {
@@ -267,7 +304,7 @@ impl InstanceSet {
         Self {
             admitted: Chunked::new(),
             candidates: Chunked::new(),
-            picker: Picker::build(policy, &Chunked::new(), 0),
+            picker: Picker::build(policy, 0, || Ring::new(&Chunked::new())),
             registered: 0,
         }
     }
@@ -292,25 +329,28 @@ impl InstanceSet {
         }
         let untried = |i: &Arc<Instance>| !tried.iter().any(|t| Arc::ptr_eq(t, i));
         let takes = |i: &Arc<Instance>| i.is_usable() && untried(i);
-        let first = self.picker.pick(&self.candidates, sequence, key);
+        if let (Picker::Hash(ring), Some(key)) = (&self.picker, key) {
+            // The key's instance, else the next clockwise: a key's fallback is stable too.
+            let usable = |last_resort: bool| {
+                ring.clockwise(key)
+                    .find(|c| untried(c) && (last_resort || c.is_usable()))
+                    .cloned()
+            };
+            return usable(false).or_else(|| usable(true));
+        }
+        let first = self.picker.pick(&self.candidates, sequence);
         if takes(self.candidates.get(first)) {
             return Some(Arc::clone(self.candidates.get(first)));
         }
-        let hashed = key.is_some() && matches!(self.picker, Picker::Hash(_));
-        if !hashed {
-            for _ in 1..n.min(MAX_DRAWS) {
-                let next = self.candidates.get(self.picker.pick(&self.candidates, sequence, key));
-                if takes(next) {
-                    return Some(Arc::clone(next));
-                }
+        for _ in 1..n.min(MAX_DRAWS) {
+            let next = self.candidates.get(self.picker.pick(&self.candidates, sequence));
+            if takes(next) {
+                return Some(Arc::clone(next));
             }
         }
-        let order = self.picker.fallback_order(first, n, key);
         let usable = |last_resort: bool| {
-            order
-                .iter()
-                .chain([&first])
-                .map(|&i| self.candidates.get(i))
+            (1..=n)
+                .map(|step| self.candidates.get((first + step) % n))
                 .find(|c| untried(c) && (last_resort || c.is_usable()))
                 .cloned()
         };
