@@ -89,7 +89,19 @@ pub(super) async fn serve<I, S, C>(
     S: CallService,
     C: Clone + Send + Sync + 'static,
 {
-    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, settings.h2.handshake::<_, Bytes>(io)).await {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, settings.h2.handshake::<_, Bytes>(io));
+    // A client still in its handshake when the server stops has no call to finish: it is let
+    // go at once, as hyper's server did, rather than holding the stop up until it finishes or
+    // the shutdown deadline passes.
+    let handshaken = tokio::select! {
+        biased;
+        () = stop.cancelled() => {
+            tracing::debug!("the server stops before the client's HTTP/2 handshake finished; closing the connection");
+            return;
+        }
+        handshaken = handshake => handshaken,
+    };
+    let connection = match handshaken {
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
             tracing::debug!(%error, "HTTP/2 handshake failed");
@@ -318,7 +330,47 @@ impl<S: CallService> Call<S> {
 impl<S: CallService> Future for Call<S> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    /// A handler that panics fails its own call with `INTERNAL`, and nothing else: the call
+    /// may be running inline in the connection's task, which carries every other call of the
+    /// connection.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.as_mut().run(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                self.panicked(&*panic);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<S: CallService> Call<S> {
+    /// Ends a call whose handler (or response body) panicked: the handler is dropped and the
+    /// client told `INTERNAL`.
+    fn panicked(self: Pin<&mut Self>, panic: &(dyn std::any::Any + Send)) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        tracing::error!(
+            panic = message,
+            "a call's handler panicked; failing the call with INTERNAL"
+        );
+        let mut this = self.project();
+        let status = tonic::Status::internal("the server's handler for this call panicked");
+        // What is left of the handler may panic again as it is dropped.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.answer.set(None)));
+        *this.timer = None;
+        if let Some(respond) = this.respond.take() {
+            let _ = Sending::start(respond, status.into_http(), None);
+        } else if let Some(mut sending) = this.sending.take() {
+            sending.fail(&status);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(sending)));
+        }
+    }
+
+    fn run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         if let Some(answer) = this.answer.as_mut().as_pin_mut() {
             let response = match answer.poll(cx) {
@@ -341,9 +393,12 @@ impl<S: CallService> Future for Call<S> {
                 }
             };
             this.answer.set(None);
-            *this.timer = None;
+            // The deadline goes on for the response's body: a stream that outlives it ends
+            // with DEADLINE_EXCEEDED too.
+            let timer = this.timer.take();
+            let deadline = this.deadline.map(|deadline| (deadline, timer));
             let respond = this.respond.take().expect("held until answered");
-            match Sending::start(respond, response) {
+            match Sending::start(respond, response, deadline) {
                 Some(sending) => *this.sending = Some(sending),
                 None => return Poll::Ready(()),
             }
@@ -362,12 +417,18 @@ struct Sending {
     stream: h2::SendStream<Bytes>,
     sent_data: bool,
     waiting: Option<Bytes>,
+    /// The call's deadline, and its timer once the body has had to wait.
+    deadline: Option<(Instant, Option<Pin<Box<Sleep>>>)>,
 }
 
 impl Sending {
     /// Sends the response head; `None` when that was all (a trailers-only response) or the
     /// stream is gone.
-    fn start(mut respond: h2::server::SendResponse<Bytes>, response: http::Response<Body>) -> Option<Self> {
+    fn start(
+        mut respond: h2::server::SendResponse<Bytes>,
+        response: http::Response<Body>,
+        deadline: Option<(Instant, Option<Pin<Box<Sleep>>>)>,
+    ) -> Option<Self> {
         let (parts, body) = response.into_parts();
         let end = body.is_end_stream();
         let stream = match respond.send_response(http::Response::from_parts(parts, ()), end) {
@@ -382,7 +443,19 @@ impl Sending {
             stream,
             sent_data: false,
             waiting: None,
+            deadline,
         })
+    }
+
+    /// Ends the response with `status` in its trailers.
+    fn fail(&mut self, status: &tonic::Status) {
+        let mut trailers = http::HeaderMap::new();
+        match status.add_header(&mut trailers) {
+            Ok(()) => {
+                let _ = self.stream.send_trailers(trailers);
+            }
+            Err(_) => self.stream.send_reset(h2::Reason::INTERNAL_ERROR),
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -413,13 +486,7 @@ impl Sending {
                 Some(Err(error)) => {
                     // tonic's bodies end in trailers with the status; a body that fails instead
                     // fails the call with what it said.
-                    let mut trailers = http::HeaderMap::new();
-                    match error.add_header(&mut trailers) {
-                        Ok(()) => {
-                            let _ = self.stream.send_trailers(trailers);
-                        }
-                        Err(_) => self.stream.send_reset(h2::Reason::INTERNAL_ERROR),
-                    }
+                    self.fail(&error);
                     return Poll::Ready(());
                 }
                 Some(Ok(frame)) => match frame.into_data() {
@@ -445,12 +512,22 @@ impl Sending {
         }
     }
 
-    /// While waiting on the body or on send window: over when the client resets the stream.
+    /// While waiting on the body or on send window: over when the client resets the stream,
+    /// or when the call's deadline passes.
     fn pending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.stream.poll_reset(cx) {
-            Poll::Ready(_) => Poll::Ready(()),
-            Poll::Pending => Poll::Pending,
+        if self.stream.poll_reset(cx).is_ready() {
+            return Poll::Ready(());
         }
+        if let Some((deadline, timer)) = &mut self.deadline {
+            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*deadline)));
+            if timer.as_mut().poll(cx).is_ready() {
+                self.fail(&tonic::Status::deadline_exceeded(
+                    "the call's deadline (grpc-timeout) passed on the server",
+                ));
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
     }
 }
 

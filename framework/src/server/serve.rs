@@ -76,7 +76,14 @@ pub(crate) fn serve<S: CallService>(
                 }
                 Some(acceptor) => {
                     tasks.spawn(async move {
-                        let io = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
+                        // Nor does one still in its TLS handshake hold a stop up.
+                        let handshaken = tokio::select! {
+                            biased;
+                            () = stop.cancelled() => return tracing::debug!("the server stops before the TLS handshake finished"),
+                            handshaken = handshake => handshaken,
+                        };
+                        let io = match handshaken {
                             Ok(Ok(io)) => io,
                             Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
                             Err(_) => return tracing::debug!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
