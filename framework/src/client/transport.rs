@@ -30,7 +30,6 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
@@ -490,11 +489,7 @@ impl Live {
                 TransportError::sent(self, "the request failed", e)
             }
         })?;
-        Ok(response.map(|recv| RecvBody {
-            recv,
-            data_done: false,
-            _cancel: cancel,
-        }))
+        Ok(response.map(|recv| RecvBody::new(recv, body_status, cancel)))
     }
 }
 
@@ -582,41 +577,8 @@ async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>, mut canceled: t
     }
 }
 
-/// A response body as h2 receives it: data released to flow control as it is read, then the
-/// trailers.
-pub(super) struct RecvBody {
-    recv: h2::RecvStream,
-    data_done: bool,
-    /// Held while a streaming request body is being sent: dropping it stops the sending.
-    _cancel: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl http_body::Body for RecvBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(body_status(e)))),
-                None => self.data_done = true,
-            }
-        }
-        match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(body_status(e)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-}
+/// A response body as h2 receives it; it holds what stops a streaming request body's sending.
+pub(super) type RecvBody = crate::h2body::RecvBody<Option<tokio::sync::oneshot::Sender<()>>>;
 
 /// The status of a call whose response broke off: a lost connection is `Unavailable`, as
 /// gRPC reports transport failures; a reset stream is what its reason says, as tonic maps it.

@@ -25,7 +25,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body as _, Frame};
+use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -34,6 +34,8 @@ use tonic::body::Body;
 use tower::limit::ConcurrencyLimit;
 use tower::util::{Either, Oneshot};
 use tower::{Service, ServiceExt};
+
+use crate::h2body::RecvBody;
 
 /// How long a client has to finish the TLS and HTTP/2 handshakes once connected.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -315,7 +317,7 @@ impl<S: CallService> Call<S> {
             .get("grpc-timeout")
             .and_then(|value| parse_grpc_timeout(value.as_bytes()))
             .and_then(|timeout| Instant::now().checked_add(timeout));
-        let mut request = request.map(|recv| Body::new(RequestBody { recv, data_done: false }));
+        let mut request = request.map(|recv| Body::new(RecvBody::new(recv, request_body_status, ())));
         request.extensions_mut().insert(connect_info.clone());
         Self {
             answer: Some(service.clone().oneshot(request)),
@@ -531,38 +533,9 @@ impl Sending {
     }
 }
 
-/// A request body as h2 receives it: data released to flow control as the service reads it,
-/// then the trailers.
-struct RequestBody {
-    recv: h2::RecvStream,
-    data_done: bool,
-}
-
-impl http_body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(error)) => return Poll::Ready(Some(Err(tonic::Status::from_error(Box::new(error))))),
-                None => self.data_done = true,
-            }
-        }
-        match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(error) => Poll::Ready(Some(Err(tonic::Status::from_error(Box::new(error))))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
+/// What a request body's h2 error is to the service reading it.
+fn request_body_status(error: h2::Error) -> tonic::Status {
+    tonic::Status::from_error(Box::new(error))
 }
 
 /// A `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).

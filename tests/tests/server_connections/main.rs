@@ -3,6 +3,8 @@
 //! deadlines, connections past their age. Each is seen from outside, on the socket or through a
 //! real client, and the server must go on serving.
 
+mod adversary;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -56,10 +58,13 @@ async fn frames_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 /// A server answers over a fresh connection: it is still serving.
 async fn still_serving(store: &MemoryStore, name: &str) {
     let channel = ClientBuilder::new(store.registry()).build(name).await.unwrap();
-    GreeterClient::new(channel)
-        .say_hello(HelloRequest { name: "after".into() })
-        .await
-        .expect("the server still serves");
+    within(
+        Duration::from_secs(5),
+        "a call after the attack",
+        GreeterClient::new(channel).say_hello(HelloRequest { name: "after".into() }),
+    )
+    .await
+    .expect("the server still serves");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,12 +210,7 @@ impl Greeter for Patient {
 
 /// A plain tonic client to `addr`.
 async fn plain_client(addr: std::net::SocketAddr) -> GreeterClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    GreeterClient::new(channel)
+    GreeterClient::new(adversary::plain_channel(addr).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! reset as fast as they open, connections that never finish their handshake while the server
 //! stops, deadlines that pass mid-stream, TLS clients that are not.
 
+use super::{Patient, start, still_serving};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, StreamExt};
-use jovian::{App, ClientBuilder, GrpcServer, Running};
+use jovian::{App, ClientBuilder, GrpcServer};
 use jovian_examples::proto::greeter_server::Greeter;
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest};
 use jovian_registry_memory::MemoryStore;
@@ -26,36 +27,13 @@ use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
-async fn start(store: &MemoryStore, server: GrpcServer) -> Running {
-    App::new()
-        .registry(store.registry())
-        .governor(None)
-        .drain_delay(Duration::ZERO)
-        .serve(server)
-        .start()
-        .await
-        .unwrap()
-}
-
 /// A plain tonic client to `addr`: one connection.
-async fn plain_channel(addr: SocketAddr) -> tonic::transport::Channel {
+pub(super) async fn plain_channel(addr: SocketAddr) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap()
-}
-
-/// A server answers over a fresh connection: it is still serving.
-async fn still_serving(store: &MemoryStore, name: &str) {
-    let channel = ClientBuilder::new(store.registry()).build(name).await.unwrap();
-    within(
-        Duration::from_secs(5),
-        "a call after the attack",
-        GreeterClient::new(channel).say_hello(HelloRequest { name: "after".into() }),
-    )
-    .await
-    .expect("the server still serves");
 }
 
 /// A bare h2 client connection to `addr`.
@@ -631,31 +609,6 @@ async fn two_hundred_connections_at_once() {
             .expect("every call succeeds");
     }
     running.stop().await.unwrap();
-}
-
-/// Counts handlers that began and that were dropped.
-#[derive(Clone, Default)]
-struct Patient {
-    started: Arc<AtomicUsize>,
-    dropped: Arc<AtomicUsize>,
-}
-
-struct Dropped(Arc<AtomicUsize>);
-
-impl Drop for Dropped {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[tonic::async_trait]
-impl Greeter for Patient {
-    async fn say_hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
-        let _dropped = Dropped(Arc::clone(&self.dropped));
-        self.started.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok(Response::new(HelloReply::default()))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
