@@ -375,15 +375,23 @@ impl<'a> World<'a> {
     }
 
     /// The instances `client` knew of at `at`: its set then, and what etcd held throughout
-    /// `[since, at]`.
+    /// `[since, at]` if the client's path to etcd was undisturbed for the recovery bound (as
+    /// invariant 2's join asks): a client whose watch is still recovering, or that started
+    /// while etcd could not answer it, knows only its set (seed 6: a client restarted during an
+    /// etcd freeze and a partition of everyone had its first snapshot 6 s after etcd answered).
     fn known_to(&self, client: &(String, u32), at: u64, since: u64) -> BTreeSet<String> {
-        let mut known = self.truth_throughout(since, at).unwrap_or_default();
+        let mut known = match self.disturbed_within(&client.0, at.saturating_sub(self.b.recover), at) {
+            true => BTreeSet::new(),
+            false => self.truth_throughout(since, at).unwrap_or_default(),
+        };
         let life = self
             .tl
             .clients
             .iter()
             .find(|life| life.slot == client.0 && life.r#gen == client.1);
-        if let Some((_, members)) = life.and_then(|l| l.snapshots.iter().rev().find(|(t, _)| *t <= at)) {
+        // Strictly before: times are whole milliseconds, and a set that arrived in the call's
+        // starting millisecond may have come just after the pick (seed 6 again).
+        if let Some((_, members)) = life.and_then(|l| l.snapshots.iter().rev().find(|(t, _)| *t < at)) {
             known.extend(members.iter().cloned());
         }
         known

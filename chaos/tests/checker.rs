@@ -572,6 +572,44 @@ fn a_write_failing_while_etcd_holds_a_healthy_instance_is_caught() {
     assert!(flagged(&report, 1, "non-idempotent c0/2"), "{:#?}", report.violations);
 }
 
+/// A client restarted at `restart_at` fails a read at `read_at`, before its first snapshot: etcd
+/// holds both servers throughout, but whether the client could know them depends on whether its
+/// path to etcd (here: the 10–16 s freeze) was disturbed within the recovery bound.
+fn a_read_before_the_first_snapshot(restart_at: u64, read_at: u64) -> Vec<Record> {
+    let mut h = quiet_run();
+    h.push(at(restart_at, "c0", 2, proc("spawned")));
+    h.push(at(
+        read_at + 5,
+        "c0",
+        2,
+        Event::Call {
+            id: "c0.2.0".into(),
+            method: "read".into(),
+            start: read_at,
+            ok: false,
+            code: "Unavailable".into(),
+            message: "no available instance".into(),
+            instance: String::new(),
+        },
+    ));
+    // Its first set arrives in the millisecond the read started, after the pick.
+    h.push(at(read_at, "c0", 2, snapshot(&[A, B])));
+    h
+}
+
+#[test]
+fn a_read_from_a_client_whose_watch_is_still_recovering_from_etcd_trouble_may_fail() {
+    // Started during the freeze; 2.4 s after etcd answers again it still has no snapshot.
+    let report = verdict(a_read_before_the_first_snapshot(12_000, 18_500));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
+#[test]
+fn a_read_failing_while_the_client_could_have_listed_etcd_is_caught() {
+    let report = verdict(a_read_before_the_first_snapshot(30_000, 32_500));
+    assert!(flagged(&report, 1, "idempotent c0/2"), "{:#?}", report.violations);
+}
+
 /// s1 is killed; its key expires and the client applies the delete 80 ms before the next truth
 /// poll sees it gone (or, in the near variant, 1.5 s before: beyond the lag a removal may lead).
 fn an_expiry_seen_before_truth_polls_it(truth_sees_it_after: u64) -> Vec<Record> {
