@@ -1,9 +1,12 @@
 //! Trace context that travels with calls, as W3C `traceparent` gRPC metadata.
 //!
 //! A server call continues the trace of the `traceparent` it receives (or starts one); a client
-//! call made while serving continues the server call's trace (or starts one) and sends its own
-//! `traceparent`. So a client span and the server span of one call share a trace id. The ids
-//! are recorded on the `grpc.client` / `grpc.server` tracing spans as `trace_id` and `span_id`.
+//! call made while serving continues the server call's trace and sends its own `traceparent`.
+//! A client call outside any served call starts a trace only when a subscriber records its
+//! span: an unrecorded trace id is one nobody could look up, and the header would cost every
+//! server on every call (its server starts a trace instead). So a recorded client span and the
+//! server span of one call share a trace id. The ids are recorded on the `grpc.client` /
+//! `grpc.server` tracing spans as `trace_id` and `span_id`.
 //!
 //! That is the built-in propagation, which needs nothing from the application. One that
 //! already traces with OpenTelemetry (`tracing-opentelemetry`) or carries B3 headers installs

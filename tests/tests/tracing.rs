@@ -1,5 +1,5 @@
-//! Trace context travels with calls: a client span and the server span of the same call share
-//! a trace id, and a call made while serving continues the trace it serves.
+//! Trace context travels with calls: a recorded client span starts a trace that the server span
+//! of the same call shares, and a call made while serving continues the trace it serves.
 //!
 //! This binary installs its own global subscriber to see every span, so it holds one test.
 
@@ -12,15 +12,15 @@ use jovian_examples::{GreeterClient, HelloReply, HelloRequest, greeter_server};
 use jovian_registry_memory::MemoryStore;
 use tonic::{Request, Response, Status};
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
+use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// A span's name and its fields as strings.
 type SpanRecord = (String, HashMap<String, String>);
 
-/// Every span named `grpc.*`, with its string fields.
+/// Every span named `grpc.*`, with its string fields, those recorded later included.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<SpanRecord>>>);
+struct Recorder(Arc<Mutex<Vec<(Id, SpanRecord)>>>);
 
 struct Fields(HashMap<String, String>);
 
@@ -34,14 +34,22 @@ impl Visit for Fields {
 }
 
 impl<S: tracing::Subscriber> Layer<S> for Recorder {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
         if attrs.metadata().name().starts_with("grpc.") {
             let mut fields = Fields(HashMap::new());
             attrs.record(&mut fields);
             self.0
                 .lock()
                 .unwrap()
-                .push((attrs.metadata().name().to_owned(), fields.0));
+                .push((id.clone(), (attrs.metadata().name().to_owned(), fields.0)));
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        if let Some((_, (_, fields))) = self.0.lock().unwrap().iter_mut().find(|(span, _)| span == id) {
+            let mut more = Fields(std::mem::take(fields));
+            values.record(&mut more);
+            *fields = more.0;
         }
     }
 }
@@ -87,7 +95,13 @@ async fn client_and_server_spans_of_a_call_share_a_trace_id() {
         .await
         .unwrap();
 
-    let spans = recorder.0.lock().unwrap().clone();
+    let spans: Vec<SpanRecord> = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, span)| span.clone())
+        .collect();
     let find = |name: &str, service: &str| {
         spans
             .iter()

@@ -441,30 +441,38 @@ fn source_chain<'a>(
 
 /// The `grpc.client` span of a call under jovian's own ids, and the context the channel made
 /// for it. A `traceparent` the caller set (an interceptor, say) is theirs to keep and no
-/// context is made; otherwise the call continues the trace being served, or starts one.
+/// context is made. Otherwise the call continues the trace being served; outside a served
+/// call it starts a trace only when its span is recorded. An unrecorded new trace is an id
+/// nobody can ever look up, and its header costs every server on every call (7 µs of CPU for a
+/// grpc-go server, BENCHMARKS.md); the server starts a trace of its own instead.
 fn builtin_client_span(service: &str, parts: &http::request::Parts) -> (tracing::Span, Option<TraceContext>) {
+    let span = tracing::debug_span!(
+        "grpc.client",
+        service = %service,
+        method = %parts.uri.path(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        instance = tracing::field::Empty,
+        code = tracing::field::Empty,
+    );
     let given = parts
         .headers
         .get(TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
+    let recorded = !span.is_disabled();
     let (context, made) = match given {
-        Some(given) => (given, false),
-        None => (
-            TraceContext::current().map_or_else(TraceContext::root, |c| c.child()),
-            true,
-        ),
+        Some(given) => (Some(given), false),
+        None => match TraceContext::current() {
+            Some(served) => (Some(served.child()), true),
+            None => (recorded.then(TraceContext::root), true),
+        },
     };
-    let span = tracing::debug_span!(
-        "grpc.client",
-        service = %service,
-        method = %parts.uri.path(),
-        trace_id = %context.trace_hex(),
-        span_id = %context.span_hex(),
-        instance = tracing::field::Empty,
-        code = tracing::field::Empty,
-    );
-    (span, made.then_some(context))
+    if let Some(context) = context.filter(|_| recorded) {
+        span.record("trace_id", tracing::field::display(context.trace_hex()));
+        span.record("span_id", tracing::field::display(context.span_hex()));
+    }
+    (span, context.filter(|_| made))
 }
 
 /// Counts and times a call that failed without a response; returns its status.
