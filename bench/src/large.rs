@@ -173,14 +173,15 @@ async fn measure(
     ])
 }
 
-/// Waits (spinning, off the runtime, for µs precision) until `channel` holds `expected`
-/// instances; returns when it did.
+/// Waits (polling every 20 µs, off the runtime) until `channel` holds `expected` instances;
+/// returns when it did. Not a busy spin: on two cores a spinning thread takes one from etcd
+/// and the watcher it measures (it added 1–2 ms to the p99 at 10,000 instances).
 fn applied(channel: &ServiceChannel, expected: usize) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(10);
     tokio::task::block_in_place(|| {
         while channel.instance_count() != expected {
             anyhow::ensure!(Instant::now() < deadline, "the change did not arrive within 10 s");
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_micros(20));
         }
         Ok(Instant::now())
     })

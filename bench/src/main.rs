@@ -116,7 +116,7 @@ impl Sizes {
                 pick_iterations: 1_000_000,
                 pick_sizes: [10, 1_000, 10_000],
                 large_sizes: vec![100, 1_000, 10_000, 50_000],
-                large_changes: 100,
+                large_changes: 500,
                 burst: 10_000,
                 registrations: 1_000,
                 registration_duration: Duration::from_secs(60),
