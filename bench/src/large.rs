@@ -187,7 +187,8 @@ fn applied(channel: &ServiceChannel, expected: usize) -> anyhow::Result<Instant>
     })
 }
 
-/// A raw etcd watch on a service's prefix that notes when each event arrives.
+/// A raw etcd watch on a service's prefix that notes when each event arrives; it asks for
+/// previous values as the registry's watch does, so etcd does the same work for both.
 struct RawWatch {
     arrivals: Arc<Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
@@ -198,7 +199,7 @@ impl RawWatch {
         let prefix = format!("/jovian/{service}/");
         let (requests, mut stream) = client
             .watch_client()
-            .watch(prefix, Some(WatchOptions::new().with_prefix()))
+            .watch(prefix, Some(WatchOptions::new().with_prefix().with_prev_key()))
             .await?
             .split();
         let arrivals = Arc::new(Mutex::new(Vec::new()));
