@@ -44,26 +44,28 @@ impl Greeter for Frontend {
 /// An in-memory registry serving `echo`, and `frontend` calling it.
 async fn servers() -> (MemoryStore, Vec<jovian::Running>) {
     let store = MemoryStore::new();
-    let echo = App::new()
-        .registry(store.registry())
-        .governor(None)
-        .drain_delay(Duration::ZERO)
-        .serve(GrpcServer::new("echo").add_service(GreeterServer::new(Echo)))
-        .start()
-        .await
-        .unwrap();
+    let echo = serve(&store, GrpcServer::new("echo").add_service(GreeterServer::new(Echo))).await;
     let frontend = Frontend {
         echo: ClientBuilder::new(store.registry()).build("echo").await.unwrap(),
     };
-    let frontend = App::new()
+    let frontend = serve(
+        &store,
+        GrpcServer::new("frontend").add_service(GreeterServer::new(frontend)),
+    )
+    .await;
+    (store, vec![echo, frontend])
+}
+
+/// Serves `server` as an App registered in `store`.
+async fn serve(store: &MemoryStore, server: GrpcServer) -> jovian::Running {
+    App::new()
         .registry(store.registry())
         .governor(None)
         .drain_delay(Duration::ZERO)
-        .serve(GrpcServer::new("frontend").add_service(GreeterServer::new(frontend)))
+        .serve(server)
         .start()
         .await
-        .unwrap();
-    (store, vec![echo, frontend])
+        .unwrap()
 }
 
 /// The `traceparent` the echo server received from a call through `service`.
