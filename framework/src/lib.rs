@@ -54,4 +54,4 @@ pub use instances::{Change, Instances, InstancesPublisher, InstancesWatch};
 pub use registry::{Discovery, Registrar, Registry};
 pub use sd::MetricsTarget;
 pub use server::{GrpcServer, LayeredService, ServerTls};
-pub use service::{InvalidEntry, MAX_ENTRY_BYTES, ServiceInfo};
+pub use service::{InvalidEntry, MAX_ENTRY_BYTES, MIN_PING_INTERVAL_KEY, ServiceInfo};

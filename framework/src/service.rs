@@ -15,6 +15,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// bytes; anything far larger is garbage and would cost every watcher memory and time.
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
 
+/// The [`ServiceInfo::metadata`] key in which an instance says how often it takes an HTTP/2
+/// ping while calls are in flight, in milliseconds. jovian's servers write `0` (any time), so
+/// jovian's clients notice one frozen within about two seconds; an instance without it is
+/// pinged only as stock gRPC servers allow (see `ConnectionOptions::keepalive_interval`).
+pub const MIN_PING_INTERVAL_KEY: &str = "http2.min_ping_interval_ms";
+
 /// One instance of a service: where it listens and how clients should treat it.
 ///
 /// ```

@@ -34,6 +34,8 @@ pub(super) struct Balancer {
     pub(super) layers: Vec<LayerFn>,
     /// The gRPC type of methods that are not what their request says (see `GrpcType`).
     pub(super) method_types: HashMap<String, GrpcType>,
+    /// The default deadline of methods that have their own.
+    pub(super) method_timeouts: HashMap<String, std::time::Duration>,
     /// The metric series of the methods called.
     pub(super) methods: Methods,
     pub(super) set: ArcSwap<InstanceSet>,
@@ -70,8 +72,19 @@ impl Balancer {
         service: &str,
         options: ClientOptions,
         layers: Vec<LayerFn>,
-        method_types: HashMap<String, GrpcType>,
+        mut method_types: HashMap<String, GrpcType>,
     ) -> crate::Result<Arc<Self>> {
+        // What code declared wins over what the options say.
+        for (path, method) in &options.methods {
+            if let Some(grpc_type) = method.grpc_type {
+                method_types.entry(path.clone()).or_insert(grpc_type);
+            }
+        }
+        let method_timeouts = options
+            .methods
+            .iter()
+            .filter_map(|(path, method)| Some((path.clone(), method.timeout?)))
+            .collect();
         let connector = Arc::new(Connector::new(service, &options.connection)?);
         let retry = &options.retry;
         let budget = RetryBudget::new(retry.budget_ratio, retry.budget_min_per_second);
@@ -85,6 +98,7 @@ impl Balancer {
             connector,
             layers,
             method_types,
+            method_timeouts,
             methods: Methods::new(),
             set: ArcSwap::from_pointee(set),
             // A random start, so that short-lived clients do not all begin with the same instance.

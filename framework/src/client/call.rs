@@ -11,7 +11,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,6 +33,7 @@ use super::transport::{Head, Payload, RecvBody, TransportError};
 use crate::error::BoxError;
 use crate::metrics::{GrpcType, MethodSeries, grpc_code_name};
 use crate::trace::{TRACEPARENT, TraceContext, propagator};
+use tokio::time::Sleep;
 
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("jovian/", env!("CARGO_PKG_VERSION")));
 
@@ -168,7 +169,6 @@ impl Balancer {
     pub(super) fn prepare(&self, request: http::Request<Body>) -> (Call, tracing::Span) {
         let key = self.hash_key(&request);
         let (mut parts, body) = request.into_parts();
-        let deadline = deadline::of(&parts.headers, self.options.timeout);
         let (span, trace) = match propagator() {
             Some(propagator) => {
                 let span = tracing::debug_span!(
@@ -197,6 +197,7 @@ impl Balancer {
             None if streaming => GrpcType::BidiStream,
             None => GrpcType::Unary,
         };
+        let deadline = deadline::of(&parts.headers, self.default_timeout(path.path(), grpc_type));
         let generated = parts.extensions.get::<tonic::GrpcMethod<'static>>();
         let method_metrics = self.methods.get(
             grpc_type,
@@ -223,6 +224,21 @@ impl Balancer {
             method_metrics,
         };
         (call, span)
+    }
+
+    /// The deadline of a call to `path` that sets none: the method's own, else its type's.
+    fn default_timeout(&self, path: &str, grpc_type: GrpcType) -> Option<std::time::Duration> {
+        if let Some(timeout) = self
+            .method_timeouts
+            .get(path)
+            .filter(|_| !self.method_timeouts.is_empty())
+        {
+            return Some(*timeout);
+        }
+        match grpc_type {
+            GrpcType::Unary => self.options.timeout,
+            _ => self.options.stream_timeout,
+        }
     }
 
     /// Sends a prepared call, within its deadline, moving it to another instance when that is
@@ -287,7 +303,15 @@ impl Balancer {
                         ));
                         return Err(ended(method, started, &span, status));
                     }
-                    return Ok(observe(response, in_flight, method, started, attempt_started, span));
+                    let end = End {
+                        in_flight,
+                        method,
+                        started,
+                        attempt_started,
+                        span,
+                        balancer: Arc::clone(&self),
+                    };
+                    return Ok(observe(response, end, deadline));
                 }
                 Some(Err(failure)) => failure,
                 None => Failure::TimedOut,
@@ -304,9 +328,7 @@ impl Balancer {
             let (error, never_sent) = match failure {
                 Failure::Status(status) => return Err(ended(method, started, &span, status)),
                 Failure::TimedOut => {
-                    if instance.timed_out() >= self.options.ejection.after_timeouts {
-                        self.eject(&self.set.load(), &instance, &"calls timed out in a row");
-                    }
+                    self.timed_out(&instance);
                     let status = Status::deadline_exceeded(format!(
                         "the call to `{}` did not finish within its deadline (last instance tried: {})",
                         self.service, instance.info.address
@@ -359,12 +381,16 @@ impl Balancer {
             path: call.path.clone(),
             headers,
         };
-        let payload = call.payload(last);
-        let mut request = Some(link.request(head));
-        let end_of_stream = matches!(&payload, Payload::Complete(data) if data.is_empty());
-        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request, end_of_stream)).await?;
-        let cancel = link.send_body(stream, payload);
-        Ok(live.response(response, cancel).await?)
+        Ok(link.send(&live, head, call.payload(last)).await?)
+    }
+
+    /// Counts a call that ran out of time on `instance`, which is ejected after
+    /// `ejection.after_timeouts` in a row: frozen instances that no ping catches (see
+    /// `ConnectionOptions::keepalive_interval`) are caught here.
+    fn timed_out(&self, instance: &Arc<Instance>) {
+        if instance.timed_out() >= self.options.ejection.after_timeouts {
+            self.eject(&self.set.load(), instance, &"calls timed out in a row");
+        }
     }
 
     /// One attempt through the application's layers.
@@ -507,14 +533,20 @@ fn traceparent_value(context: &TraceContext) -> HeaderValue {
 enum Inner {
     H2(RecvBody),
     Layered(Body),
+    /// Dropped when the call's deadline passed: h2 resets the stream.
+    TimedOut,
 }
 
-/// Reports the call's end: metrics, the span's code, the instance's in-flight count.
+/// Reports the call's end: metrics, the span's code, the instance's in-flight count; and ends
+/// the call when its deadline passes while the body or the trailers are awaited.
 struct Observed {
     inner: Inner,
     end: Option<End>,
     /// The status of a trailers-only response, or what the HTTP status says.
     code: Option<Code>,
+    deadline: Option<Instant>,
+    /// Set once the body has had to wait, with a deadline.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 struct End {
@@ -523,28 +555,18 @@ struct End {
     started: Instant,
     attempt_started: Instant,
     span: tracing::Span,
+    balancer: Arc<Balancer>,
 }
 
-fn observe(
-    response: http::Response<Inner>,
-    in_flight: InFlight,
-    method: &'static MethodSeries,
-    started: Instant,
-    attempt_started: Instant,
-    span: tracing::Span,
-) -> http::Response<Body> {
+fn observe(response: http::Response<Inner>, end: End, deadline: Option<Instant>) -> http::Response<Body> {
     let code = grpc_status(response.headers()).or_else(|| http_code(response.status()));
     response.map(|inner| {
         let mut body = Observed {
             inner,
-            end: Some(End {
-                in_flight,
-                method,
-                started,
-                attempt_started,
-                span,
-            }),
+            end: Some(end),
             code,
+            deadline,
+            timer: None,
         };
         // A trailers-only response (or an HTTP error) has ended already.
         if body.code.is_some() && http_body::Body::is_end_stream(&body) {
@@ -568,8 +590,25 @@ impl Observed {
             Code::Ok => series.ok.inc(),
             other => super::metrics::attempt_failed(&instance.info.name, &instance.info.address, other),
         }
+        match code {
+            Code::DeadlineExceeded => end.balancer.timed_out(instance),
+            // The caller went away: nothing is known of the instance.
+            Code::Cancelled => {}
+            _ => instance.answered_in_time(),
+        }
         series.latency.observe(end.attempt_started.elapsed().as_secs_f64());
         end.span.record("code", grpc_code_name(code));
+    }
+
+    /// Whether the call's deadline has passed, noting to be woken when it does.
+    fn out_of_time(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -579,8 +618,23 @@ impl http_body::Body for Observed {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let polled = match &mut self.inner {
-            Inner::H2(body) => ready!(Pin::new(body).poll_frame(cx)),
-            Inner::Layered(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Inner::H2(body) => Pin::new(body).poll_frame(cx),
+            Inner::Layered(body) => Pin::new(body).poll_frame(cx),
+            Inner::TimedOut => return Poll::Ready(None),
+        };
+        let Poll::Ready(polled) = polled else {
+            if !self.out_of_time(cx) {
+                return Poll::Pending;
+            }
+            // The instance sent the head but not the rest in time (a stalled or endless
+            // body, or trailers that never come): the call ends as any timed-out call does.
+            self.inner = Inner::TimedOut;
+            let instance = self.end.as_ref().map(|end| end.in_flight.instance.info.address.clone());
+            self.end(Some(Code::DeadlineExceeded));
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "the call did not finish within its deadline (instance {} had not sent all of its response)",
+                instance.unwrap_or_default()
+            )))));
         };
         match &polled {
             Some(Ok(frame)) => {
@@ -602,6 +656,7 @@ impl http_body::Body for Observed {
         match &self.inner {
             Inner::H2(body) => body.is_end_stream(),
             Inner::Layered(body) => body.is_end_stream(),
+            Inner::TimedOut => true,
         }
     }
 
@@ -609,6 +664,7 @@ impl http_body::Body for Observed {
         match &self.inner {
             Inner::H2(body) => body.size_hint(),
             Inner::Layered(body) => body.size_hint(),
+            Inner::TimedOut => http_body::SizeHint::with_exact(0),
         }
     }
 }

@@ -88,7 +88,7 @@ impl Instance {
         if let Some(link) = self.link.get() {
             return Ok(link);
         }
-        let link = Link::new(&self.info.address, Arc::clone(connector), Arc::clone(&self.in_flight))?;
+        let link = Link::new(&self.info, Arc::clone(connector), Arc::clone(&self.in_flight))?;
         Ok(self.link.get_or_init(|| Arc::new(link)))
     }
 
@@ -169,13 +169,18 @@ impl Instance {
         super::metrics::forget_instance(service, &self.info.address);
     }
 
-    /// Records a call whose response came back from here after `latency`.
+    /// Counts a call that ended here within its deadline, ending a run of timeouts.
+    pub(super) fn answered_in_time(&self) {
+        if self.timeouts.load(Ordering::Relaxed) != 0 {
+            self.timeouts.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a call whose response's head came back from here after `latency`. The call
+    /// may still run out of time in its body, so a run of timeouts ends only with the call.
     pub(super) fn succeeded(&self, latency: Duration) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
-        }
-        if self.timeouts.load(Ordering::Relaxed) != 0 {
-            self.timeouts.store(0, Ordering::Relaxed);
         }
         let sample = latency.as_micros() as u64;
         let old = self.latency_ewma_us.load(Ordering::Relaxed);

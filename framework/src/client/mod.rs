@@ -71,8 +71,8 @@ pub use layer::{Attempt, InstanceService, TransportError};
 use layer::{LayerFn, layer_fn};
 pub(crate) use live::{ClientView, live_clients};
 pub use options::{
-    ClientOptions, ClientTls, ConnectionOptions, DEFAULT_TIMEOUT, Ejection, Filter, HASH_KEY_HEADER, HashKey, Policy,
-    RetryPolicy,
+    ClientOptions, ClientTls, ConnectionOptions, DEFAULT_TIMEOUT, Ejection, Filter, HASH_KEY_HEADER, HashKey,
+    MethodOptions, Policy, RetryPolicy,
 };
 pub(crate) use transport::check_tls;
 
@@ -139,10 +139,12 @@ impl ClientBuilder {
         self
     }
 
-    /// Labels calls to `path` (`/package.Service/Method`) with `grpc_type` in the
-    /// `grpc_client_*` metrics. Needed for server-streaming and client-streaming methods: a
+    /// Declares that calls to `path` (`/package.Service/Method`) are of `grpc_type`, as
+    /// [`MethodOptions::grpc_type`] does: for their default deadline (none for streams, unless
+    /// [`ClientOptions::stream_timeout`]) and their label in the `grpc_client_*` metrics. A
     /// call does not say its method's type, so the channel takes a call whose request was
-    /// complete when it was made for unary and any other for bidi-streaming.
+    /// complete when it was made for unary and any other for bidi-streaming: declare your
+    /// server-streaming methods, or every call of theirs gets the unary deadline.
     pub fn method_type(mut self, path: impl Into<String>, grpc_type: GrpcType) -> Self {
         self.method_types.insert(path.into(), grpc_type);
         self

@@ -1,13 +1,15 @@
 //! What a client may be told: which instances to use, how to pick among them, how to connect,
 //! when to give up on an instance and when a call may be sent again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::body::Body;
+
+use crate::metrics::GrpcType;
 
 /// How a [`ServiceChannel`](super::ServiceChannel) behaves.
 ///
@@ -37,11 +39,61 @@ pub struct ClientOptions {
     /// How long building the channel waits for a first instance; `None` returns at once (calls
     /// then fail fast until one appears).
     pub wait_for_instances: Option<Duration>,
-    /// The deadline of a call that sets none itself (tonic's `Request::set_timeout`), sent to
-    /// the instance as `grpc-timeout`. It covers every attempt of the call: past it the call
-    /// fails with `DeadlineExceeded`, so a frozen instance can never hold a call for longer.
-    /// `None` sends no deadline. A long-lived streaming call sets its own, longer one.
+    /// The deadline of a unary call that sets none itself (tonic's `Request::set_timeout`),
+    /// sent to the instance as `grpc-timeout`. It covers the whole call, every attempt and the
+    /// response's body and trailers: past it the call fails with `DeadlineExceeded`, so a
+    /// frozen or stalled instance can never hold a call for longer. `None` sends no deadline.
     pub timeout: Option<Duration>,
+    /// The deadline of a streaming call that sets none itself; `None` (the default), as gRPC
+    /// has it: a watch or a subscription lives as long as it is wanted. A call is streaming
+    /// when its request is a stream still open when the call is made, or when its method is
+    /// declared so in `methods` (or with [`ClientBuilder::method_type`]): a server-streaming
+    /// method looks unary from its request alone.
+    ///
+    /// [`ClientBuilder::method_type`]: super::ClientBuilder::method_type
+    pub stream_timeout: Option<Duration>,
+    /// Settings of single methods, by path (`/package.Service/Method`).
+    pub methods: BTreeMap<String, MethodOptions>,
+}
+
+/// How calls to one method are told apart and timed.
+///
+/// ```
+/// use std::time::Duration;
+/// use jovian::client::{ClientOptions, MethodOptions};
+/// use jovian::metrics::GrpcType;
+///
+/// let mut options = ClientOptions::default();
+/// options.methods.insert(
+///     "/market.Prices/Watch".into(),
+///     MethodOptions::default().grpc_type(GrpcType::ServerStream),
+/// );
+/// options.methods.insert(
+///     "/market.Prices/Report".into(),
+///     MethodOptions::default().timeout(Duration::from_secs(30)),
+/// );
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MethodOptions {
+    /// The method's type, when its calls do not show it.
+    pub grpc_type: Option<GrpcType>,
+    /// The deadline of its calls that set none, instead of the one for their type.
+    pub timeout: Option<Duration>,
+}
+
+impl MethodOptions {
+    /// Declares the method's type.
+    pub fn grpc_type(mut self, grpc_type: GrpcType) -> Self {
+        self.grpc_type = Some(grpc_type);
+        self
+    }
+
+    /// Gives the method's calls this deadline when they set none.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
 }
 
 /// How an instance is chosen for each call.
@@ -109,8 +161,13 @@ pub struct ConnectionOptions {
     pub connect_timeout: Duration,
     /// How long a connection with calls in flight may go without receiving anything before it
     /// is pinged (HTTP/2 keep-alive). Together with `keepalive_timeout` this is how soon a
-    /// frozen or vanished instance is noticed and its calls fail over. Idle connections are not
-    /// pinged, so servers that limit pings (grpc-go's default policy) are never provoked.
+    /// frozen or vanished instance is noticed and its calls fail over. Idle connections are
+    /// never pinged. An instance is pinged this often only if its registry entry says it takes
+    /// it ([`MIN_PING_INTERVAL_KEY`](crate::MIN_PING_INTERVAL_KEY), which jovian's servers
+    /// write); any other gets at most two pings each time it goes quiet, which stock gRPC
+    /// servers (grpc-go, grpc-java, C-core) allow, and calls' deadlines notice it frozen after
+    /// that. An instance that still closes a connection for too many pings has its interval
+    /// doubled, as grpc-go's client does. `Duration::ZERO` turns pings off.
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
@@ -167,7 +224,7 @@ pub struct RetryPolicy {
     pub budget_min_per_second: u32,
 }
 
-/// The deadline of a call that sets none, unless configured otherwise.
+/// The deadline of a unary call that sets none, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for ClientOptions {
@@ -180,6 +237,8 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             wait_for_instances: None,
             timeout: Some(DEFAULT_TIMEOUT),
+            stream_timeout: None,
+            methods: BTreeMap::new(),
         }
     }
 }

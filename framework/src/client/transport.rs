@@ -10,18 +10,25 @@
 //!
 //! A [`Link`] is one instance's connection slot. Its connection is made on the instance's
 //! first call (lazily), by one task for every caller that waits on it (single flight), and
-//! again on the first call after it died. The connection's task also keeps it alive: while
-//! calls are in flight and nothing was read for `keepalive_interval`, it sends a ping, and a
-//! ping unanswered for `keepalive_timeout` closes the connection, failing its calls, so a
-//! frozen or vanished instance is noticed within about the two. An idle connection is never
-//! pinged (grpc-go servers punish idle pings).
+//! again on the first call after it died.
+//!
+//! The connection's task also keeps it alive, within what the instance allows ([`Pings`]):
+//! while calls are in flight and nothing was read for `keepalive_interval`, it sends a ping,
+//! and a ping unanswered for `keepalive_timeout` closes the connection, failing its calls, so
+//! a frozen or vanished instance is noticed within about the two. An idle connection is never
+//! pinged. A stock gRPC server (grpc-go, grpc-java, C-core) forgives one ping after each time
+//! it sent something and closes the connection (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_pings")
+//! on the third unforgiven one within 5 minutes; so an instance that has not said in its
+//! registry entry that it takes pings more often gets at most two pings per quiet stretch
+//! (one forgiven, one strike), and a `too_many_pings` doubles the link's interval, as grpc-go's
+//! client does. Past that, a frozen instance of that kind is noticed by its calls' deadlines.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -38,8 +45,9 @@ use tonic::body::Body;
 
 use super::now_ms;
 use super::options::{ClientTls, ConnectionOptions};
-use crate::Error;
 use crate::error::BoxError;
+use crate::service::MIN_PING_INTERVAL_KEY;
+use crate::{Error, ServiceInfo};
 
 /// h2 settings as hyper's client sets them (tonic's `Channel` runs on those).
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
@@ -99,7 +107,13 @@ impl Connector {
     }
 
     /// Dials `address`, shakes hands (TLS, HTTP/2) and starts the connection's task.
-    async fn connect(self: Arc<Self>, address: Arc<str>, in_flight: Arc<AtomicUsize>) -> Result<Live, ConnectFailed> {
+    async fn connect(
+        self: Arc<Self>,
+        address: Arc<str>,
+        in_flight: Arc<AtomicUsize>,
+        pings: Pings,
+        calm: Arc<AtomicU32>,
+    ) -> Result<Live, ConnectFailed> {
         let dial = async {
             let tcp = TcpStream::connect(&*address)
                 .await
@@ -117,6 +131,7 @@ impl Connector {
                 state: Arc::clone(&state),
                 heard: Some(heard),
                 put_off: false,
+                frames: FrameScan::default(),
             };
             let (send, mut connection) = self
                 .h2
@@ -124,12 +139,20 @@ impl Connector {
                 .await
                 .map_err(|e| ConnectFailed::new("the HTTP/2 handshake failed", e))?;
             let keepalive = self.keepalive.and_then(|(interval, timeout)| {
+                // Slower after each `too_many_pings` this instance sent, never faster than it allows.
+                let interval = interval
+                    .saturating_mul(1 << calm.load(Ordering::Relaxed))
+                    .max(pings.min());
                 Some(KeepAlive {
                     ping: connection.ping_pong()?,
-                    interval_ms: interval.as_millis().max(1) as u64,
+                    interval,
                     timeout,
+                    limited: matches!(pings, Pings::Limited),
                     sleep: Box::pin(tokio::time::sleep(interval)),
                     state: Alive::Idle,
+                    frames_at_ping: 0,
+                    quiet_pings: 0,
+                    last_ping: None,
                 })
             });
             tokio::spawn(Driver {
@@ -138,6 +161,7 @@ impl Connector {
                 state: Arc::clone(&state),
                 in_flight,
                 address: Arc::clone(&address),
+                calm,
                 yielded: false,
             });
             // As grpc-go does, the connection is used once the instance has spoken (its
@@ -276,8 +300,50 @@ pub(super) struct Link {
     /// The calls in flight on this instance, which the connection's task reads to know whether
     /// to keep the connection alive. The instance counts them.
     in_flight: Arc<AtomicUsize>,
+    /// How often the instance lets itself be pinged.
+    pings: Pings,
+    /// How many times the instance closed a connection for too many pings: each doubles the
+    /// keep-alive interval of the connections made after it.
+    calm: Arc<AtomicU32>,
     live: ArcSwapOption<Live>,
     connecting: Mutex<Option<Connecting>>,
+}
+
+/// How often an instance lets its connections be pinged while calls are in flight.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Pings {
+    /// As often as every this long, as its registry entry says ([`MIN_PING_INTERVAL_KEY`]).
+    Welcome(Duration),
+    /// Unknown: as a stock gRPC server allows (see the module's head).
+    Limited,
+}
+
+/// Pings a [`Pings::Limited`] instance gets while it sends nothing: the first is forgiven by
+/// grpc-go, grpc-java and C-core servers, the second is one strike of the two they tolerate.
+const QUIET_PINGS: u32 = 2;
+
+/// How long after its last ping a stock gRPC server takes another without a strike
+/// (grpc-go's `EnforcementPolicy.MinTime`, grpc-java's and C-core's default alike).
+const STOCK_MIN_PING_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// The most doublings of the keep-alive interval after `too_many_pings`.
+const MAX_CALM: u32 = 8;
+
+impl Pings {
+    /// What `info`'s registry entry says.
+    pub(super) fn of(info: &ServiceInfo) -> Self {
+        info.metadata
+            .get(MIN_PING_INTERVAL_KEY)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map_or(Pings::Limited, |ms| Pings::Welcome(Duration::from_millis(ms)))
+    }
+
+    fn min(self) -> Duration {
+        match self {
+            Pings::Welcome(min) => min,
+            Pings::Limited => Duration::ZERO,
+        }
+    }
 }
 
 type Connecting = Shared<BoxFuture<'static, Result<Arc<Live>, Arc<ConnectFailed>>>>;
@@ -297,6 +363,8 @@ struct ConnState {
     last_read_ms: AtomicU64,
     /// Whether something was read in the connection task's current poll of h2.
     read_this_poll: AtomicBool,
+    /// HEADERS and DATA frames read from the peer.
+    stream_frames: AtomicU64,
 }
 
 impl ConnState {
@@ -306,6 +374,7 @@ impl ConnState {
             reason: OnceLock::new(),
             last_read_ms: AtomicU64::new(now_ms()),
             read_this_poll: AtomicBool::new(false),
+            stream_frames: AtomicU64::new(0),
         }
     }
 
@@ -323,19 +392,22 @@ impl ConnState {
 
 impl Link {
     pub(super) fn new(
-        address: &str,
+        info: &ServiceInfo,
         connector: Arc<Connector>,
         in_flight: Arc<AtomicUsize>,
     ) -> Result<Self, TransportError> {
-        let authority: Authority = address
+        let authority: Authority = info
+            .address
             .parse()
             .map_err(|e| TransportError::not_sent("the instance's address is not a valid authority", e))?;
         Ok(Self {
-            address: address.into(),
+            address: info.address.as_str().into(),
             authority,
             scheme: connector.scheme(),
             connector,
             in_flight,
+            pings: Pings::of(info),
+            calm: Arc::new(AtomicU32::new(0)),
             live: ArcSwapOption::empty(),
             connecting: Mutex::new(None),
         })
@@ -363,9 +435,12 @@ impl Link {
                 Some(pending) => pending.clone(),
                 None => {
                     // Its own task: the connect goes on if the caller that started it gives up.
-                    let task = tokio::spawn(
-                        Arc::clone(&self.connector).connect(Arc::clone(&self.address), Arc::clone(&self.in_flight)),
-                    );
+                    let task = tokio::spawn(Arc::clone(&self.connector).connect(
+                        Arc::clone(&self.address),
+                        Arc::clone(&self.in_flight),
+                        self.pings,
+                        Arc::clone(&self.calm),
+                    ));
                     let pending = async move {
                         match task.await {
                             Ok(Ok(live)) => Ok(Arc::new(live)),
@@ -406,6 +481,7 @@ impl Link {
         *request.uri_mut() = http::Uri::from_parts(uri).expect("a scheme, an authority and a path make a URI");
         *request.version_mut() = http::Version::HTTP_2;
         *request.headers_mut() = head.headers;
+        strip_connection_headers(request.headers_mut());
         request
     }
 
@@ -417,8 +493,7 @@ impl Link {
         body: Payload,
     ) -> Result<http::Response<RecvBody>, TransportError> {
         let mut request = Some(self.request(head));
-        let end_of_stream = body.is_empty();
-        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request, end_of_stream)).await?;
+        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request)).await?;
         let cancel = self.send_body(stream, body);
         live.response(response, cancel).await
     }
@@ -431,7 +506,9 @@ impl Link {
         body: Payload,
     ) -> Option<tokio::sync::oneshot::Sender<()>> {
         match body {
-            Payload::Complete(data) if data.is_empty() => None,
+            // Even an empty body ends in a DATA frame, not on the HEADERS: grpc-go servers
+            // before 1.84 never tell a handler that a request stream ended on its HEADERS
+            // (grpc-go issue 2867), so an empty client stream would hang there.
             Payload::Complete(data) => {
                 // The head is out, and an instance may answer (and end the stream) before the
                 // body follows it: a server that needs no body does. What happened is what the
@@ -452,17 +529,16 @@ impl Link {
 
 impl Live {
     /// Opens a stream for `request` (taken when it goes), waiting while the connection has
-    /// as many streams open as the instance allows.
-    pub(super) fn poll_send(
+    /// as many streams open as the instance allows. The body follows (`Link::send_body`).
+    fn poll_send(
         &self,
         cx: &mut Context<'_>,
         request: &mut Option<http::Request<()>>,
-        end_of_stream: bool,
     ) -> Poll<Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), TransportError>> {
         let mut send = self.send.lock().unwrap_or_else(|e| e.into_inner());
         let sent = match send.poll_ready(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(())) => send.send_request(request.take().expect("sent once"), end_of_stream),
+            Poll::Ready(Ok(())) => send.send_request(request.take().expect("sent once"), false),
             Poll::Ready(Err(e)) => Err(e),
         };
         Poll::Ready(sent.map_err(|e| {
@@ -476,7 +552,7 @@ impl Live {
     }
 
     /// Waits for the response's head.
-    pub(super) async fn response(
+    async fn response(
         &self,
         response: h2::client::ResponseFuture,
         cancel: Option<tokio::sync::oneshot::Sender<()>>,
@@ -518,9 +594,20 @@ pub(super) enum Payload {
     Streaming(Body),
 }
 
-impl Payload {
-    fn is_empty(&self) -> bool {
-        matches!(self, Payload::Complete(data) if data.is_empty())
+/// Removes what HTTP/2 forbids in a request (RFC 9113 §8.2.2): headers about the connection,
+/// which a caller may have copied from an HTTP/1 request or a layer may have added. hyper
+/// drops them too; h2 would refuse the whole request, and the caller's mistake would look like
+/// the instance's failure.
+fn strip_connection_headers(headers: &mut http::HeaderMap) {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+    if headers.get(TE).is_some_and(|te| te != "trailers") {
+        headers.remove(TE);
     }
 }
 
@@ -600,6 +687,8 @@ struct Driver {
     state: Arc<ConnState>,
     in_flight: Arc<AtomicUsize>,
     address: Arc<str>,
+    /// The link's count of `too_many_pings`.
+    calm: Arc<AtomicU32>,
     /// Whether the last poll only yielded.
     yielded: bool,
 }
@@ -625,7 +714,14 @@ impl Future for Driver {
         this.state.read_this_poll.store(false, Ordering::Relaxed);
         if let Poll::Ready(result) = Pin::new(&mut this.connection).poll(cx) {
             if let Err(error) = result {
-                tracing::debug!(instance = %this.address, %error, "connection ended");
+                if error.is_go_away() && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+                    // grpc-go's "too_many_pings": the next connections ping half as often.
+                    let calm = this.calm.fetch_add(1, Ordering::Relaxed).min(MAX_CALM - 1) + 1;
+                    this.calm.store(calm, Ordering::Relaxed);
+                    tracing::warn!(instance = %this.address, %error, "the instance closed the connection for too many pings; pinging it less often");
+                } else {
+                    tracing::debug!(instance = %this.address, %error, "connection ended");
+                }
             }
             this.state.close(None);
             return Poll::Ready(());
@@ -646,10 +742,17 @@ impl Future for Driver {
 /// HTTP/2 keep-alive while calls are in flight.
 struct KeepAlive {
     ping: h2::PingPong,
-    interval_ms: u64,
+    interval: Duration,
     timeout: Duration,
+    /// Whether the instance is [`Pings::Limited`].
+    limited: bool,
     sleep: Pin<Box<tokio::time::Sleep>>,
     state: Alive,
+    /// The peer's HEADERS and DATA frames counted when the last ping went.
+    frames_at_ping: u64,
+    /// Pings sent since the peer last sent a HEADERS or DATA frame.
+    quiet_pings: u32,
+    last_ping: Option<tokio::time::Instant>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -691,21 +794,87 @@ impl KeepAlive {
                         return Poll::Pending;
                     }
                     let now = now_ms();
-                    let due = state.last_read_ms.load(Ordering::Relaxed) + self.interval_ms;
+                    let due = state.last_read_ms.load(Ordering::Relaxed) + self.interval.as_millis().max(1) as u64;
                     let instant = tokio::time::Instant::now();
-                    if now >= due {
-                        if self.ping.send_ping(h2::Ping::opaque()).is_err() {
-                            return Poll::Pending;
-                        }
-                        self.sleep.as_mut().reset(instant + self.timeout);
-                        self.state = Alive::Pinged;
-                    } else {
+                    if now < due {
                         self.sleep.as_mut().reset(instant + Duration::from_millis(due - now));
                         self.state = Alive::Scheduled;
+                        continue;
                     }
+                    if !self.may_ping(state, instant) {
+                        // Quiet too long for a limited instance's patience: looked at again
+                        // when the interval has passed, by when it may have spoken.
+                        self.sleep.as_mut().reset(instant + self.interval);
+                        self.state = Alive::Scheduled;
+                        continue;
+                    }
+                    if self.ping.send_ping(h2::Ping::opaque()).is_err() {
+                        return Poll::Pending;
+                    }
+                    self.quiet_pings += 1;
+                    self.last_ping = Some(instant);
+                    self.sleep.as_mut().reset(instant + self.timeout);
+                    self.state = Alive::Pinged;
                 }
             }
         }
+    }
+
+    /// Whether a ping now stays within what the instance allows.
+    fn may_ping(&mut self, state: &ConnState, now: tokio::time::Instant) -> bool {
+        let frames = state.stream_frames.load(Ordering::Relaxed);
+        if frames != self.frames_at_ping {
+            // The peer spoke since the last ping: the next one is forgiven.
+            self.frames_at_ping = frames;
+            self.quiet_pings = 0;
+        }
+        !self.limited
+            || self.quiet_pings < QUIET_PINGS
+            || self
+                .last_ping
+                .is_some_and(|last| now.duration_since(last) >= STOCK_MIN_PING_INTERVAL)
+    }
+}
+
+/// Follows the frames a peer sends, by their 9-byte headers, to count its HEADERS and DATA
+/// frames: what a stock gRPC server's ping policy counts as the connection being in use.
+#[derive(Default)]
+struct FrameScan {
+    header: [u8; 9],
+    /// Bytes of `header` read so far.
+    have: usize,
+    /// Bytes of the current frame's payload still to come.
+    skip: usize,
+}
+
+impl FrameScan {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+
+    /// Reads `bytes`, the next ones from the peer; returns how many HEADERS and DATA frames
+    /// began in them.
+    fn scan(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut frames = 0;
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == 9 {
+                self.have = 0;
+                self.skip = u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]) as usize;
+                if matches!(self.header[3], Self::DATA | Self::HEADERS) {
+                    frames += 1;
+                }
+            }
+        }
+        frames
     }
 }
 
@@ -717,6 +886,7 @@ struct Tracked {
     heard: Option<tokio::sync::oneshot::Sender<()>>,
     /// Whether the write h2 is attempting was put off once already.
     put_off: bool,
+    frames: FrameScan,
 }
 
 impl Tracked {
@@ -752,6 +922,10 @@ impl AsyncRead for Tracked {
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
         };
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let frames = this.frames.scan(&buf.filled()[before..]);
+            if frames > 0 {
+                this.state.stream_frames.fetch_add(frames, Ordering::Relaxed);
+            }
             this.state.read_this_poll.store(true, Ordering::Relaxed);
             this.state.last_read_ms.store(now_ms(), Ordering::Relaxed);
             if let Some(heard) = this.heard.take() {

@@ -1,22 +1,24 @@
 //! One client connection of a server, driven with `h2` directly.
 //!
-//! hyper's server runs each request in a task of its own, and hands the request and the response
-//! between that task and the connection's. Here the connection's own task runs each call as far
-//! as it goes at once: for a call whose service answers without waiting (a unary handler that
-//! computes its reply, the common case), the request is read, the service runs and the response
-//! is queued to h2 in the poll that read the request, and every response that poll made goes
-//! out in one write. A call that has to wait (its handler awaits I/O, a layer holds it back, a
-//! body streams) goes on in a task of its own, so calls never wait for each other.
+//! Each call runs in a task of its own, as hyper's server runs each request, so calls never
+//! wait for each other, and a handler that computes for seconds without awaiting holds up
+//! neither its connection's other calls nor the answers to its pings and flow-control updates
+//! (which would make a healthy instance look frozen to its clients).
 //!
-//! Nor do they wait for a handler that computes for long: one call that runs inline for more
-//! than [`SLOW_INLINE`] sends the connection's calls to tasks of their own for a while, where
-//! they run in parallel on every worker thread. Next to such a handler, the task a call costs
-//! is noise; next to a handler of a few microseconds, it is a fifth of the server's work.
+//! With `inline_calls`, the connection's own task runs each call as far as it goes at once
+//! instead: for a call whose service answers without waiting (a unary handler that computes
+//! its reply), the request is read, the service runs and the response is queued to h2 in the
+//! poll that read the request, and every response that poll made goes out in one write; a
+//! call that has to wait goes on in a task of its own. One call that runs inline for more than
+//! [`SLOW_INLINE`] sends the connection's calls to tasks of their own for a while. Next to a
+//! handler of a few microseconds, the task a call costs is a fifth of the server's work; but
+//! the first slow call still holds up everything else on its connection while it runs.
 //!
 //! The connection also keeps itself alive (a ping every `http2_keepalive_interval`, closed when
 //! one goes unanswered for `http2_keepalive_timeout`), ages out (`max_connection_age`, then
-//! `max_connection_age_grace`), and stops gracefully when the server stops: a GOAWAY, then the
-//! calls in flight finish.
+//! `max_connection_age_grace`), goes away when no call has been open on it for
+//! `max_connection_idle` (to twice that), and stops gracefully when the server stops: a
+//! GOAWAY, then the calls in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -56,6 +58,10 @@ pub(crate) struct ConnectionSettings {
     pub(super) keepalive: Option<(Duration, Duration)>,
     pub(super) max_age: Option<Duration>,
     pub(super) max_age_grace: Option<Duration>,
+    /// How long a connection may have no call open before it is closed gracefully.
+    pub(super) max_idle: Option<Duration>,
+    /// Whether calls run in the connection's task as far as they go at once.
+    pub(super) inline_calls: bool,
 }
 
 /// The service that answers calls: the server's services behind jovian's metrics and tracing.
@@ -134,6 +140,11 @@ struct Driver<I, S, C> {
     aging: Option<Pin<Box<Sleep>>>,
     grace: Option<Duration>,
     aged: bool,
+    /// Fires every `max_idle`: a connection that had no call open through a whole period goes.
+    idle: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// Whether a call was open at some poll since `idle` last fired.
+    busy: bool,
+    inline_calls: bool,
     stopping: bool,
     /// Until when calls go to tasks of their own instead of running inline.
     spawn_until: Option<Instant>,
@@ -176,6 +187,9 @@ where
             aging: settings.max_age.map(|age| Box::pin(tokio::time::sleep(age))),
             grace: settings.max_age_grace,
             aged: false,
+            idle: settings.max_idle.map(|idle| (Box::pin(tokio::time::sleep(idle)), idle)),
+            busy: false,
+            inline_calls: settings.inline_calls,
             stopping: false,
             spawn_until: None,
             accepted: Vec::new(),
@@ -211,6 +225,23 @@ where
             tracing::debug!("no answer to a keep-alive ping; closing the connection");
             return Poll::Ready(());
         }
+        self.busy |= self.connection.has_streams();
+        if let Some((sleep, period)) = &mut self.idle
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            if self.busy || self.connection.has_streams() {
+                self.busy = false;
+                sleep.as_mut().reset(Instant::now() + *period);
+                let _ = sleep.as_mut().poll(cx);
+            } else {
+                tracing::debug!("no call on the connection for max_connection_idle; closing it gracefully");
+                self.idle = None;
+                if !self.stopping {
+                    self.stopping = true;
+                    self.connection.graceful_shutdown();
+                }
+            }
+        }
         loop {
             loop {
                 match self.connection.poll_accept(cx) {
@@ -227,8 +258,7 @@ where
                 return Poll::Pending;
             }
             // Run now, each as far as it goes; the next `poll_accept` writes what they sent.
-            let mut started = Instant::now();
-            if self.spawn_until.is_some_and(|until| started < until) {
+            if !self.inline_calls || self.spawn_until.is_some_and(|until| Instant::now() < until) {
                 for (request, respond) in self.accepted.drain(..) {
                     self.calls
                         .spawn(Call::new(request, respond, &self.service, &self.connect_info));
@@ -236,6 +266,7 @@ where
                 continue;
             }
             self.spawn_until = None;
+            let mut started = Instant::now();
             // In the order they came; those left after a slow one go to tasks next time round.
             self.accepted.reverse();
             while let Some((request, respond)) = self.accepted.pop() {

@@ -110,6 +110,14 @@ fn breaks_the_listener(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(9 | 14 | 22 | 88 | 95))
 }
 
+/// Streams a client may open at once on one connection, unless configured: hyper's server's.
+/// Unlimited (h2's own default), one connection opening streams that never end could take a
+/// server's memory (200,000 of them took 1.9 GiB in 15 s).
+pub(crate) const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// How long a connection may go without a call open, unless configured.
+pub(crate) const DEFAULT_MAX_CONNECTION_IDLE: Duration = Duration::from_secs(5 * 60);
+
 impl ServerConfig {
     /// The HTTP/2 settings of every connection, as hyper's server defaults them where unset;
     /// `server` names the section in errors.
@@ -128,12 +136,12 @@ impl ServerConfig {
             .max_header_list_size(self.max_header_list_size.unwrap_or(16 * 1024))
             .max_send_buffer_size(400 * 1024)
             .max_local_error_reset_streams(Some(1024));
-        if let Some(streams) = self.max_concurrent_streams {
-            h2.max_concurrent_streams(streams);
-        }
+        h2.max_concurrent_streams(self.max_concurrent_streams.unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS));
         Ok(ConnectionSettings {
             h2,
             concurrency_limit: self.concurrency_limit_per_connection,
+            max_idle: Some(self.max_connection_idle.unwrap_or(DEFAULT_MAX_CONNECTION_IDLE)),
+            inline_calls: self.inline_calls.unwrap_or(false),
             keepalive: self.http2_keepalive_interval.map(|interval| {
                 (
                     interval,
