@@ -6,6 +6,7 @@
 pub mod backends;
 pub mod etcd;
 pub mod greeters;
+pub mod h2peer;
 pub mod load;
 pub mod pki;
 pub mod proxy;
