@@ -902,6 +902,53 @@ mod tests {
     }
 
     #[test]
+    fn client_deadlines_methods_and_keepalive_come_from_the_config() {
+        let toml = r#"
+            [clients.prices]
+            timeout = "2s"
+            stream_timeout = "10m"
+            keepalive_interval = "5s"
+            keepalive_timeout = "3s"
+            [clients.prices.methods."/market.Prices/Watch"]
+            type = "server_stream"
+            [clients.prices.methods."/market.Prices/Report"]
+            timeout = "30s"
+        "#;
+        let options = Config::from_toml(toml).unwrap().client("prices").unwrap();
+        assert_eq!(options.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(options.stream_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(options.connection.keepalive_interval, Duration::from_secs(5));
+        assert_eq!(options.connection.keepalive_timeout, Duration::from_secs(3));
+        assert_eq!(
+            options.methods["/market.Prices/Watch"],
+            MethodOptions::default().grpc_type(crate::metrics::GrpcType::ServerStream)
+        );
+        assert_eq!(
+            options.methods["/market.Prices/Report"],
+            MethodOptions::default().timeout(Duration::from_secs(30))
+        );
+        let defaults = Config::from_toml("").unwrap().client("prices").unwrap();
+        assert_eq!(defaults.stream_timeout, None, "streams have no deadline by default");
+        for (toml, key) in [
+            (
+                "[clients.p.methods.\"Watch\"]\ntype = \"server_stream\"",
+                "clients.p.methods.\"Watch\"",
+            ),
+            (
+                "[clients.p.methods.\"/a.B/C\"]\ntype = \"stream\"",
+                "clients.p.methods./a.B/C.type",
+            ),
+            ("[clients.p]\nkeepalive_timeout = \"0s\"", "clients.p.keepalive_timeout"),
+        ] {
+            let error = Config::from_toml(toml).and_then(|c| c.client("p")).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, .. } if k == key),
+                "{toml}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn client_sections_become_options() {
         let config = Config::from_toml(
             "[clients.greeter]\npolicy = \"consistent_hash\"\nzone = \"z1\"\nidempotent_methods = [\"/helloworld.Greeter/SayHello\"]",

@@ -1113,3 +1113,75 @@ impl StdError for TransportError {
         self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let length = (payload.len() as u32).to_be_bytes();
+        let mut frame = vec![length[1], length[2], length[3], kind, 0, 0, 0, 0, 1];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn the_frame_scan_counts_headers_and_data_however_the_bytes_are_cut() {
+        const PING: u8 = 6;
+        const SETTINGS: u8 = 4;
+        // A DATA frame whose payload looks like frame headers of the other kinds.
+        let bytes = [
+            frame(SETTINGS, &[0; 6]),
+            frame(FrameScan::HEADERS, &[0x88]),
+            frame(FrameScan::DATA, &frame(PING, &[0; 8])),
+            frame(PING, &[1; 8]),
+            frame(FrameScan::DATA, &[]),
+        ]
+        .concat();
+        for cut in 1..bytes.len() {
+            let mut scan = FrameScan::default();
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(scan.scan(a) + scan.scan(b), 3, "cut at {cut}");
+        }
+        let mut scan = FrameScan::default();
+        assert_eq!(bytes.iter().map(|b| scan.scan(&[*b])).sum::<u64>(), 3, "byte by byte");
+    }
+
+    #[test]
+    fn an_instance_is_pinged_freely_only_if_its_entry_says_so() {
+        let info = |metadata: Option<&str>| {
+            let info = ServiceInfo::new("s", "127.0.0.1:1");
+            match metadata {
+                Some(value) => info.with_metadata(MIN_PING_INTERVAL_KEY, value),
+                None => info,
+            }
+        };
+        assert_eq!(Pings::of(&info(Some("0"))), Pings::Welcome(Duration::ZERO));
+        assert_eq!(Pings::of(&info(Some("30000"))), Pings::Welcome(Duration::from_secs(30)));
+        assert_eq!(Pings::of(&info(None)), Pings::Limited);
+        assert_eq!(Pings::of(&info(Some("soon"))), Pings::Limited, "junk is no permission");
+    }
+
+    #[test]
+    fn connection_headers_are_stripped_and_te_trailers_kept() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close"),
+            ("keep-alive", "5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+        ] {
+            headers.insert(name, value.parse().unwrap());
+        }
+        strip_connection_headers(&mut headers);
+        let mut names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["te", "x-kept"]);
+        headers.insert("te", "gzip".parse().unwrap());
+        strip_connection_headers(&mut headers);
+        assert!(!headers.contains_key("te"), "te other than trailers goes");
+    }
+}

@@ -50,6 +50,9 @@ const SLOW_INLINE: Duration = Duration::from_micros(100);
 /// inline is tried again.
 const SPAWN_AFTER_SLOW: Duration = Duration::from_secs(1);
 
+/// How long a connection closed for being idle has to finish closing gracefully.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// What every connection of one server is set up with.
 pub(crate) struct ConnectionSettings {
     pub(super) h2: h2::server::Builder,
@@ -240,6 +243,12 @@ where
                     self.stopping = true;
                     self.connection.graceful_shutdown();
                 }
+                // A graceful close waits for the client to answer a ping; one that never
+                // does is closed anyway after a grace.
+                self.aged = true;
+                let mut grace = Box::pin(tokio::time::sleep(IDLE_CLOSE_GRACE));
+                let _ = grace.as_mut().poll(cx);
+                self.aging = Some(grace);
             }
         }
         loop {

@@ -24,6 +24,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
 const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
 const PING: u8 = 6;
+const GOAWAY: u8 = 7;
 
 async fn start(store: &MemoryStore, server: GrpcServer) -> Running {
     App::new()
@@ -327,4 +328,176 @@ async fn handlers_that_compute_for_long_run_in_parallel_on_one_connection() {
         "calls over one connection to a handler that computes for 20 ms never ran two at once"
     );
     running.stop().await.unwrap();
+}
+
+/// Reads the server's first SETTINGS frame (after sending the preface and empty SETTINGS);
+/// returns its parameters as (identifier, value).
+async fn server_settings(stream: &mut TcpStream) -> Vec<(u16, u32)> {
+    stream.write_all(&[PREFACE, &EMPTY_SETTINGS].concat()).await.unwrap();
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 4, "the server speaks first with SETTINGS");
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload).await.unwrap();
+    payload
+        .chunks_exact(6)
+        .map(|p| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+            )
+        })
+        .collect()
+}
+
+/// Failed on the old code: no SETTINGS_MAX_CONCURRENT_STREAMS unless configured, so one
+/// connection could open streams without limit (200,000 that never ended took 1.9 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_header_lists_are_bounded_by_default() {
+    init_logging();
+    let store = MemoryStore::new();
+    let running = start(&store, server("bounded", PeerEcho)).await;
+    let mut stream = TcpStream::connect(running.local_addr("bounded").unwrap())
+        .await
+        .unwrap();
+    let settings = within(
+        Duration::from_secs(5),
+        "the server's SETTINGS",
+        server_settings(&mut stream),
+    )
+    .await;
+    const MAX_CONCURRENT_STREAMS: u16 = 3;
+    const MAX_HEADER_LIST_SIZE: u16 = 6;
+    assert!(settings.contains(&(MAX_CONCURRENT_STREAMS, 200)), "{settings:?}");
+    assert!(settings.contains(&(MAX_HEADER_LIST_SIZE, 16 * 1024)), "{settings:?}");
+    drop(stream);
+    running.stop().await.unwrap();
+}
+
+/// A connection that shook hands and never called is let go once it has had no call for
+/// `max_connection_idle`: GOAWAY, then closed (after a grace, as this client answers nothing);
+/// one with a call open is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_no_call_for_the_idle_limit_is_closed_gracefully() {
+    init_logging();
+    let store = MemoryStore::new();
+    let idle = Duration::from_millis(500);
+    let server = server("idle", SlowEcho).configure(|s| s.max_connection_idle = Some(idle));
+    let running = start(&store, server).await;
+    let addr = running.local_addr("idle").unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&[PREFACE, &EMPTY_SETTINGS].concat()).await.unwrap();
+    let started = std::time::Instant::now();
+    let frames = within(
+        Duration::from_secs(20),
+        "the idle connection is closed",
+        frames_until_closed(&mut stream),
+    )
+    .await;
+    assert!(frames.contains(&GOAWAY), "closed gracefully: {frames:?}");
+    assert!(started.elapsed() >= idle, "not before the limit");
+    // A call longer than the limit keeps its connection, and the next call uses it.
+    let channel = ClientBuilder::new(store.registry()).build("idle").await.unwrap();
+    let mut client = GreeterClient::new(channel);
+    let slow = client.say_hello(HelloRequest { name: "1500".into() }).await.unwrap();
+    let again = client.say_hello(HelloRequest { name: "0".into() }).await.unwrap();
+    assert_eq!(
+        slow.into_inner().message,
+        again.into_inner().message,
+        "both calls came over the same client connection"
+    );
+    running.stop().await.unwrap();
+}
+
+/// Failed on the old code: the call ran inline in its connection's task, so for 3 s that task
+/// answered no ping and read no other call; the client gave up on the connection after 2 s,
+/// failing the slow call and the fast ones beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handler_that_computes_for_seconds_holds_up_nothing_else_on_its_connection() {
+    init_logging();
+    let store = MemoryStore::new();
+    let spinning = Arc::new(tokio::sync::Notify::new());
+    let running = start(&store, server("cpu", Spinning(Arc::clone(&spinning)))).await;
+    let channel = ClientBuilder::new(store.registry()).build("cpu").await.unwrap();
+    GreeterClient::new(channel.clone())
+        .say_hello(HelloRequest { name: "warm".into() })
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(HelloRequest { name: "spin".into() });
+    request.set_timeout(Duration::from_secs(10));
+    let mut client = GreeterClient::new(channel.clone());
+    let slow = tokio::spawn(async move { client.say_hello(request).await });
+    within(
+        Duration::from_secs(5),
+        "the handler to start computing",
+        spinning.notified(),
+    )
+    .await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut fast = Vec::new();
+    for _ in 0..4 {
+        let (channel, done) = (channel.clone(), Arc::clone(&done));
+        fast.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let mut calls = 0;
+            while !done.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                GreeterClient::new(channel.clone())
+                    .say_hello(HelloRequest { name: "fast".into() })
+                    .await
+                    .expect("a fast call beside the computing one");
+                slowest = slowest.max(started.elapsed());
+                calls += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (calls, slowest)
+        }));
+    }
+    let reply = slow.await.unwrap();
+    done.store(true, Ordering::Relaxed);
+    reply.expect("the computing call finishes");
+    for task in fast {
+        let (calls, slowest) = task.await.unwrap();
+        assert!(calls > 10, "fast calls went on meanwhile: {calls}");
+        assert!(
+            slowest < Duration::from_secs(1),
+            "no fast call waited on the computing one: {slowest:?}"
+        );
+    }
+    running.stop().await.unwrap();
+}
+
+/// Computes (blocks its thread) for 3 s when asked `spin`, telling the test when it starts;
+/// answers at once otherwise.
+#[derive(Clone)]
+struct Spinning(Arc<tokio::sync::Notify>);
+
+#[tonic::async_trait]
+impl Greeter for Spinning {
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        if request.get_ref().name == "spin" {
+            self.0.notify_one();
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(Response::new(HelloReply { message: "done".into() }))
+    }
+}
+
+/// Replies with the client's address (its connection), after sleeping as many milliseconds as
+/// the request's name says.
+#[derive(Clone, Copy)]
+struct SlowEcho;
+
+#[tonic::async_trait]
+impl Greeter for SlowEcho {
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let remote = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let ms = request.into_inner().name.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(Response::new(HelloReply { message: remote }))
+    }
 }
