@@ -18,6 +18,7 @@ mod cpu;
 mod failover;
 mod gopeer;
 mod grpcgo;
+mod h2load;
 mod large;
 mod overhead;
 mod picks;
@@ -42,7 +43,7 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Run only these scenarios (comma-separated): propagation, overhead, picks, large,
-    /// burst, registration, failover, grpc-go, proxy.
+    /// burst, registration, failover, grpc-go, proxy, servers.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7), or
@@ -174,6 +175,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("grpc-go") {
         sections.push(grpcgo::run(sizes.clone()).await?);
+    }
+    if wanted("servers") {
+        sections.push(h2load::run(sizes.clone()).await?);
     }
     if wanted("proxy") {
         sections.push(watch_proxy::run(sizes.clone()).await?);

@@ -29,6 +29,7 @@ pub mod client;
 pub mod config;
 mod error;
 mod governor;
+mod grpc;
 mod h2body;
 mod instances;
 pub mod metrics;

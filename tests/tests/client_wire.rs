@@ -523,3 +523,109 @@ impl Greeter for Counting {
         Ok(Response::new(HelloReply { message: "ok".into() }))
     }
 }
+
+/// How a hostile scripted instance treats its connections.
+#[derive(Clone, Copy, Debug)]
+enum Hostile {
+    /// Announces `SETTINGS_MAX_CONCURRENT_STREAMS` 0: no call can start.
+    NoStreams,
+    /// Announces an initial window of 0 and never opens it: no request body can go.
+    ClosedWindow,
+    /// Answers the head, then sends messages without end.
+    EndlessBody,
+    /// A message over the client's 4 MiB decoding limit.
+    OversizedMessage,
+    /// Thousands of PINGs and SETTINGS before it answers.
+    ControlFlood,
+    /// Takes the request and never says anything again.
+    Silent,
+}
+
+/// Each call to a hostile instance ends by its deadline at the latest, the healthy instance
+/// beside it takes the calls once the hostile one is ejected, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_instance_costs_calls_their_deadline_and_no_more() {
+    init_logging();
+    for hostile in [
+        Hostile::NoStreams,
+        Hostile::ClosedWindow,
+        Hostile::EndlessBody,
+        Hostile::OversizedMessage,
+        Hostile::ControlFlood,
+        Hostile::Silent,
+    ] {
+        let scripted = ScriptedServer::start(move |mut peer: Peer| async move {
+            match hostile {
+                // SETTINGS_MAX_CONCURRENT_STREAMS (3) = 0.
+                Hostile::NoStreams => drop(peer.write(kind::SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 0]).await),
+                // SETTINGS_INITIAL_WINDOW_SIZE (4) = 0.
+                Hostile::ClosedWindow => drop(peer.write(kind::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]).await),
+                _ => {}
+            }
+            while let Some(request) = peer.next_request().await {
+                let stream = request.stream;
+                match hostile {
+                    Hostile::EndlessBody => {
+                        let _ = peer.respond(stream).await;
+                        let chunk = jovian_tests::h2peer::grpc_frame(&hello_reply("more")).repeat(100);
+                        // Within the client's windows it reads and drops; past them, it waits.
+                        while peer.write(kind::DATA, 0, stream, &chunk).await.is_ok() {
+                            tokio::task::yield_now().await;
+                        }
+                        return;
+                    }
+                    Hostile::OversizedMessage => {
+                        let _ = peer.respond(stream).await;
+                        let mut prefix = vec![0];
+                        prefix.extend_from_slice(&(5u32 << 20).to_be_bytes());
+                        let _ = peer.write(kind::DATA, 0, stream, &prefix).await;
+                    }
+                    Hostile::ControlFlood => {
+                        for i in 0..5_000u64 {
+                            let _ = peer.write(kind::PING, 0, 0, &i.to_be_bytes()).await;
+                            let _ = peer.write(kind::SETTINGS, 0, 0, &[]).await;
+                        }
+                        let _ = peer.answer(stream, &hello_reply("after the flood")).await;
+                    }
+                    _ => {}
+                }
+            }
+            std::future::pending::<()>().await;
+        })
+        .await;
+        let store = MemoryStore::new();
+        register(&store, "hostile", &scripted).await;
+        let _healthy = start(&store, server("hostile", PeerEcho)).await;
+        let mut options = ClientOptions::default();
+        options.timeout = Some(Duration::from_millis(300));
+        let channel = channel(&store, "hostile", options).await;
+        let mut succeeded = 0;
+        for _ in 0..12 {
+            let started = Instant::now();
+            let result = within(Duration::from_secs(5), "a call to end", say_hello(&channel, None)).await;
+            assert!(
+                started.elapsed() < Duration::from_millis(1500),
+                "{hostile:?}: a call took {:?}: {result:?}",
+                started.elapsed()
+            );
+            match result {
+                Ok(_) => succeeded += 1,
+                Err(status) => assert!(
+                    matches!(
+                        status.code(),
+                        Code::DeadlineExceeded
+                            | Code::Unavailable
+                            | Code::ResourceExhausted
+                            | Code::OutOfRange
+                            | Code::Internal
+                    ),
+                    "{hostile:?}: {status:?}"
+                ),
+            }
+        }
+        assert!(
+            succeeded >= 6,
+            "{hostile:?}: the healthy instance took the calls ({succeeded} of 12)"
+        );
+    }
+}

@@ -355,7 +355,7 @@ impl<S: CallService> Call<S> {
         let deadline = request
             .headers()
             .get("grpc-timeout")
-            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
+            .and_then(|value| crate::grpc::parse_timeout(value.as_bytes()))
             .and_then(|timeout| Instant::now().checked_add(timeout));
         let mut request = request.map(|recv| Body::new(RecvBody::new(recv, request_body_status, ())));
         request.extensions_mut().insert(connect_info.clone());
@@ -576,43 +576,4 @@ impl Sending {
 /// What a request body's h2 error is to the service reading it.
 fn request_body_status(error: h2::Error) -> tonic::Status {
     tonic::Status::from_error(Box::new(error))
-}
-
-/// A `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
-fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let amount = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    Some(match unit {
-        b'H' => Duration::from_secs(amount * 3600),
-        b'M' => Duration::from_secs(amount * 60),
-        b'S' => Duration::from_secs(amount),
-        b'm' => Duration::from_millis(amount),
-        b'u' => Duration::from_micros(amount),
-        b'n' => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse_in_every_unit_and_junk_is_no_timeout() {
-        assert_eq!(parse_grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_grpc_timeout(b"5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout(b"1500m"), Some(Duration::from_millis(1500)));
-        assert_eq!(
-            parse_grpc_timeout(b"99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
-        assert_eq!(parse_grpc_timeout(b"7n"), Some(Duration::from_nanos(7)));
-        for junk in [&b""[..], b"S", b"123456789S", b"12x", b"-1S", b"1.5S", b"12"] {
-            assert_eq!(parse_grpc_timeout(junk), None, "{:?}", String::from_utf8_lossy(junk));
-        }
-    }
 }
