@@ -202,8 +202,10 @@ async fn a_deadline_covers_the_body_and_trailers_and_counts_against_the_instance
         let store = MemoryStore::new();
         let staller = register(&store, "stall", &scripted).await;
         let _healthy = start(&store, server("stall", PeerEcho)).await;
-        let mut options = ClientOptions::default();
-        options.timeout = Some(Duration::from_millis(300));
+        let options = ClientOptions {
+            timeout: Some(Duration::from_millis(300)),
+            ..ClientOptions::default()
+        };
         let channel = channel(&store, "stall", options).await;
         let mut timeouts = 0;
         while stalled.load(Ordering::Relaxed) < 3 {
@@ -222,7 +224,7 @@ async fn a_deadline_covers_the_body_and_trailers_and_counts_against_the_instance
         let ejected: Vec<String> = channel.ejected().into_iter().map(|i| i.address).collect();
         assert_eq!(
             ejected,
-            [staller.address.clone()],
+            std::slice::from_ref(&staller.address),
             "{stall:?}: three timeouts in a row eject the instance"
         );
         for _ in 0..5 {
@@ -596,8 +598,10 @@ async fn a_hostile_instance_costs_calls_their_deadline_and_no_more() {
         let store = MemoryStore::new();
         register(&store, "hostile", &scripted).await;
         let _healthy = start(&store, server("hostile", PeerEcho)).await;
-        let mut options = ClientOptions::default();
-        options.timeout = Some(Duration::from_millis(300));
+        let options = ClientOptions {
+            timeout: Some(Duration::from_millis(300)),
+            ..ClientOptions::default()
+        };
         let channel = channel(&store, "hostile", options).await;
         let mut succeeded = 0;
         for _ in 0..12 {
