@@ -165,13 +165,19 @@ impl fmt::Display for TraceContext {
     }
 }
 
-/// Logs to stderr at the level `RUST_LOG` says (default `info`), as a service binary usually
-/// wants; call it first thing in `main`. It does nothing when the program already installed a
-/// global subscriber, so libraries and tests that set their own keep theirs. jovian itself
-/// never installs one.
+/// The log filter [`init_logging`] uses when `RUST_LOG` is unset: `info`, but only errors from
+/// `h2`, which warns once per misbehaving stream or connection of a peer (a rapid-reset flood
+/// made ~700 lines a second): a peer must not decide how much a server logs. jovian reports
+/// what a connection's peer did wrong at `debug`, and counts what matters in its metrics.
+pub const DEFAULT_LOG_FILTER: &str = "info,h2=error";
+
+/// Logs to stderr at the level `RUST_LOG` says (default [`DEFAULT_LOG_FILTER`]), as a service
+/// binary usually wants; call it first thing in `main`. It does nothing when the program
+/// already installed a global subscriber, so libraries and tests that set their own keep
+/// theirs. jovian itself never installs one.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Fails only when a subscriber is already set, which is the caller's choice to keep.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
