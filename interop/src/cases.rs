@@ -10,7 +10,6 @@
 //!   its second message (`expect_compressed: false`) compressed too, which the description
 //!   allows the server to accept.
 
-use std::pin::pin;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -115,7 +114,11 @@ fn check_payload(payload: Option<&Payload>, size: usize) -> anyhow::Result<()> {
         "payload type {}, want COMPRESSABLE",
         payload.r#type
     );
-    ensure!(payload.body.len() == size, "payload of {} bytes, want {size}", payload.body.len());
+    ensure!(
+        payload.body.len() == size,
+        "payload of {} bytes, want {size}",
+        payload.body.len()
+    );
     ensure!(payload.body.iter().all(|b| *b == 0), "the payload is not all zeros");
     Ok(())
 }
@@ -129,11 +132,7 @@ fn large_request() -> SimpleRequest {
 }
 
 /// The call failed with `code` (and `message`, if given).
-fn check_status<T>(
-    result: Result<T, Status>,
-    code: Code,
-    message: Option<&str>,
-) -> anyhow::Result<()> {
+fn check_status<T>(result: Result<T, Status>, code: Code, message: Option<&str>) -> anyhow::Result<()> {
     match result {
         Err(status) if status.code() == code && message.is_none_or(|m| status.message() == m) => Ok(()),
         Err(status) => bail!(
@@ -148,7 +147,10 @@ fn check_status<T>(
 
 async fn empty_unary(mut client: Client) -> anyhow::Result<()> {
     let reply = client.empty_call(Empty {}).await.context("EmptyCall")?;
-    ensure!(reply.into_inner() == Empty {}, "EmptyCall answered something else than Empty");
+    ensure!(
+        reply.into_inner() == Empty {},
+        "EmptyCall answered something else than Empty"
+    );
     Ok(())
 }
 
@@ -219,7 +221,7 @@ async fn ping_pong(mut client: Client) -> anyhow::Result<()> {
         .await
         .context("FullDuplexCall")?
         .into_inner();
-    for index in 0..REQUEST_SIZES.len() {
+    for (index, size) in RESPONSE_SIZES.into_iter().enumerate() {
         if index > 0 {
             sender.send(ping(index)).await.context("sending the next request")?;
         }
@@ -228,11 +230,15 @@ async fn ping_pong(mut client: Client) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("response {}", index + 1))?
             .ok_or_else(|| anyhow!("the stream ended after {index} responses, want 4"))?;
-        check_payload(response.payload.as_ref(), RESPONSE_SIZES[index])?;
+        check_payload(response.payload.as_ref(), size)?;
     }
     drop(sender);
     let rest = sizes(&mut stream).await?;
-    ensure!(rest.is_empty(), "{} responses after the half-close, want none", rest.len());
+    ensure!(
+        rest.is_empty(),
+        "{} responses after the half-close, want none",
+        rest.len()
+    );
     Ok(())
 }
 
@@ -278,8 +284,9 @@ async fn still_serving(client: &mut Client) -> anyhow::Result<()> {
 
 async fn cancel_after_begin(mut client: Client) -> anyhow::Result<()> {
     let (sender, receiver) = mpsc::channel::<StreamingInputCallRequest>(1);
+    // Boxed, so that dropping it below really drops the call, which is what cancels it.
     let mut caller = client.clone();
-    let mut call = pin!(caller.streaming_input_call(ReceiverStream::new(receiver)));
+    let mut call = Box::pin(async move { caller.streaming_input_call(ReceiverStream::new(receiver)).await });
     // Polled for a while, the call sends its headers and then waits for requests that never
     // come; it must not end by itself.
     if let Ok(result) = tokio::time::timeout(Duration::from_millis(100), &mut call).await {
@@ -367,7 +374,10 @@ async fn custom_metadata(mut client: Client) -> anyhow::Result<()> {
     let initial = response.metadata().clone();
     let mut stream = response.into_inner();
     let got = sizes(&mut stream).await?;
-    ensure!(got == [LARGE_RESPONSE], "FullDuplexCall response sizes {got:?}, want [{LARGE_RESPONSE}]");
+    ensure!(
+        got == [LARGE_RESPONSE],
+        "FullDuplexCall response sizes {got:?}, want [{LARGE_RESPONSE}]"
+    );
     let trailing = stream
         .trailers()
         .await

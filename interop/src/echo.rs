@@ -65,7 +65,9 @@ where
         Box::pin(async move {
             let mut response = response.await?;
             if let Some(value) = initial {
-                response.headers_mut().insert(HeaderName::from_static(ECHO_INITIAL), value);
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(ECHO_INITIAL), value);
             }
             if let Some(value) = trailing {
                 response = with_trailer(response, value);
@@ -80,7 +82,9 @@ where
 /// message, whose `grpc-status` is in the headers).
 fn with_trailer(mut response: Response<Body>, value: HeaderValue) -> Response<Body> {
     if response.headers().contains_key("grpc-status") {
-        response.headers_mut().insert(HeaderName::from_static(ECHO_TRAILING), value);
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(ECHO_TRAILING), value);
         return response;
     }
     response.map(|body| {

@@ -54,7 +54,9 @@ impl TestService for Interop {
             ..SimpleResponse::default()
         });
         if message.response_compressed.is_none_or(|c| !c.value) {
-            response.extensions_mut().insert(SingleMessageCompressionOverride::Disable);
+            response
+                .extensions_mut()
+                .insert(SingleMessageCompressionOverride::Disable);
         }
         Ok(response)
     }
@@ -92,7 +94,9 @@ impl TestService for Interop {
             index += 1;
         }
         let aggregated_payload_size = i32::try_from(total).map_err(|_| Status::out_of_range("payload sizes"))?;
-        Ok(Response::new(StreamingInputCallResponse { aggregated_payload_size }))
+        Ok(Response::new(StreamingInputCallResponse {
+            aggregated_payload_size,
+        }))
     }
 
     type FullDuplexCallStream = ResponseStream;
@@ -145,7 +149,9 @@ impl TestService for Interop {
     }
 
     async fn unimplemented_call(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("grpc.testing.TestService/UnimplementedCall is not implemented"))
+        Err(Status::unimplemented(
+            "grpc.testing.TestService/UnimplementedCall is not implemented",
+        ))
     }
 }
 
@@ -162,9 +168,8 @@ async fn respond(message: &StreamingOutputCallRequest, sender: &Sender) -> Resul
         if *interval_us > 0 {
             tokio::time::sleep(Duration::from_micros(*interval_us as u64)).await;
         }
-        let response = payload(message.response_type, *size).map(|payload| StreamingOutputCallResponse {
-            payload: Some(payload),
-        });
+        let response =
+            payload(message.response_type, *size).map(|payload| StreamingOutputCallResponse { payload: Some(payload) });
         let failed = response.is_err();
         sender.send(response).await.map_err(|_| ())?;
         if failed {

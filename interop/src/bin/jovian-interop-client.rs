@@ -41,13 +41,20 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if !CASES.contains(&args.test_case.as_str()) {
-        eprintln!("unknown test case {:?}; the cases are {}", args.test_case, CASES.join(", "));
+        eprintln!(
+            "unknown test case {:?}; the cases are {}",
+            args.test_case,
+            CASES.join(", ")
+        );
         return ExitCode::FAILURE;
     }
     let channel = match InteropChannel::connect(&args.server_host, args.server_port).await {
         Ok(channel) => channel,
         Err(error) => {
-            eprintln!("cannot make a channel to {}:{}: {error}", args.server_host, args.server_port);
+            eprintln!(
+                "cannot make a channel to {}:{}: {error}",
+                args.server_host, args.server_port
+            );
             return ExitCode::FAILURE;
         }
     };
