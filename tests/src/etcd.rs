@@ -19,6 +19,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use tempfile::TempDir;
 
 use crate::eventually;
+use crate::process::watchdog;
 
 /// One etcd member process and what it needs to start again.
 pub struct Member {
@@ -551,21 +552,6 @@ pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
     body.lines()
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .find_map(|value| value.trim().parse().ok())
-}
-
-/// Kills `pid` once this test process is gone, however it went.
-fn watchdog(pid: u32) -> Child {
-    let script = format!(
-        "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -CONT {pid} 2>/dev/null; kill -9 {pid} 2>/dev/null",
-        parent = std::process::id()
-    );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sh for the etcd watchdog")
 }
 
 async fn connect_one(endpoint: &str) -> Result<Client, etcd_client::Error> {

@@ -1,5 +1,6 @@
 //! Test support for jovian: the conformance backends, a harness that runs real etcd
-//! processes, and small helpers for waiting on conditions with a deadline.
+//! processes, a guard for other child processes, and small helpers for waiting on conditions
+//! with a deadline.
 
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,7 @@ pub mod greeters;
 pub mod h2peer;
 pub mod load;
 pub mod pki;
+pub mod process;
 pub mod proxy;
 
 use std::future::Future;
