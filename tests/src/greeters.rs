@@ -42,6 +42,19 @@ impl Greeter for Sleepy {
     }
 }
 
+/// Starts `server` in an App registered in `store`, with no governor and no drain delay, as
+/// tests want it: stopped at once.
+pub async fn serve(store: &jovian_registry_memory::MemoryStore, server: GrpcServer) -> jovian::Running {
+    jovian::App::new()
+        .registry(store.registry())
+        .governor(None)
+        .drain_delay(Duration::ZERO)
+        .serve(server)
+        .start()
+        .await
+        .expect("the test server starts")
+}
+
 /// A server offering `greeter` as service `name`.
 pub fn server<G: Greeter>(name: &str, greeter: G) -> GrpcServer {
     GrpcServer::new(name).add_service(GreeterServer::new(greeter))

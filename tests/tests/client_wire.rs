@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use jovian::client::{ClientOptions, MethodOptions};
 use jovian::metrics::GrpcType;
-use jovian::{App, ClientBuilder, GrpcServer, MIN_PING_INTERVAL_KEY, Registrar, Running, ServiceChannel, ServiceInfo};
+use jovian::{ClientBuilder, GrpcServer, MIN_PING_INTERVAL_KEY, Registrar, ServiceChannel, ServiceInfo};
 use jovian_examples::proto::greeter_server::Greeter;
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest};
 use jovian_registry_memory::MemoryStore;
-use jovian_tests::greeters::{PeerEcho, server};
+use jovian_tests::greeters::{PeerEcho, serve, server};
 use jovian_tests::h2peer::{ACK, END_STREAM, Peer, ScriptedServer, code, kind};
 use jovian_tests::{init_logging, within};
 use prost::Message;
@@ -23,17 +23,6 @@ use tonic::codegen::http;
 use tonic::{Code, Request, Response, Status};
 
 const SAY_HELLO: &str = "/helloworld.Greeter/SayHello";
-
-async fn start(store: &MemoryStore, server: GrpcServer) -> Running {
-    App::new()
-        .registry(store.registry())
-        .governor(None)
-        .drain_delay(Duration::ZERO)
-        .serve(server)
-        .start()
-        .await
-        .unwrap()
-}
 
 /// Registers a scripted server as an instance of `service`, as a foreign stack would: no
 /// metadata, so the client knows nothing of its ping policy.
@@ -128,7 +117,7 @@ async fn an_empty_request_stream_ends_in_an_empty_data_frame() {
 async fn connection_specific_headers_are_dropped_not_blamed_on_the_instance() {
     init_logging();
     let store = MemoryStore::new();
-    let _server = start(&store, server("hop", PeerEcho)).await;
+    let _server = serve(&store, server("hop", PeerEcho)).await;
     let channel = ClientBuilder::new(store.registry())
         .layer(tower::util::MapRequestLayer::new(
             |mut request: http::Request<tonic::body::Body>| {
@@ -201,7 +190,7 @@ async fn a_deadline_covers_the_body_and_trailers_and_counts_against_the_instance
         .await;
         let store = MemoryStore::new();
         let staller = register(&store, "stall", &scripted).await;
-        let _healthy = start(&store, server("stall", PeerEcho)).await;
+        let _healthy = serve(&store, server("stall", PeerEcho)).await;
         let options = ClientOptions {
             timeout: Some(Duration::from_millis(300)),
             ..ClientOptions::default()
@@ -269,7 +258,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for DeadlineEcho {
 async fn unary_calls_get_the_default_deadline_and_streams_none_unless_configured() {
     init_logging();
     let store = MemoryStore::new();
-    let _server = start(&store, GrpcServer::new("deadline").add_service(DeadlineEcho)).await;
+    let _server = serve(&store, GrpcServer::new("deadline").add_service(DeadlineEcho)).await;
     let carried = |channel: ServiceChannel, path: &'static str, streaming: bool| async move {
         let codec = tonic_prost::ProstCodec::<HelloRequest, HelloReply>::default();
         let mut grpc = tonic::client::Grpc::new(channel);
@@ -487,7 +476,7 @@ async fn only_calls_that_never_ran_move_to_another_instance() {
         let store = MemoryStore::new();
         register(&store, "refuse", &scripted).await;
         let answered = Arc::new(AtomicUsize::new(0));
-        let _healthy = start(&store, server("refuse", Counting(Arc::clone(&answered)))).await;
+        let _healthy = serve(&store, server("refuse", Counting(Arc::clone(&answered)))).await;
         let channel = channel(&store, "refuse", ClientOptions::default()).await;
         let mut failed = 0;
         for _ in 0..10 {
@@ -597,7 +586,7 @@ async fn a_hostile_instance_costs_calls_their_deadline_and_no_more() {
         .await;
         let store = MemoryStore::new();
         register(&store, "hostile", &scripted).await;
-        let _healthy = start(&store, server("hostile", PeerEcho)).await;
+        let _healthy = serve(&store, server("hostile", PeerEcho)).await;
         let options = ClientOptions {
             timeout: Some(Duration::from_millis(300)),
             ..ClientOptions::default()

@@ -151,6 +151,8 @@ struct Driver<I, S, C> {
     stopping: bool,
     /// Until when calls go to tasks of their own instead of running inline.
     spawn_until: Option<Instant>,
+    /// Whether the last poll only yielded.
+    yielded: bool,
     /// The streams accepted in one poll, run after every one of them is accepted so that their
     /// responses go out together.
     accepted: Vec<(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>)>,
@@ -195,11 +197,21 @@ where
             inline_calls: settings.inline_calls,
             stopping: false,
             spawn_until: None,
+            yielded: false,
             accepted: Vec::new(),
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Woken while calls run in tasks of their own (most often by one of them queueing its
+        // response), the task first lets the worker's other ready tasks run, so responses
+        // queued meanwhile go out with this one in a single write.
+        if !self.inline_calls && !self.yielded && self.connection.has_streams() {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
         if !self.stopping && self.stop.as_mut().poll(cx).is_ready() {
             self.stopping = true;
             self.connection.graceful_shutdown();

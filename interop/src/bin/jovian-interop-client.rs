@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use jovian_interop::cases::{CASES, run};
+use jovian_interop::cases::{COMPRESSION, STANDARD, is_case, run};
 use jovian_interop::channel::InteropChannel;
 
 /// How long a case may take in all: the longest case waits a few seconds at most, so a case
@@ -40,11 +40,11 @@ async fn main() -> ExitCode {
         eprintln!("--use_tls=true is not supported");
         return ExitCode::FAILURE;
     }
-    if !CASES.contains(&args.test_case.as_str()) {
+    if !is_case(&args.test_case) {
         eprintln!(
             "unknown test case {:?}; the cases are {}",
             args.test_case,
-            CASES.join(", ")
+            [STANDARD, COMPRESSION].concat().join(", ")
         );
         return ExitCode::FAILURE;
     }

@@ -2,27 +2,10 @@
 //! client has. (It has none of the compression cases; `jovian_client` runs those against
 //! the jovian server with jovian's client.)
 
+use jovian_interop::cases::STANDARD;
 use jovian_interop::go;
 
 use crate::servers::{Server, run_cases, run_client};
-
-/// The standard cases, by grpc-go's client's names.
-pub const STANDARD: &[&str] = &[
-    "empty_unary",
-    "large_unary",
-    "client_streaming",
-    "server_streaming",
-    "ping_pong",
-    "empty_stream",
-    "timeout_on_sleeping_server",
-    "cancel_after_begin",
-    "cancel_after_first_response",
-    "custom_metadata",
-    "status_code_and_message",
-    "special_status_message",
-    "unimplemented_method",
-    "unimplemented_service",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_go_client_against_a_jovian_server() {

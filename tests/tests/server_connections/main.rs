@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jovian::{App, ClientBuilder, GrpcServer, Running};
+use jovian::{ClientBuilder, GrpcServer, Running};
 use jovian_examples::proto::greeter_server::Greeter;
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest};
 use jovian_registry_memory::MemoryStore;
@@ -27,13 +27,7 @@ const PING: u8 = 6;
 const GOAWAY: u8 = 7;
 
 async fn start(store: &MemoryStore, server: GrpcServer) -> Running {
-    App::new()
-        .registry(store.registry())
-        .drain_delay(Duration::ZERO)
-        .serve(server)
-        .start()
-        .await
-        .unwrap()
+    jovian_tests::greeters::serve(store, server).await
 }
 
 /// Reads HTTP/2 frames from `stream` until the server closes it, returning their types.
