@@ -67,6 +67,8 @@ pub struct App {
     pub(crate) servers: Vec<GrpcServer>,
     pub(crate) hooks: Vec<(Stage, Hook)>,
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled once a stop has unregistered and drained.
+    pub(crate) drained: CancellationToken,
 }
 
 /// Settings made in code: they win over the config file and the environment.
@@ -94,19 +96,53 @@ pub enum Stage {
 /// A lifecycle hook: runs once, at its stage.
 pub type Hook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
 
-/// Stops a running [`App`] from anywhere: another task, a test, an admin endpoint.
+/// Stops a running [`App`] from anywhere (another task, a test, an admin endpoint), and tells
+/// handlers how far a stop has come, so that long-lived streams end when they should.
+///
+/// A stop unregisters the App's servers, waits the drain delay while clients take them out
+/// of their picks, then stops the servers gracefully, waiting up to the shutdown deadline for
+/// the calls in flight. A stream that outlives the deadline is cut off and the stop fails; so
+/// a streaming handler waits for [`drained`](Self::drained) and ends its stream then, with a
+/// status its client retries elsewhere:
+///
+/// ```
+/// # async fn demo(app: jovian::App) {
+/// let stop = app.shutdown_handle();
+/// // In a server-streaming handler, beside the stream's own work:
+/// tokio::spawn(async move {
+///     stop.drained().await;
+///     // End the stream: e.g. send Err(Status::unavailable("the server is stopping")).
+/// });
+/// # }
+/// ```
 #[derive(Clone, Debug)]
-pub struct ShutdownHandle(CancellationToken);
+pub struct ShutdownHandle {
+    requested: CancellationToken,
+    drained: CancellationToken,
+}
 
 impl ShutdownHandle {
     /// Asks the App to stop; `run` / [`Running::wait`] then perform the orderly stop.
     pub fn shutdown(&self) {
-        self.0.cancel();
+        self.requested.cancel();
     }
 
     /// Whether stopping was asked for.
     pub fn is_shutdown(&self) -> bool {
-        self.0.is_cancelled()
+        self.requested.is_cancelled()
+    }
+
+    /// Waits until a stop begins: [`shutdown`](Self::shutdown), SIGINT, SIGTERM, a failing
+    /// server or [`Running::stop`]. The App is still registered then, and serving.
+    pub async fn stopping(&self) {
+        self.requested.cancelled().await;
+    }
+
+    /// Waits until a stop has unregistered the App's servers and waited out the drain delay:
+    /// clients have moved on, and the graceful stop (GOAWAY, then waiting for the calls in
+    /// flight) comes next. The moment to end long-lived streams.
+    pub async fn drained(&self) {
+        self.drained.cancelled().await;
     }
 }
 
@@ -127,6 +163,7 @@ impl App {
             servers: Vec::new(),
             hooks: Vec::new(),
             shutdown: CancellationToken::new(),
+            drained: CancellationToken::new(),
         }
     }
 
@@ -202,7 +239,10 @@ impl App {
 
     /// A handle that stops the App once it runs.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.shutdown.clone())
+        ShutdownHandle {
+            requested: self.shutdown.clone(),
+            drained: self.drained.clone(),
+        }
     }
 
     /// A balanced channel to `service` over this App's registry, configured by the config's

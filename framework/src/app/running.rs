@@ -34,6 +34,7 @@ pub struct Running {
     governor_registered: bool,
     stop_hooks: Vec<(Stage, Hook)>,
     shutdown: CancellationToken,
+    drained: CancellationToken,
     failures: mpsc::UnboundedReceiver<Error>,
 }
 
@@ -78,7 +79,10 @@ impl Running {
 
     /// A handle that makes [`wait`](Self::wait) return after an orderly stop.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.shutdown.clone())
+        ShutdownHandle {
+            requested: self.shutdown.clone(),
+            drained: self.drained.clone(),
+        }
     }
 
     /// A balanced channel to `service` over this App's registry, configured by the config's
@@ -150,6 +154,7 @@ impl Running {
     async fn stop_in_order(&mut self) -> Result<()> {
         let mut outcome = Outcome::default();
         self.shutdown.cancel();
+        tracing::info!("stopping: health NOT_SERVING, then unregistering");
         self.governor_state.stopping.store(true, Ordering::Relaxed);
         outcome.note(run_hooks(&mut self.stop_hooks, Stage::BeforeStop).await);
         for server in &self.servers {
@@ -172,13 +177,17 @@ impl Running {
             }
         }
         if unregistered_any {
+            tracing::info!(drain_delay = ?self.config.drain_delay, "unregistered; draining");
             tokio::time::sleep(self.config.drain_delay).await;
         }
+        self.drained.cancel();
+        tracing::info!(shutdown_deadline = ?self.config.shutdown_deadline, "stopping the servers gracefully");
         outcome.note(stop_servers(&mut self.servers, self.config.shutdown_deadline).await);
         if let Some((governor, _)) = self.governor.take() {
             governor.stop().await;
         }
         outcome.note(run_hooks(&mut self.stop_hooks, Stage::AfterStop).await);
+        tracing::info!("stopped");
         outcome.into_result()
     }
 
@@ -225,6 +234,7 @@ impl Running {
             governor_registered: false,
             stop_hooks,
             shutdown: app.shutdown.clone(),
+            drained: app.drained.clone(),
             failures,
         };
         for server in &running.servers {
