@@ -19,6 +19,7 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
+use tokio::time::Sleep;
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::ServiceExt;
@@ -34,7 +35,6 @@ use crate::error::BoxError;
 use crate::grpc::GRPC_TIMEOUT;
 use crate::metrics::{GrpcType, MethodSeries, grpc_code_name};
 use crate::trace::{TRACEPARENT, TraceContext, propagator};
-use tokio::time::Sleep;
 
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("jovian/", env!("CARGO_PKG_VERSION")));
 
@@ -229,10 +229,9 @@ impl Balancer {
 
     /// The deadline of a call to `path` that sets none: the method's own, else its type's.
     fn default_timeout(&self, path: &str, grpc_type: GrpcType) -> Option<std::time::Duration> {
-        if let Some(timeout) = self
-            .method_timeouts
-            .get(path)
-            .filter(|_| !self.method_timeouts.is_empty())
+        // Most channels have no method of their own: they do not pay for hashing the path.
+        if !self.method_timeouts.is_empty()
+            && let Some(timeout) = self.method_timeouts.get(path)
         {
             return Some(*timeout);
         }

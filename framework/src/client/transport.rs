@@ -716,8 +716,9 @@ impl Future for Driver {
             if let Err(error) = result {
                 if error.is_go_away() && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
                     // grpc-go's "too_many_pings": the next connections ping half as often.
-                    let calm = this.calm.fetch_add(1, Ordering::Relaxed).min(MAX_CALM - 1) + 1;
-                    this.calm.store(calm, Ordering::Relaxed);
+                    let _ = this.calm.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |calm| {
+                        (calm < MAX_CALM).then_some(calm + 1)
+                    });
                     tracing::warn!(instance = %this.address, %error, "the instance closed the connection for too many pings; pinging it less often");
                 } else {
                     tracing::debug!(instance = %this.address, %error, "connection ended");

@@ -11,8 +11,9 @@
 //! poll that read the request, and every response that poll made goes out in one write; a
 //! call that has to wait goes on in a task of its own. One call that runs inline for more than
 //! [`SLOW_INLINE`] sends the connection's calls to tasks of their own for a while. Next to a
-//! handler of a few microseconds, the task a call costs is a fifth of the server's work; but
-//! the first slow call still holds up everything else on its connection while it runs.
+//! handler of a few microseconds, the task a call costs is about a tenth of the server's
+//! throughput (BENCHMARKS.md, "Calls in tasks of their own"); but the first slow call still
+//! holds up everything else on its connection while it runs.
 //!
 //! The connection also keeps itself alive (a ping every `http2_keepalive_interval`, closed when
 //! one goes unanswered for `http2_keepalive_timeout`), ages out (`max_connection_age`, then
