@@ -28,6 +28,9 @@ pub mod app;
 pub mod client;
 pub mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod governor;
 mod grpc;
 mod h2body;

@@ -51,7 +51,7 @@ mod options;
 mod policy;
 mod replay;
 mod slots;
-mod transport;
+pub(crate) mod transport;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -840,7 +840,7 @@ impl KeepAlive {
 /// Follows the frames a peer sends, by their 9-byte headers, to count its HEADERS and DATA
 /// frames: what a stock gRPC server's ping policy counts as the connection being in use.
 #[derive(Default)]
-struct FrameScan {
+pub(crate) struct FrameScan {
     header: [u8; 9],
     /// Bytes of `header` read so far.
     have: usize,
@@ -854,7 +854,7 @@ impl FrameScan {
 
     /// Reads `bytes`, the next ones from the peer; returns how many HEADERS and DATA frames
     /// began in them.
-    fn scan(&mut self, mut bytes: &[u8]) -> u64 {
+    pub(crate) fn scan(&mut self, mut bytes: &[u8]) -> u64 {
         let mut frames = 0;
         while !bytes.is_empty() {
             if self.skip > 0 {

@@ -370,7 +370,7 @@ fn layer_error_status(error: BoxError) -> tonic::Status {
 /// A request body whose gRPC messages may be at most `limit` bytes: the stream fails with
 /// `RESOURCE_EXHAUSTED` as soon as a message's length prefix announces more, before its bytes
 /// are read, so an oversized message costs the server nothing.
-struct LimitedMessages {
+pub(crate) struct LimitedMessages {
     inner: Body,
     limit: usize,
     /// The length prefix being read (a compressed flag and a big-endian u32).
@@ -381,7 +381,7 @@ struct LimitedMessages {
 }
 
 impl LimitedMessages {
-    fn new(inner: Body, limit: usize) -> Self {
+    pub(crate) fn new(inner: Body, limit: usize) -> Self {
         Self {
             inner,
             limit,
