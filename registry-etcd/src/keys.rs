@@ -220,7 +220,7 @@ impl Keys {
             }
             Codec::Plain(_) => layout::bare_instance(name, layout::decode_plain(value)?, Vec::new()),
         };
-        info.validate().map_err(|e| e.to_string())?;
+        info.validate_fields().map_err(|e| e.to_string())?;
         if info.name != name || info.uri() != uri {
             return Err(format!("the value describes {info}, not the key's {name}@{uri}"));
         }
