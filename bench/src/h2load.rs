@@ -167,7 +167,8 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     }
     section.note(format!(
         "`h2load -t 1 -c N -m {STREAMS} -D {}s --warm-up-time {}s` per sample, the servers interleaved, {} samples \
-         each; one thread of load, so the machine's other core is the server's. Calls/s is h2load's, over the \
+         each. One thread of load, which is not the limit (h2load used about a third of a core at 80k calls/s on \
+         the 2-core machine this was written on): the server has the rest. Calls/s is h2load's, over the \
          measured phase; p50 and p99 are of h2load's per-request times (`--log-file`: request start to the \
          response's end), medians over samples. CPU per call is the server's process's CPU time over the measured \
          phase per call h2load saw succeed (h2load counts an HTTP 200 as a success; every call here is an OK one). \
