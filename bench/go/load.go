@@ -19,9 +19,10 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/clientv3"
-	etcdresolver "go.etcd.io/etcd/clientv3/naming/resolver"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	etcdresolver "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 func load(args []string) error {
@@ -42,9 +43,11 @@ func load(args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.Dial("etcd:///"+*target,
+	// Only what the scenario needs: etcd's resolver, plaintext and round_robin. The rest is
+	// grpc-go's defaults (NewClient, not the deprecated Dial: today's way to make a client).
+	conn, err := grpc.NewClient("etcd:///"+*target,
 		grpc.WithResolvers(builder),
-		grpc.WithInsecure(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingPolicy":"round_robin"}`),
 	)
 	if err != nil {

@@ -3,12 +3,13 @@
 // side by side with the stack it is measured against.
 //
 //	gopeer serve -etcd 127.0.0.1:2379 -service NAME -target TARGET
+//	gopeer serve -unregistered
 //	gopeer load  -etcd 127.0.0.1:2379 -target TARGET -servers 3
 //
-// It builds offline in GOPATH mode against Debian's packages (golang-google-grpc-dev,
-// golang-etcd-server-dev): see bench/src/gopeer.rs, which builds and runs it. Both modes speak
-// to the bench in lines on stdout (and, for load, commands on stdin), and exit when stdin
-// closes, so a bench that dies cannot leave them behind.
+// go.mod pins today's grpc-go and etcd client; bench/src/gopeer.rs builds it from the Go module
+// proxy into a cache outside the clone (as the interop tests build their Go programs) and runs
+// it. Both modes speak to the bench in lines on stdout (and, for load, commands on stdin), and
+// exit when stdin closes, so a bench that dies cannot leave them behind.
 package main
 
 import (

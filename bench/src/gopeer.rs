@@ -1,77 +1,103 @@
-//! The grpc-go peer (`bench/go/`): built here at run time, offline, against Debian's Go
-//! packages, and run as Greeter servers and a closed-loop load client.
+//! The grpc-go peer (`bench/go/`): a Greeter server and a closed-loop load client on today's
+//! grpc-go and etcd client (pinned by `bench/go/go.mod` and `go.sum`), built at run time and run
+//! as processes of their own.
 //!
-//! Debian installs Go library sources in a GOPATH tree under `/usr/share/gocode` (dh-golang's
-//! layout, no module cache), so the peer builds in GOPATH mode (`GO111MODULE=off`) with the
-//! module proxy off: nothing is downloaded.
+//! It is built the way the interop tests build their Go programs (`jovian_interop::go`): from
+//! the Go module proxy into a cache outside the clone, keyed by the Go version and the module's
+//! files, so only the first run (or one after a change) pays for a build. Without Go the
+//! scenarios that need the peer are skipped with a note saying how to install it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jovian_interop::go::{BuildError, Module};
 use tokio::process::Command;
 
 use crate::closed_loop::Sample;
 use crate::process::Process;
 
-/// Where Debian's `golang-*-dev` packages put Go sources.
-const GOPATH: &str = "/usr/share/gocode";
+/// The peer's program, built, and the versions it was built with.
+#[derive(Clone, Debug)]
+pub(crate) struct GoPeer {
+    pub(crate) binary: PathBuf,
+    /// What the binary says it was built from, for the report: `grpc-go v1.85.0, etcd
+    /// client v3.7.4, go1.26.8`.
+    pub(crate) versions: String,
+    /// grpc-go's version alone: `v1.85.0`.
+    pub(crate) grpc_go: String,
+}
 
-/// Packages the peer imports, as a check that their Debian packages are installed.
-const NEEDED: [(&str, &str); 2] = [
-    ("google.golang.org/grpc", "golang-google-grpc-dev"),
-    ("go.etcd.io/etcd/clientv3/naming/resolver", "golang-etcd-server-dev"),
-];
-
-/// The command that installs what the peer needs.
-pub(crate) const APT: &str = "apt-get install -y golang-go golang-google-grpc-dev golang-etcd-server-dev";
-
-/// Why the peer cannot be built here: the scenario is skipped with this note.
+/// Why the peer cannot be built here (no Go): the scenario is skipped with this note.
 #[derive(Debug)]
 pub(crate) struct Missing(pub(crate) String);
 
-/// Builds the peer next to this program (`target/<profile>/gopeer/gopeer`); Go's build cache
-/// makes a rebuild of unchanged sources take about a second. `Err(Missing)` when Go or the
-/// Debian packages are absent; an error when they are present but the build fails.
-pub(crate) async fn build() -> anyhow::Result<Result<PathBuf, Missing>> {
-    let go_version = Command::new("go").arg("version").output().await;
-    if !go_version.is_ok_and(|out| out.status.success()) {
-        return Ok(Err(Missing("`go` is not installed".into())));
-    }
-    for (package, debian) in NEEDED {
-        if !Path::new(GOPATH).join("src").join(package).is_dir() {
-            return Ok(Err(Missing(format!(
-                "{package} is not under {GOPATH} (Debian's {debian})"
-            ))));
-        }
-    }
-    let dir = std::env::current_exe()?
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("this program has no directory"))?
-        .join("gopeer");
-    std::fs::create_dir_all(&dir)?;
-    let binary = dir.join("gopeer");
-    let mut command = Command::new("go");
-    command
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/go"))
-        .env("GO111MODULE", "off")
-        .env("GOPATH", GOPATH)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "")
-        .env("CGO_ENABLED", "0");
-    // Go needs a build cache; without a home it has none, so give it one beside the binary.
-    if std::env::var_os("HOME").is_none() && std::env::var_os("XDG_CACHE_HOME").is_none() {
-        command.env("GOCACHE", dir.join("cache"));
-    }
-    let output = command.output().await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "building the Go peer failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(Ok(binary))
+/// The modules whose versions the report names, and the names it gives them.
+const REPORTED_MODULES: [(&str, &str); 2] = [
+    ("google.golang.org/grpc", "grpc-go"),
+    ("go.etcd.io/etcd/client/v3", "etcd client"),
+];
+
+/// Builds the peer, or finds it built. `Err(Missing)` when there is no Go; an error when Go
+/// is there but the build fails (a broken peer should not pass for an absent one).
+pub(crate) async fn build() -> anyhow::Result<Result<GoPeer, Missing>> {
+    tokio::task::spawn_blocking(|| {
+        let module = Module {
+            what: "the bench's grpc-go peer",
+            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("go"),
+            packages: &[(".", "gopeer")],
+        };
+        let binary = match module.build() {
+            Ok(bin) => bin.join("gopeer"),
+            Err(BuildError::NoGo(how)) => return Ok(Err(Missing(how))),
+            Err(error @ BuildError::Failed(_)) => return Err(error.into()),
+        };
+        let build_info = build_info(&binary)?;
+        Ok(Ok(GoPeer {
+            binary,
+            versions: describe_versions(&build_info),
+            grpc_go: dependency_version(&build_info, REPORTED_MODULES[0].0).to_owned(),
+        }))
+    })
+    .await?
+}
+
+/// What `go version -m` reads from the binary's build information: the versions measured,
+/// whatever go.mod says now.
+fn build_info(binary: &Path) -> anyhow::Result<String> {
+    let go = jovian_interop::go::go_binary().map_err(anyhow::Error::msg)?;
+    let output = std::process::Command::new(go)
+        .arg("version")
+        .arg("-m")
+        .arg(binary)
+        .output()?;
+    anyhow::ensure!(output.status.success(), "go version -m {} failed", binary.display());
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The version of `module` in `go version -m`'s `\tdep\tMODULE\tVERSION\tSUM` lines.
+fn dependency_version<'a>(build_info: &'a str, module: &str) -> &'a str {
+    build_info
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some("dep") && fields.next() == Some(module)).then(|| fields.next())?
+        })
+        .unwrap_or("(unknown version)")
+}
+
+/// The reported modules' versions and Go's (the first line is `PATH: goX.Y.Z`).
+fn describe_versions(build_info: &str) -> String {
+    let go = build_info
+        .lines()
+        .next()
+        .and_then(|first| first.rsplit_once(": "))
+        .map(|(_, version)| version.trim().to_owned());
+    REPORTED_MODULES
+        .iter()
+        .map(|(module, name)| format!("{name} {}", dependency_version(build_info, module)))
+        .chain(go)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A grpc-go Greeter server registered in etcd as jovian service `service` and as etcd naming
@@ -79,6 +105,14 @@ pub(crate) async fn build() -> anyhow::Result<Result<PathBuf, Missing>> {
 pub(crate) async fn server(binary: &Path, etcd: &str, service: &str, target: &str) -> anyhow::Result<Process> {
     let mut command = Command::new(binary);
     command.args(["serve", "-etcd", etcd, "-service", service, "-target", target]);
+    Process::start(command, "serving ").await
+}
+
+/// A grpc-go Greeter server in no registry, for load sent straight to its address (the
+/// process's first line is `serving ADDRESS`).
+pub(crate) async fn unregistered_server(binary: &Path) -> anyhow::Result<Process> {
+    let mut command = Command::new(binary);
+    command.args(["serve", "-unregistered"]);
     Process::start(command, "serving ").await
 }
 
@@ -145,5 +179,22 @@ mod tests {
         assert_eq!(sample.p99, Some(Duration::from_micros(90)));
         assert!(parse_result("error: no").is_none());
         assert!(parse_result("result calls=x").is_none());
+    }
+
+    #[test]
+    fn reads_the_versions_the_peer_was_built_with() {
+        let build_info = "/cache/bin/0123/gopeer: go1.26.8\n\
+                          \tpath\tjovian.invalid/bench\n\
+                          \tdep\tgo.etcd.io/etcd/client/v3\tv3.7.4\th1:abc=\n\
+                          \tdep\tgoogle.golang.org/grpc\tv1.85.0\th1:def=\n";
+        assert_eq!(
+            describe_versions(build_info),
+            "grpc-go v1.85.0, etcd client v3.7.4, go1.26.8"
+        );
+        assert_eq!(dependency_version(build_info, "google.golang.org/grpc"), "v1.85.0");
+        assert_eq!(
+            describe_versions("x: go1.26.8\n"),
+            "grpc-go (unknown version), etcd client (unknown version), go1.26.8"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Scenario 7: jovian against grpc-go, the stack it is measured against. Three grpc-go
 //! Greeter servers and three jovian ones register in one etcd; a grpc-go client (round_robin
 //! over etcd's resolver) and a jovian client each call both sets, closed loop, so the four
-//! client → servers pairings run side by side. Skipped, with a note, where Go is absent.
+//! client → servers pairings run side by side. The grpc-go side is today's release (the
+//! versions measured are in the title). Skipped, with a note, where Go is absent.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use crate::Sizes;
 use crate::closed_loop::{Client, Sample, Samples, drive, interleaved};
 use crate::cpu::process_cpu;
 use crate::failover::{server_process, wait_registered};
-use crate::gopeer::{self, LoadClient, Missing};
+use crate::gopeer::{self, GoPeer, LoadClient, Missing};
 use crate::process::Process;
 use crate::report::{Section, ms, ratio};
 
@@ -53,16 +54,14 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
             "failed",
         ],
     );
-    let binary = match gopeer::build().await? {
-        Ok(binary) => binary,
-        Err(Missing(why)) => {
-            section.note(format!(
-                "Skipped: {why}. The Go peer builds offline from Debian's packages: `{}`.",
-                gopeer::APT
-            ));
+    let GoPeer { binary, versions, .. } = match gopeer::build().await? {
+        Ok(peer) => peer,
+        Err(Missing(how)) => {
+            section.note(format!("Skipped: the grpc-go peer (bench/go) is built with Go. {how}"));
             return Ok(section);
         }
     };
+    section.title = format!("7. grpc-go peer ({versions})");
 
     let etcd = EtcdCluster::single().await;
     let endpoints = etcd.endpoints().join(",");
@@ -74,7 +73,7 @@ pub(crate) async fn run(sizes: Sizes) -> anyhow::Result<Section> {
     }
     // The jovian servers register in jovian's layout; the bench registers them in etcd's
     // naming layout too, through the etcd registry's `etcd-naming` layout (the bytes
-    // go.etcd.io/etcd/clientv3/naming/endpoints writes), for grpc-go's etcd resolver. The
+    // go.etcd.io/etcd/client/v3/naming/endpoints writes), for grpc-go's etcd resolver. The
     // grpc-go client calling them is the proof that stock grpc-go resolves what jovian writes.
     let naming =
         Arc::new(EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()).layout(Layout::etcd_naming())).await?);

@@ -22,6 +22,7 @@ fn a_smoke_run_reports_every_scenario() {
         "5. Registration load",
         "6. Failover",
         "7. grpc-go peer",
+        "9. Servers under h2load",
         "watchers through etcd's gRPC proxy",
     ] {
         assert!(stdout.contains(heading), "no {heading} section in:\n{stdout}");
