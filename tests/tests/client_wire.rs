@@ -622,3 +622,59 @@ async fn a_hostile_instance_costs_calls_their_deadline_and_no_more() {
         );
     }
 }
+
+/// An instance that still answers a ping with GOAWAY `ENHANCE_YOUR_CALM` "too_many_pings"
+/// (a server stricter than stock) is pinged half as often on the next connection, as grpc-go's
+/// client backs off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_pings_doubles_the_interval_for_the_next_connection() {
+    init_logging();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (seen, mut first_pings) = mpsc::unbounded_channel();
+    let counted = Arc::clone(&connections);
+    let scripted = ScriptedServer::start(move |mut peer: Peer| {
+        let connection = counted.fetch_add(1, Ordering::Relaxed);
+        let seen = seen.clone();
+        async move {
+            let Some(request) = peer.next_request().await else {
+                return;
+            };
+            let asked = Instant::now();
+            while let Some(frame) = peer.read_frame().await {
+                if frame.kind == kind::PING && frame.flags & ACK == 0 {
+                    let _ = seen.send(asked.elapsed());
+                    if connection == 0 {
+                        let _ = peer
+                            .go_away(request.stream, code::ENHANCE_YOUR_CALM, b"too_many_pings")
+                            .await;
+                        return;
+                    }
+                    let _ = peer.write(kind::PING, ACK, 0, &frame.payload).await;
+                    let _ = peer.answer(request.stream, &hello_reply("calm")).await;
+                }
+            }
+        }
+    })
+    .await;
+    let store = MemoryStore::new();
+    register(&store, "strict", &scripted).await;
+    let channel = channel(&store, "strict", ClientOptions::default()).await;
+    let first = say_hello(&channel, Some(Duration::from_secs(10))).await;
+    assert_eq!(
+        first.unwrap_err().code(),
+        Code::Unavailable,
+        "the strict instance closed the connection"
+    );
+    let first_ping = first_pings.recv().await.unwrap();
+    assert_eq!(
+        say_hello(&channel, Some(Duration::from_secs(10))).await.unwrap(),
+        "calm"
+    );
+    let second_ping = first_pings.recv().await.unwrap();
+    assert!(
+        first_ping < Duration::from_millis(1_900),
+        "the usual 1 s: {first_ping:?}"
+    );
+    assert!(second_ping >= Duration::from_millis(1_900), "doubled: {second_ping:?}");
+    assert_eq!(connections.load(Ordering::Relaxed), 2);
+}
