@@ -1,5 +1,5 @@
 //! A jovian [`ServiceChannel`] to one interop server at `host:port`, as an application would
-//! build it: over a registry that holds that one address, with the client's default options,
+//! build it: over a fixed address (`jovian::registry::Static`), with the client's default options,
 //! and TestService's streaming methods declared as such (a server-streaming call looks unary
 //! from its request, and would get the unary default deadline).
 //!
@@ -8,9 +8,8 @@
 //! through untouched.
 
 use jovian::metrics::GrpcType;
-use jovian::prelude::*;
-use jovian::{ClientBuilder, ServiceChannel, ServiceInfo};
-use jovian_registry_memory::{MemoryRegistry, MemoryStore};
+use jovian::registry::Static;
+use jovian::{ClientBuilder, ServiceChannel};
 
 use crate::SERVICE;
 use crate::flags::ObserveResponsesLayer;
@@ -23,32 +22,24 @@ const STREAMING_METHODS: [(&str, GrpcType); 4] = [
     ("HalfDuplexCall", GrpcType::BidiStream),
 ];
 
-/// A channel to one server, and the registry that keeps its one instance registered.
+/// A channel to one server.
 pub struct InteropChannel {
     /// The channel calls go through.
     pub channel: ServiceChannel,
-    /// Holds the instance's lease: dropping it would let the entry expire.
-    _registration: MemoryRegistry,
 }
 
 impl InteropChannel {
     /// A channel to the server at `host:port` (`host` a name or an IP address).
     pub async fn connect(host: &str, port: u16) -> jovian::Result<Self> {
-        let store = MemoryStore::new();
-        let registration = store.registry();
         let address = match host.contains(':') {
             true => format!("[{host}]:{port}"),
             false => format!("{host}:{port}"),
         };
-        registration.register(&ServiceInfo::new(SERVICE, address)).await?;
-        let mut builder = ClientBuilder::new(store.registry()).layer(ObserveResponsesLayer);
+        let mut builder = ClientBuilder::new(Static::new().service(SERVICE, [address])).layer(ObserveResponsesLayer);
         for (method, grpc_type) in STREAMING_METHODS {
             builder = builder.method_type(format!("/grpc.testing.TestService/{method}"), grpc_type);
         }
         let channel = builder.build(SERVICE).await?;
-        Ok(Self {
-            channel,
-            _registration: registration,
-        })
+        Ok(Self { channel })
     }
 }

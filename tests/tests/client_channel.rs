@@ -178,3 +178,54 @@ async fn registry_trouble_keeps_the_last_instance_set() {
         .expect("calls still go to the last known instance");
     drop(running);
 }
+
+/// A client of fixed addresses (`jovian::registry::Static`) balances over them, routes around
+/// one that is down, and a service it was not given fails fast, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_discovery_balances_over_fixed_addresses() {
+    jovian_tests::init_logging();
+    let store = jovian_registry_memory::MemoryStore::new();
+    let a = jovian_tests::greeters::serve(
+        &store,
+        jovian_tests::greeters::server("fixed", jovian_tests::greeters::PeerEcho),
+    )
+    .await;
+    let b = jovian_tests::greeters::serve(
+        &store,
+        jovian_tests::greeters::server("fixed", jovian_tests::greeters::PeerEcho),
+    )
+    .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addresses = [
+        a.local_addrs()[0].to_string(),
+        b.local_addrs()[0].to_string(),
+        closed.to_string(),
+    ];
+    let fixed = jovian::registry::Static::new().service("fixed", addresses.clone());
+    let builder = jovian::ClientBuilder::new(fixed);
+    let channel = builder.build("fixed").await.unwrap();
+    assert_eq!(channel.instance_count(), 3);
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let reply = jovian_examples::GreeterClient::new(channel.clone())
+            .say_hello(jovian_examples::HelloRequest { name: "x".into() })
+            .await
+            .expect("the closed address is routed around");
+        answered.insert(reply.into_inner().message.split(' ').next().unwrap().to_owned());
+    }
+    assert_eq!(
+        answered,
+        addresses[..2].iter().cloned().collect(),
+        "both live addresses answered"
+    );
+    let unknown = builder.build("elsewhere").await.unwrap();
+    let status = jovian_examples::GreeterClient::new(unknown)
+        .say_hello(jovian_examples::HelloRequest { name: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("elsewhere"), "{status:?}");
+}

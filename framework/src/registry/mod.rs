@@ -9,10 +9,13 @@
 //! and must all pass the same conformance suite (`jovian-tests`' `conformance_tests!`), so code
 //! written against one behaves the same on another.
 //!
+//! [`Static`] is a discovery of fixed addresses, for services called at known places.
+//!
 //! [`Compound`] is a registry made of several: it registers everywhere and discovers from all,
 //! which is how a fleet moves between etcd clusters, prefixes or layouts without downtime.
 
 mod compound;
+mod fixed;
 
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ use crate::sd::MetricsTarget;
 use crate::{Instances, InstancesWatch, Result, ServiceInfo};
 
 pub use compound::{Compound, CompoundBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RETRY_DELAY, Pending};
+pub use fixed::Static;
 
 /// Where servers register.
 ///
