@@ -8,27 +8,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use jovian::client::{Attempt, ClientOptions, InstanceService};
-use jovian::{App, ClientBuilder, GrpcServer, Running, ServiceChannel};
+use jovian::{ClientBuilder, ServiceChannel};
 use jovian_examples::proto::greeter_server::Greeter;
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest, greeter_server, replying_address};
 use jovian_registry_memory::MemoryStore;
-use jovian_tests::greeters::server;
+use jovian_tests::greeters::{serve, server};
 use jovian_tests::{init_logging, within};
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::{Code, Request, Response, Status};
 use tower::{Layer, Service, ServiceExt};
-
-async fn start(store: &MemoryStore, server: GrpcServer) -> Running {
-    App::new()
-        .registry(store.registry())
-        .governor(None)
-        .drain_delay(Duration::ZERO)
-        .serve(server)
-        .start()
-        .await
-        .unwrap()
-}
 
 async fn hello(channel: &ServiceChannel) -> Result<String, Status> {
     let reply = GreeterClient::new(channel.clone())
@@ -57,7 +46,7 @@ impl Greeter for TenantCheck {
 async fn a_layers_header_reaches_the_server() {
     init_logging();
     let store = MemoryStore::new();
-    let _server = start(&store, server("tenant", TenantCheck)).await;
+    let _server = serve(&store, server("tenant", TenantCheck)).await;
     let plain = ClientBuilder::new(store.registry()).build("tenant").await.unwrap();
     let refused = hello(&plain).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
@@ -134,8 +123,8 @@ impl Service<http::Request<Body>> for Recording {
 async fn a_layer_sees_each_attempt_on_its_instance_across_a_retry() {
     init_logging();
     let store = MemoryStore::new();
-    let first = start(&store, greeter_server("retried")).await;
-    let second = start(&store, greeter_server("retried")).await;
+    let first = serve(&store, greeter_server("retried")).await;
+    let second = serve(&store, greeter_server("retried")).await;
     let mut options = ClientOptions::default();
     options
         .retry
@@ -174,8 +163,8 @@ async fn a_layer_sees_each_attempt_on_its_instance_across_a_retry() {
 async fn a_status_from_a_layer_reaches_the_caller_as_is() {
     init_logging();
     let store = MemoryStore::new();
-    let _first = start(&store, greeter_server("gated")).await;
-    let _second = start(&store, greeter_server("gated")).await;
+    let _first = serve(&store, greeter_server("gated")).await;
+    let _second = serve(&store, greeter_server("gated")).await;
     let attempts = Arc::new(Mutex::new(0));
     let counted = Arc::clone(&attempts);
     let gate = tower::layer::layer_fn(move |inner: InstanceService| {

@@ -3,12 +3,11 @@
 //! (nobody could see an unrecorded trace, and the header costs every server). That last case
 //! needs a process-wide subscriber: `tracing.rs` has it.
 
-use std::time::Duration;
-
-use jovian::{App, ClientBuilder, GrpcServer};
+use jovian::{ClientBuilder, GrpcServer};
 use jovian_examples::proto::greeter_server::{Greeter, GreeterServer};
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest};
 use jovian_registry_memory::MemoryStore;
+use jovian_tests::greeters::serve;
 use tonic::{Request, Response, Status};
 
 /// Answers with the `traceparent` it received.
@@ -54,18 +53,6 @@ async fn servers() -> (MemoryStore, Vec<jovian::Running>) {
     )
     .await;
     (store, vec![echo, frontend])
-}
-
-/// Serves `server` as an App registered in `store`.
-async fn serve(store: &MemoryStore, server: GrpcServer) -> jovian::Running {
-    App::new()
-        .registry(store.registry())
-        .governor(None)
-        .drain_delay(Duration::ZERO)
-        .serve(server)
-        .start()
-        .await
-        .unwrap()
 }
 
 /// The `traceparent` the echo server received from a call through `service`.

@@ -207,7 +207,9 @@ where
         // Woken while calls run in tasks of their own (most often by one of them queueing its
         // response), the task first lets the worker's other ready tasks run, so responses
         // queued meanwhile go out with this one in a single write.
-        if !self.inline_calls && !self.yielded && self.connection.has_streams() {
+        // One look at h2's streams per poll: it takes the connection's stream lock.
+        let has_streams = self.connection.has_streams();
+        if !self.inline_calls && !self.yielded && has_streams {
             self.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -241,11 +243,11 @@ where
             tracing::debug!("no answer to a keep-alive ping; closing the connection");
             return Poll::Ready(());
         }
-        self.busy |= self.connection.has_streams();
+        self.busy |= has_streams;
         if let Some((sleep, period)) = &mut self.idle
             && sleep.as_mut().poll(cx).is_ready()
         {
-            if self.busy || self.connection.has_streams() {
+            if self.busy {
                 self.busy = false;
                 sleep.as_mut().reset(Instant::now() + *period);
                 let _ = sleep.as_mut().poll(cx);
