@@ -16,6 +16,7 @@ mod burst;
 mod closed_loop;
 mod cpu;
 mod failover;
+mod floods;
 mod gopeer;
 mod grpcgo;
 mod h2load;
@@ -43,7 +44,7 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Run only these scenarios (comma-separated): propagation, overhead, picks, large,
-    /// burst, registration, failover, grpc-go, proxy, servers.
+    /// burst, registration, failover, grpc-go, proxy, servers, floods.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7), or
@@ -178,6 +179,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("servers") {
         sections.push(h2load::run(sizes.clone()).await?);
+    }
+    if wanted("floods") {
+        sections.push(floods::run(sizes.clone()).await?);
     }
     if wanted("proxy") {
         sections.push(watch_proxy::run(sizes.clone()).await?);

@@ -34,6 +34,7 @@ pub mod fuzzing;
 mod governor;
 mod grpc;
 mod h2body;
+mod h2frames;
 mod instances;
 pub mod metrics;
 mod observe;

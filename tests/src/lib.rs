@@ -6,6 +6,7 @@
 
 pub mod backends;
 pub mod etcd;
+pub mod floods;
 pub mod greeters;
 pub mod h2peer;
 pub mod load;

@@ -38,6 +38,7 @@ use tower::limit::ConcurrencyLimit;
 use tower::util::{Either, Oneshot};
 use tower::{Service, ServiceExt};
 
+use super::budget::Budgeted;
 use crate::h2body::RecvBody;
 
 /// How long a client has to finish the TLS and HTTP/2 handshakes once connected.
@@ -101,6 +102,7 @@ pub(super) async fn serve<I, S, C>(
     S: CallService,
     C: Clone + Send + Sync + 'static,
 {
+    let io = Budgeted::new(io);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, settings.h2.handshake::<_, Bytes>(io));
     // A client still in its handshake when the server stops has no call to finish: it is let
     // go at once, as hyper's server did, rather than holding the stop up until it finishes or

@@ -32,6 +32,7 @@ use crate::metrics::GrpcType;
 use crate::observe::{LearnMethods, Methods};
 use crate::{Error, ServiceInfo};
 
+mod budget;
 pub(crate) mod connection;
 mod cutoff;
 pub(crate) mod serve;
