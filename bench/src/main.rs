@@ -51,6 +51,9 @@ struct Args {
     /// in no registry with `-` (scenario 2's allocation count).
     #[arg(long, hide = true)]
     serve_greeter: Option<String>,
+    /// Internal: serve a plain tonic greeter, registered nowhere (scenario 7's tonic stack).
+    #[arg(long, hide = true)]
+    serve_tonic: bool,
     /// Internal: drive one scenario-2 variant (`direct`, `balance`, `jovian`) alone against the
     /// greeters at `--addresses`, for profiling.
     #[arg(long, hide = true)]
@@ -134,6 +137,9 @@ impl Sizes {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.serve_tonic {
+        return failover::serve_tonic().await;
+    }
     if let Some(endpoints) = &args.serve_greeter {
         return failover::serve_greeter(endpoints, &args.service).await;
     }
