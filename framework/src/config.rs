@@ -64,6 +64,9 @@ pub struct Config {
     pub servers: BTreeMap<String, ServerConfig>,
     /// Client settings, by the service name called.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// The `[app]` section: the application's own settings, kept as written (file, then
+    /// `JOVIAN_APP__*`) and never checked by jovian; read them with [`Config::app`].
+    pub app: figment::value::Dict,
 }
 
 /// The governor HTTP endpoint (`/metrics`, `/healthz`, `/debug/registry`).
@@ -189,6 +192,22 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     /// Serve TLS with these files (`[servers.NAME.tls]`: `cert`, `key`, `client_ca`).
     pub tls: Option<ServerTls>,
+    /// The zone to register, for zone-preferring clients.
+    pub zone: Option<String>,
+    /// The region to register.
+    pub region: Option<String>,
+    /// The weight to register, for weighted balancing (default 100; 0 takes no calls).
+    pub weight: Option<u32>,
+    /// The release version to register, for clients that select one.
+    pub version: Option<String>,
+    /// The traffic group to register, for clients that select one.
+    pub group: Option<String>,
+    /// The deployment to register: clients that select none never see other deployments.
+    pub deployment: Option<String>,
+    /// The run mode to register (free-form, e.g. `prod`).
+    pub mode: Option<String>,
+    /// Labels to register (`[servers.NAME.metadata]`, string values).
+    pub metadata: BTreeMap<String, String>,
     /// Calls served at once on one connection; more wait their turn.
     pub concurrency_limit_per_connection: Option<usize>,
     /// HTTP/2 streams (calls) a client may open at once on one connection
@@ -320,6 +339,10 @@ pub enum PolicyName {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClientConfig {
+    /// Fixed `host:port` addresses to call instead of looking the service up in the registry
+    /// ([`App::client`](crate::App::client) then needs no registry): a sidecar, a single
+    /// backend, a test. Balanced, ejected and retried like a registry's instances.
+    pub addresses: Vec<String>,
     /// How an instance is picked for each call.
     pub policy: PolicyName,
     /// For `consistent_hash`: the metadata key holding the request's key.
@@ -389,6 +412,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             servers: BTreeMap::new(),
             clients: BTreeMap::new(),
+            app: figment::value::Dict::new(),
         }
     }
 }
@@ -434,6 +458,27 @@ impl Config {
         extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
     }
 
+    /// The `[app]` section as the application's own type `T`: jovian keeps the section as
+    /// written and never checks it, so an application can keep its settings beside jovian's
+    /// (and operators set them with `JOVIAN_APP__KEY` too). A value that does not fit `T`
+    /// fails with [`Error::Config`] naming the key (`app.greeting`).
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Settings { greeting: String, max_orders: u32 }
+    ///
+    /// let config = jovian::Config::from_toml(
+    ///     "name = \"orders\"\n[app]\ngreeting = \"hi\"\nmax_orders = 20",
+    /// ).unwrap();
+    /// let settings: Settings = config.app().unwrap();
+    /// assert_eq!(settings.max_orders, 20);
+    /// ```
+    pub fn app<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let figment = Figment::from(Serialized::defaults(&self.app));
+        figment.extract().map_err(|error| config_error(&error, "app"))
+    }
+
     /// The client settings for `service` (defaults when it has no section).
     pub fn client(&self, service: &str) -> Result<ClientOptions> {
         self.clients.get(service).cloned().unwrap_or_default().options(service)
@@ -441,6 +486,34 @@ impl Config {
 }
 
 impl ServerConfig {
+    /// Writes the registration fields that are set into `info`, where `info` (what the code
+    /// made with [`GrpcServer::map_info`](crate::GrpcServer::map_info)) still has the
+    /// default: the code's values win, as for every other setting. Metadata merges, the
+    /// code's labels winning.
+    pub(crate) fn register_into(&self, info: &mut crate::ServiceInfo) {
+        let fill = |field: &mut String, value: &Option<String>| {
+            if field.is_empty()
+                && let Some(value) = value
+            {
+                field.clone_from(value);
+            }
+        };
+        fill(&mut info.zone, &self.zone);
+        fill(&mut info.region, &self.region);
+        fill(&mut info.version, &self.version);
+        fill(&mut info.group, &self.group);
+        fill(&mut info.deployment, &self.deployment);
+        fill(&mut info.mode, &self.mode);
+        if info.weight == crate::ServiceInfo::default().weight
+            && let Some(weight) = self.weight
+        {
+            info.weight = weight;
+        }
+        for (key, value) in &self.metadata {
+            info.metadata.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+
     /// These settings, with every one left unset taken from `fallback`.
     pub(crate) fn or(&self, fallback: &ServerConfig) -> ServerConfig {
         ServerConfig {
@@ -448,6 +521,18 @@ impl ServerConfig {
             port: self.port.or(fallback.port),
             advertise: self.advertise.clone().or_else(|| fallback.advertise.clone()),
             tls: self.tls.clone().or_else(|| fallback.tls.clone()),
+            zone: self.zone.clone().or_else(|| fallback.zone.clone()),
+            region: self.region.clone().or_else(|| fallback.region.clone()),
+            weight: self.weight.or(fallback.weight),
+            version: self.version.clone().or_else(|| fallback.version.clone()),
+            group: self.group.clone().or_else(|| fallback.group.clone()),
+            deployment: self.deployment.clone().or_else(|| fallback.deployment.clone()),
+            mode: self.mode.clone().or_else(|| fallback.mode.clone()),
+            metadata: {
+                let mut metadata = fallback.metadata.clone();
+                metadata.extend(self.metadata.clone());
+                metadata
+            },
             concurrency_limit_per_connection: self
                 .concurrency_limit_per_connection
                 .or(fallback.concurrency_limit_per_connection),
@@ -511,6 +596,13 @@ impl ClientConfig {
                 key: key("retry_budget_ratio"),
                 expected: "a share of calls from 0.0 to 1.0".into(),
                 found: self.retry_budget_ratio.to_string(),
+            });
+        }
+        if let Some(address) = self.addresses.iter().find(|address| !is_host_port(address)) {
+            return Err(Error::Config {
+                key: key("addresses"),
+                expected: "host:port addresses, like [\"10.0.0.1:50051\"]".into(),
+                found: format!("{address:?}"),
             });
         }
         if let Some(path) = self.methods.keys().find(|path| !is_method_path(path)) {
@@ -628,6 +720,7 @@ impl ClientConfig {
             Policy::ConsistentHash(HashKey::Custom(_)) => (PolicyName::ConsistentHash, None),
         };
         Self {
+            addresses: Vec::new(),
             policy,
             hash_header: hash_header.unwrap_or_else(|| crate::client::HASH_KEY_HEADER.to_owned()),
             scheme: scheme.clone(),
@@ -663,6 +756,13 @@ impl ClientConfig {
             tls: tls.clone(),
         }
     }
+}
+
+/// Whether `address` is a `host:port` a client can dial.
+fn is_host_port(address: &str) -> bool {
+    address
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|authority| authority.port_u16().is_some() && !authority.host().is_empty() && !address.contains('@'))
 }
 
 /// Whether `path` looks like a gRPC method's path: `/package.Service/Method`.
