@@ -131,6 +131,32 @@ fn the_annotated_example_config_is_valid() {
     EtcdConfig::from_registry_config(&config.registry).expect("its registry section is valid for etcd");
 }
 
+/// Every key of `[clients.NAME]` and `[servers.NAME]` (taken from the types, so a new setting
+/// is a new key) is shown in the annotated example, set or commented out.
+#[test]
+fn the_annotated_example_config_shows_every_client_and_server_key() {
+    let example = include_str!("../../examples/jovian.toml");
+    let shown = |key: &str| {
+        example
+            .lines()
+            .map(|line| line.trim_start_matches(['#', ' ']))
+            .any(|line| {
+                line.starts_with(&format!("{key} ="))
+                    || line.starts_with(&format!("[clients.greeter.{key}"))
+                    || line.starts_with(&format!("[servers.greeter.{key}"))
+            })
+    };
+    let keys = |value: serde_json::Value| match value {
+        serde_json::Value::Object(map) => map.keys().cloned().collect::<Vec<_>>(),
+        other => panic!("not a table: {other}"),
+    };
+    let client = keys(serde_json::to_value(jovian::config::ClientConfig::default()).unwrap());
+    let server = keys(serde_json::to_value(jovian::config::ServerConfig::default()).unwrap());
+    assert!(client.len() > 20 && server.len() > 20, "{client:?} {server:?}");
+    let missing: Vec<_> = client.iter().chain(&server).filter(|key| !shown(key)).collect();
+    assert!(missing.is_empty(), "examples/jovian.toml does not show {missing:?}");
+}
+
 /// Failed on the old code: `App::new()` loaded `jovian.toml` and `JOVIAN_*` by itself, so a
 /// stray variable in a test's environment changed (or broke) every App the test made.
 #[test]

@@ -214,7 +214,17 @@ impl App {
     }
 
     /// How long to wait between unregistering and stopping, so clients stop picking this
-    /// instance before it stops accepting calls.
+    /// instance before it stops accepting calls (1 s unless configured).
+    ///
+    /// Tests whose clients need no such time stop at once with a zero delay (or
+    /// `drain_delay = "0s"` in the config); otherwise every `stop()` waits the delay out:
+    ///
+    /// ```
+    /// # async fn demo(server: jovian::GrpcServer) -> jovian::Result<()> {
+    /// let running = jovian::App::new().drain_delay(std::time::Duration::ZERO).serve(server).start().await?;
+    /// running.stop().await?; // no drain to wait for
+    /// # Ok(()) }
+    /// ```
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.overrides.drain_delay = Some(delay);
         self
