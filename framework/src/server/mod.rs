@@ -499,7 +499,7 @@ impl ServerTls {
             .map_err(|e| error("key", "a PEM private key", format!("{}: {e}", self.key.display())))?;
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+            .unwrap_or_else(|| Arc::new(ring_provider()));
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| error("cert", "a certificate rustls can serve", e.to_string()))?;
@@ -544,6 +544,18 @@ pub(crate) async fn listen(addr: SocketAddr) -> crate::Result<(tokio::net::TcpLi
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, local_addr))
+}
+
+/// rustls' *ring* provider, for processes that installed no default of their own.
+///
+/// rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which only its aws-lc-rs
+/// provider has. jovian keeps *ring* (the provider tonic's `tls-ring` and etcd-client use too,
+/// and no C toolchain to build aws-lc): an application that wants post-quantum key exchange
+/// installs aws-lc-rs as the process default (`CryptoProvider::install_default`), which jovian
+/// uses first.
+#[allow(deprecated)]
+fn ring_provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
+    tokio_rustls::rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]
