@@ -35,7 +35,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ClientOptions, ClientTls, Filter, HashKey, MethodOptions, Policy};
+use crate::client::{
+    ClientOptions, ClientTls, ConnectionOptions, Ejection, Filter, HashKey, MethodOptions, Policy, RetryPolicy,
+};
 use crate::{Error, Result, ServerTls};
 
 /// Everything an App and its clients can be told from outside the code.
@@ -62,6 +64,9 @@ pub struct Config {
     pub servers: BTreeMap<String, ServerConfig>,
     /// Client settings, by the service name called.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// The `[app]` section: the application's own settings, kept as written (file, then
+    /// `JOVIAN_APP__*`) and never checked by jovian; read them with [`Config::app`].
+    pub app: figment::value::Dict,
 }
 
 /// The governor HTTP endpoint (`/metrics`, `/healthz`, `/debug/registry`).
@@ -187,6 +192,22 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     /// Serve TLS with these files (`[servers.NAME.tls]`: `cert`, `key`, `client_ca`).
     pub tls: Option<ServerTls>,
+    /// The zone to register, for zone-preferring clients.
+    pub zone: Option<String>,
+    /// The region to register.
+    pub region: Option<String>,
+    /// The weight to register, for weighted balancing (default 100; 0 takes no calls).
+    pub weight: Option<u32>,
+    /// The release version to register, for clients that select one.
+    pub version: Option<String>,
+    /// The traffic group to register, for clients that select one.
+    pub group: Option<String>,
+    /// The deployment to register: clients that select none never see other deployments.
+    pub deployment: Option<String>,
+    /// The run mode to register (free-form, e.g. `prod`).
+    pub mode: Option<String>,
+    /// Labels to register (`[servers.NAME.metadata]`, string values).
+    pub metadata: BTreeMap<String, String>,
     /// Calls served at once on one connection; more wait their turn.
     pub concurrency_limit_per_connection: Option<usize>,
     /// HTTP/2 streams (calls) a client may open at once on one connection
@@ -263,6 +284,18 @@ pub enum MethodType {
     BidiStream,
 }
 
+impl From<crate::metrics::GrpcType> for MethodType {
+    fn from(kind: crate::metrics::GrpcType) -> Self {
+        use crate::metrics::GrpcType;
+        match kind {
+            GrpcType::Unary => MethodType::Unary,
+            GrpcType::ClientStream => MethodType::ClientStream,
+            GrpcType::ServerStream => MethodType::ServerStream,
+            GrpcType::BidiStream => MethodType::BidiStream,
+        }
+    }
+}
+
 impl From<MethodType> for crate::metrics::GrpcType {
     fn from(kind: MethodType) -> Self {
         use crate::metrics::GrpcType;
@@ -294,11 +327,22 @@ pub enum PolicyName {
     Random,
 }
 
-/// How calls to one service are balanced, filtered, timed and retried.
+/// How calls to one service are balanced, filtered, timed and retried: the `[clients.NAME]`
+/// section, one key for each setting of [`ClientOptions`].
+///
+/// Its defaults are [`ClientOptions::default`]'s, and it turns into [`ClientOptions`]
+/// ([`ClientConfig::options`]) and back ([`ClientConfig::from_options`]) field by field, with
+/// no field left to a default: an option added to `ClientOptions` does not compile until it
+/// has its key here. Only a custom consistent-hash function ([`HashKey::Custom`]) is for code
+/// alone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClientConfig {
+    /// Fixed `host:port` addresses to call instead of looking the service up in the registry
+    /// ([`App::client`](crate::App::client) then needs no registry): a sidecar, a single
+    /// backend, a test. Balanced, ejected and retried like a registry's instances.
+    pub addresses: Vec<String>,
     /// How an instance is picked for each call.
     pub policy: PolicyName,
     /// For `consistent_hash`: the metadata key holding the request's key.
@@ -318,9 +362,10 @@ pub struct ClientConfig {
     /// How long connecting to an instance may take.
     #[serde(with = "positive_duration")]
     pub connect_timeout: Duration,
-    /// The deadline of a unary call that sets none itself, sent as `grpc-timeout`.
-    #[serde(with = "positive_duration")]
-    pub timeout: Duration,
+    /// The deadline of a unary call that sets none itself, sent as `grpc-timeout`; `"none"`
+    /// sends none.
+    #[serde(with = "duration_or_none")]
+    pub timeout: Option<Duration>,
     /// The deadline of a streaming call that sets none itself; none when unset.
     #[serde(with = "optional_duration")]
     pub stream_timeout: Option<Duration>,
@@ -341,6 +386,10 @@ pub struct ClientConfig {
     pub idempotent_methods: BTreeSet<String>,
     /// Attempts per call at most.
     pub max_attempts: usize,
+    /// Retries of calls that may have reached an instance, as a share of calls (0.0 to 1.0).
+    pub retry_budget_ratio: f32,
+    /// Such retries per second allowed whatever the share.
+    pub retry_budget_min_per_second: u32,
     /// First ejection of a failing instance.
     #[serde(with = "positive_duration")]
     pub ejection_base: Duration,
@@ -363,6 +412,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             servers: BTreeMap::new(),
             clients: BTreeMap::new(),
+            app: figment::value::Dict::new(),
         }
     }
 }
@@ -379,30 +429,7 @@ impl Default for GovernorConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        let options = ClientOptions::default();
-        Self {
-            policy: PolicyName::default(),
-            hash_header: crate::client::HASH_KEY_HEADER.to_owned(),
-            scheme: None,
-            group: None,
-            deployment: None,
-            version: None,
-            zone: None,
-            min_zone_instances: 1,
-            connect_timeout: options.connection.connect_timeout,
-            timeout: options.timeout.unwrap_or(crate::client::DEFAULT_TIMEOUT),
-            stream_timeout: options.stream_timeout,
-            methods: BTreeMap::new(),
-            keepalive_interval: options.connection.keepalive_interval,
-            keepalive_timeout: options.connection.keepalive_timeout,
-            wait_for_instances: Duration::ZERO,
-            idempotent_methods: BTreeSet::new(),
-            max_attempts: options.retry.max_attempts,
-            ejection_base: options.ejection.base,
-            ejection_max: options.ejection.max,
-            ejection_after_timeouts: options.ejection.after_timeouts,
-            tls: None,
-        }
+        Self::from_options(&ClientOptions::default())
     }
 }
 
@@ -431,6 +458,27 @@ impl Config {
         extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
     }
 
+    /// The `[app]` section as the application's own type `T`: jovian keeps the section as
+    /// written and never checks it, so an application can keep its settings beside jovian's
+    /// (and operators set them with `JOVIAN_APP__KEY` too). A value that does not fit `T`
+    /// fails with [`Error::Config`] naming the key (`app.greeting`).
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Settings { greeting: String, max_orders: u32 }
+    ///
+    /// let config = jovian::Config::from_toml(
+    ///     "name = \"orders\"\n[app]\ngreeting = \"hi\"\nmax_orders = 20",
+    /// ).unwrap();
+    /// let settings: Settings = config.app().unwrap();
+    /// assert_eq!(settings.max_orders, 20);
+    /// ```
+    pub fn app<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let figment = Figment::from(Serialized::defaults(&self.app));
+        figment.extract().map_err(|error| config_error(&error, "app"))
+    }
+
     /// The client settings for `service` (defaults when it has no section).
     pub fn client(&self, service: &str) -> Result<ClientOptions> {
         self.clients.get(service).cloned().unwrap_or_default().options(service)
@@ -438,6 +486,34 @@ impl Config {
 }
 
 impl ServerConfig {
+    /// Writes the registration fields that are set into `info`, where `info` (what the code
+    /// made with [`GrpcServer::map_info`](crate::GrpcServer::map_info)) still has the
+    /// default: the code's values win, as for every other setting. Metadata merges, the
+    /// code's labels winning.
+    pub(crate) fn register_into(&self, info: &mut crate::ServiceInfo) {
+        let fill = |field: &mut String, value: &Option<String>| {
+            if field.is_empty()
+                && let Some(value) = value
+            {
+                field.clone_from(value);
+            }
+        };
+        fill(&mut info.zone, &self.zone);
+        fill(&mut info.region, &self.region);
+        fill(&mut info.version, &self.version);
+        fill(&mut info.group, &self.group);
+        fill(&mut info.deployment, &self.deployment);
+        fill(&mut info.mode, &self.mode);
+        if info.weight == crate::ServiceInfo::default().weight
+            && let Some(weight) = self.weight
+        {
+            info.weight = weight;
+        }
+        for (key, value) in &self.metadata {
+            info.metadata.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+
     /// These settings, with every one left unset taken from `fallback`.
     pub(crate) fn or(&self, fallback: &ServerConfig) -> ServerConfig {
         ServerConfig {
@@ -445,6 +521,18 @@ impl ServerConfig {
             port: self.port.or(fallback.port),
             advertise: self.advertise.clone().or_else(|| fallback.advertise.clone()),
             tls: self.tls.clone().or_else(|| fallback.tls.clone()),
+            zone: self.zone.clone().or_else(|| fallback.zone.clone()),
+            region: self.region.clone().or_else(|| fallback.region.clone()),
+            weight: self.weight.or(fallback.weight),
+            version: self.version.clone().or_else(|| fallback.version.clone()),
+            group: self.group.clone().or_else(|| fallback.group.clone()),
+            deployment: self.deployment.clone().or_else(|| fallback.deployment.clone()),
+            mode: self.mode.clone().or_else(|| fallback.mode.clone()),
+            metadata: {
+                let mut metadata = fallback.metadata.clone();
+                metadata.extend(self.metadata.clone());
+                metadata
+            },
             concurrency_limit_per_connection: self
                 .concurrency_limit_per_connection
                 .or(fallback.concurrency_limit_per_connection),
@@ -503,7 +591,30 @@ impl ClientConfig {
             // Read now, so a wrong file is reported when the config is, not at the first call.
             crate::client::check_tls(service, tls)?;
         }
-        let mut options = ClientOptions {
+        if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
+            return Err(Error::Config {
+                key: key("retry_budget_ratio"),
+                expected: "a share of calls from 0.0 to 1.0".into(),
+                found: self.retry_budget_ratio.to_string(),
+            });
+        }
+        if let Some(address) = self.addresses.iter().find(|address| !is_host_port(address)) {
+            return Err(Error::Config {
+                key: key("addresses"),
+                expected: "host:port addresses, like [\"10.0.0.1:50051\"]".into(),
+                found: format!("{address:?}"),
+            });
+        }
+        if let Some(path) = self.methods.keys().find(|path| !is_method_path(path)) {
+            return Err(Error::Config {
+                key: key(&format!("methods.\"{path}\"")),
+                expected: "a method's path, like \"/package.Service/Method\"".into(),
+                found: format!("{path:?}"),
+            });
+        }
+        // Every field written out (no `..Default::default()`): a new option must be given its
+        // key before this compiles.
+        Ok(ClientOptions {
             policy,
             filter: Filter {
                 scheme: self.scheme.clone(),
@@ -513,40 +624,145 @@ impl ClientConfig {
                 zone: self.zone.clone(),
                 min_zone_instances: self.min_zone_instances,
             },
+            connection: ConnectionOptions {
+                connect_timeout: self.connect_timeout,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+                tls: self.tls.clone(),
+            },
+            ejection: Ejection {
+                base: self.ejection_base,
+                max: self.ejection_max,
+                after_timeouts: self.ejection_after_timeouts,
+            },
+            retry: RetryPolicy {
+                idempotent_methods: self.idempotent_methods.clone(),
+                max_attempts: self.max_attempts,
+                budget_ratio: self.retry_budget_ratio,
+                budget_min_per_second: self.retry_budget_min_per_second,
+            },
             wait_for_instances: (!self.wait_for_instances.is_zero()).then_some(self.wait_for_instances),
-            timeout: Some(self.timeout),
+            timeout: self.timeout,
             stream_timeout: self.stream_timeout,
             methods: self
                 .methods
                 .iter()
                 .map(|(path, method)| {
+                    let MethodConfig { grpc_type, timeout } = method;
                     let options = MethodOptions {
-                        grpc_type: method.grpc_type.map(Into::into),
-                        timeout: method.timeout,
+                        grpc_type: grpc_type.map(Into::into),
+                        timeout: *timeout,
                     };
                     (path.clone(), options)
                 })
                 .collect(),
-            ..ClientOptions::default()
-        };
-        if let Some(path) = self.methods.keys().find(|path| !is_method_path(path)) {
-            return Err(Error::Config {
-                key: key(&format!("methods.\"{path}\"")),
-                expected: "a method's path, like \"/package.Service/Method\"".into(),
-                found: format!("{path:?}"),
-            });
-        }
-        options.connection.connect_timeout = self.connect_timeout;
-        options.connection.keepalive_interval = self.keepalive_interval;
-        options.connection.keepalive_timeout = self.keepalive_timeout;
-        options.connection.tls = self.tls.clone();
-        options.retry.idempotent_methods = self.idempotent_methods.clone();
-        options.retry.max_attempts = self.max_attempts;
-        options.ejection.base = self.ejection_base;
-        options.ejection.max = self.ejection_max;
-        options.ejection.after_timeouts = self.ejection_after_timeouts;
-        Ok(options)
+        })
     }
+
+    /// The section that gives `options`: what [`Config::client`] would turn back into them.
+    /// A custom consistent-hash function has no key; it becomes `consistent_hash` on the
+    /// default header.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jovian::client::{ClientOptions, RetryPolicy};
+    /// use jovian::config::ClientConfig;
+    ///
+    /// let options = ClientOptions::default().retry(RetryPolicy::default().budget(0.1, 5));
+    /// let section = ClientConfig::from_options(&options);
+    /// assert_eq!(section.retry_budget_ratio, 0.1);
+    /// ```
+    pub fn from_options(options: &ClientOptions) -> Self {
+        // Destructured in full, so that an option added to any of these types fails to compile
+        // here until it has a key.
+        let ClientOptions {
+            policy,
+            filter,
+            connection,
+            ejection,
+            retry,
+            wait_for_instances,
+            timeout,
+            stream_timeout,
+            methods,
+        } = options;
+        let Filter {
+            scheme,
+            group,
+            deployment,
+            version,
+            zone,
+            min_zone_instances,
+        } = filter;
+        let ConnectionOptions {
+            connect_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+            tls,
+        } = connection;
+        let Ejection {
+            base,
+            max,
+            after_timeouts,
+        } = ejection;
+        let RetryPolicy {
+            idempotent_methods,
+            max_attempts,
+            budget_ratio,
+            budget_min_per_second,
+        } = retry;
+        let (policy, hash_header) = match policy {
+            Policy::RoundRobin => (PolicyName::RoundRobin, None),
+            Policy::WeightedRoundRobin => (PolicyName::WeightedRoundRobin, None),
+            Policy::PowerOfTwoChoices => (PolicyName::P2c, None),
+            Policy::Random => (PolicyName::Random, None),
+            Policy::ConsistentHash(HashKey::Header(header)) => (PolicyName::ConsistentHash, Some(header.to_string())),
+            Policy::ConsistentHash(HashKey::Custom(_)) => (PolicyName::ConsistentHash, None),
+        };
+        Self {
+            addresses: Vec::new(),
+            policy,
+            hash_header: hash_header.unwrap_or_else(|| crate::client::HASH_KEY_HEADER.to_owned()),
+            scheme: scheme.clone(),
+            group: group.clone(),
+            deployment: deployment.clone(),
+            version: version.clone(),
+            zone: zone.clone(),
+            min_zone_instances: *min_zone_instances,
+            connect_timeout: *connect_timeout,
+            timeout: *timeout,
+            stream_timeout: *stream_timeout,
+            methods: methods
+                .iter()
+                .map(|(path, method)| {
+                    let MethodOptions { grpc_type, timeout } = method;
+                    let config = MethodConfig {
+                        grpc_type: grpc_type.map(Into::into),
+                        timeout: *timeout,
+                    };
+                    (path.clone(), config)
+                })
+                .collect(),
+            keepalive_interval: *keepalive_interval,
+            keepalive_timeout: *keepalive_timeout,
+            wait_for_instances: wait_for_instances.unwrap_or(Duration::ZERO),
+            idempotent_methods: idempotent_methods.clone(),
+            max_attempts: *max_attempts,
+            retry_budget_ratio: *budget_ratio,
+            retry_budget_min_per_second: *budget_min_per_second,
+            ejection_base: *base,
+            ejection_max: *max,
+            ejection_after_timeouts: *after_timeouts,
+            tls: tls.clone(),
+        }
+    }
+}
+
+/// Whether `address` is a `host:port` a client can dial.
+fn is_host_port(address: &str) -> bool {
+    address
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|authority| authority.port_u16().is_some() && !authority.host().is_empty() && !address.contains('@'))
 }
 
 /// Whether `path` looks like a gRPC method's path: `/package.Service/Method`.
@@ -711,6 +927,44 @@ pub mod positive_duration {
             ));
         }
         Ok(duration)
+    }
+}
+
+/// A [`positive_duration`] or `"none"`, for a deadline that may be turned off.
+mod duration_or_none {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    const NONE: &str = "none";
+
+    pub(super) fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => super::duration::serialize(duration, serializer),
+            None => serializer.serialize_str(NONE),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        let expected = "a duration greater than zero, like \"2s\", or \"none\"";
+        let duration =
+            match Raw::deserialize(deserializer).map_err(|_| de::Error::custom(format!("expected {expected}")))? {
+                Raw::Text(text) if text.trim() == NONE => return Ok(None),
+                Raw::Seconds(seconds) => Duration::from_secs(seconds),
+                Raw::Text(text) => super::duration::parse(&text).map_err(|why| {
+                    de::Error::invalid_value(de::Unexpected::Str(&text), &format!("{expected} ({why})").as_str())
+                })?,
+            };
+        match duration.is_zero() {
+            true => Err(de::Error::invalid_value(de::Unexpected::Str("0s"), &expected)),
+            false => Ok(Some(duration)),
+        }
     }
 }
 
@@ -939,6 +1193,92 @@ mod tests {
                 "clients.p.methods./a.B/C.type",
             ),
             ("[clients.p]\nkeepalive_timeout = \"0s\"", "clients.p.keepalive_timeout"),
+        ] {
+            let error = Config::from_toml(toml).and_then(|c| c.client("p")).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, .. } if k == key),
+                "{toml}: {error}"
+            );
+        }
+    }
+
+    /// Every option has a key: options with every setting away from its default, written as
+    /// a `[clients.NAME]` section in TOML and read back, are the same options. (That no field
+    /// is left out is also checked by the compiler: both directions name every field.)
+    #[test]
+    fn every_client_option_has_a_key_and_reads_back_from_toml() {
+        use crate::metrics::GrpcType;
+        let options = ClientOptions::default()
+            .policy(Policy::ConsistentHash(HashKey::Header(http::HeaderName::from_static(
+                "x-user",
+            ))))
+            .filter({
+                let mut filter = Filter::default()
+                    .group("blue")
+                    .deployment("internal")
+                    .version("v2")
+                    .zone("z1")
+                    .min_zone_instances(3);
+                filter.scheme = Some("grpcs".into());
+                filter
+            })
+            .connection(
+                ConnectionOptions::default()
+                    .connect_timeout(Duration::from_millis(750))
+                    .keepalive(Duration::from_secs(7), Duration::from_secs(4))
+                    .tls(ClientTls::default().server_name("greeter.internal")),
+            )
+            .ejection(
+                Ejection::default()
+                    .base(Duration::from_millis(300))
+                    .max(Duration::from_secs(9))
+                    .after_timeouts(5),
+            )
+            .retry(RetryPolicy::default().idempotent("*").max_attempts(4).budget(0.5, 3))
+            .wait_for_instances(Duration::from_secs(2))
+            .timeout(None)
+            .stream_timeout(Duration::from_secs(600))
+            .method(
+                "/market.Prices/Watch",
+                MethodOptions::default()
+                    .grpc_type(GrpcType::ServerStream)
+                    .timeout(Duration::from_secs(30)),
+            );
+        // Every part away from its default, so a key that is not read back cannot go unseen.
+        let defaults = ClientOptions::default();
+        assert_ne!(options.filter, defaults.filter);
+        assert_ne!(options.connection, defaults.connection);
+        assert_ne!(options.ejection, defaults.ejection);
+        assert_ne!(options.retry, defaults.retry);
+        let section = toml::to_string(&BTreeMap::from([(
+            "clients",
+            BTreeMap::from([("prices", ClientConfig::from_options(&options))]),
+        )]))
+        .unwrap();
+        assert!(section.contains("retry_budget_ratio = 0.5"), "{section}");
+        assert!(section.contains("timeout = \"none\""), "{section}");
+        let read = Config::from_toml(&section).unwrap().client("prices").unwrap();
+        assert_eq!(format!("{read:?}"), format!("{options:?}"), "{section}");
+    }
+
+    #[test]
+    fn retry_budget_and_no_deadline_come_from_the_config() {
+        let options = Config::from_toml(
+            "[clients.p]\nretry_budget_ratio = 0.05\nretry_budget_min_per_second = 1\ntimeout = \"none\"",
+        )
+        .unwrap()
+        .client("p")
+        .unwrap();
+        assert_eq!(options.retry.budget_ratio, 0.05);
+        assert_eq!(options.retry.budget_min_per_second, 1);
+        assert_eq!(options.timeout, None);
+        let defaults = Config::default().client("p").unwrap();
+        assert_eq!(defaults.retry, RetryPolicy::default());
+        assert_eq!(defaults.timeout, Some(crate::client::DEFAULT_TIMEOUT));
+        for (toml, key) in [
+            ("[clients.p]\nretry_budget_ratio = 1.5", "clients.p.retry_budget_ratio"),
+            ("[clients.p]\nretry_budget = 0.1", "clients.p.retry_budget"),
+            ("[clients.p]\ntimeout = \"never\"", "clients.p.timeout"),
         ] {
             let error = Config::from_toml(toml).and_then(|c| c.client("p")).unwrap_err();
             assert!(

@@ -11,12 +11,8 @@
 //! use jovian::ServiceInfo;
 //! use jovian::sd::{MetricsTarget, document};
 //!
-//! let target = MetricsTarget {
-//!     app: "shop".into(),
-//!     hostname: "host-a".into(),
-//!     target: "10.0.0.7:9090".into(),
-//!     instances: vec![ServiceInfo::new("greeter", "10.0.0.7:50051").with_zone("z1")],
-//! };
+//! let target = MetricsTarget::new("shop", "host-a", "10.0.0.7:9090")
+//!     .with_instances(vec![ServiceInfo::new("greeter", "10.0.0.7:50051").with_zone("z1")]);
 //! let groups = document(&[target]);
 //! assert_eq!(groups[0]["targets"][0], "10.0.0.7:9090");
 //! assert_eq!(groups[0]["labels"]["jovian_service"], "greeter");
@@ -33,7 +29,10 @@ use crate::{Discovery, ServiceInfo};
 
 /// One governor's metrics target, as a registry keeps it (etcd: a
 /// `/prometheus/job/{app}/{hostname}/{address}` key).
+///
+/// Fields may be added in any release: a registry builds one with [`MetricsTarget::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsTarget {
     /// The App's name.
     pub app: String,
@@ -45,6 +44,25 @@ pub struct MetricsTarget {
     /// region, version. Empty when it serves none, or when the registry cannot tell which
     /// entries belong to the App.
     pub instances: Vec<ServiceInfo>,
+}
+
+impl MetricsTarget {
+    /// The governor of App `app` on `hostname`, scraped at `target` (`host:port`), with no
+    /// instances.
+    pub fn new(app: impl Into<String>, hostname: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            hostname: hostname.into(),
+            target: target.into(),
+            instances: Vec::new(),
+        }
+    }
+
+    /// Sets the provider entries the same App registered.
+    pub fn with_instances(mut self, instances: Vec<ServiceInfo>) -> Self {
+        self.instances = instances;
+        self
+    }
 }
 
 /// The HTTP SD document for `targets`: one group per target, labelled `jovian_app`,

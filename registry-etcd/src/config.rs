@@ -24,7 +24,11 @@ use crate::layout::Layout;
 ///     .ttl(Duration::from_secs(15))
 ///     .credentials("svc", "secret");
 /// ```
+///
+/// Settings may be added in any release: start from [`EtcdConfig::new`] and its setters (or
+/// assign fields); it cannot be written as a struct literal outside this crate.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct EtcdConfig {
     /// `host:port` (or `http(s)://host:port`) of each member.
     pub endpoints: Vec<String>,
@@ -58,7 +62,15 @@ pub struct EtcdConfig {
 }
 
 /// PEM files for TLS to etcd.
+///
+/// ```
+/// use jovian_registry_etcd::{EtcdConfig, TlsFiles};
+///
+/// let tls = TlsFiles::default().ca("ca.pem").identity("client.pem", "client-key.pem");
+/// let config = EtcdConfig::new(["10.0.0.1:2379"]).tls(tls);
+/// ```
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct TlsFiles {
     /// CA certificate that signed the members' certificates.
     pub ca: Option<PathBuf>,
@@ -446,6 +458,25 @@ fn endpoint_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ve
 }
 
 impl TlsFiles {
+    /// Checks the members' certificates against this CA (PEM).
+    pub fn ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM) and its key (PEM).
+    pub fn identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Verifies this name instead of the endpoint's host.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
     fn options(&self) -> Result<TlsOptions, Error> {
         let mut options = TlsOptions::new();
         if let Some(ca) = &self.ca {

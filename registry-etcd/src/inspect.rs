@@ -264,12 +264,8 @@ impl EtcdRegistry {
                     .cloned()
                     .collect();
                 instances.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
-                Some(MetricsTarget {
-                    app: app.to_owned(),
-                    hostname: hostname.to_owned(),
-                    target: if value.is_empty() { address.to_owned() } else { value },
-                    instances,
-                })
+                let target = if value.is_empty() { address.to_owned() } else { value };
+                Some(MetricsTarget::new(app, hostname, target).with_instances(instances))
             })
             .collect();
         found.sort_by(|a, b| (&a.app, &a.hostname, &a.target).cmp(&(&b.app, &b.hostname, &b.target)));

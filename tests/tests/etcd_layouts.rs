@@ -128,10 +128,7 @@ async fn an_entry_written_as_the_other_system_writes_it_is_discovered_and_callab
         let listed = reader.list(name).await.unwrap();
         assert_eq!(listed.addresses(), [addr.as_str()], "{what}: listed");
         let channel = ClientBuilder::new(reader.clone())
-            .options(ClientOptions {
-                wait_for_instances: Some(WAIT),
-                ..ClientOptions::default()
-            })
+            .options(ClientOptions::default().wait_for_instances(WAIT))
             .build(name)
             .await
             .unwrap();

@@ -217,7 +217,7 @@ impl Tls {
         };
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+            .unwrap_or_else(|| Arc::new(ring_provider()));
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("ca", std::path::Path::new(""), e.to_string()))?;
@@ -1078,6 +1078,18 @@ impl StdError for TransportError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
     }
+}
+
+/// rustls' *ring* provider, for processes that installed no default of their own.
+///
+/// rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which only its aws-lc-rs
+/// provider has. jovian keeps *ring* (the provider tonic's `tls-ring` and etcd-client use too,
+/// and no C toolchain to build aws-lc): an application that wants post-quantum key exchange
+/// installs aws-lc-rs as the process default (`CryptoProvider::install_default`), which jovian
+/// uses first.
+#[allow(deprecated)]
+fn ring_provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
+    tokio_rustls::rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]

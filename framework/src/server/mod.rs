@@ -77,8 +77,14 @@ pub struct GrpcServer {
 }
 
 /// PEM files for serving TLS: the `[servers.NAME.tls]` section.
+///
+/// ```
+/// let tls = jovian::ServerTls::new("server.pem", "server-key.pem").client_ca("clients-ca.pem");
+/// let server = jovian::GrpcServer::new("greeter").tls(tls);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ServerTls {
     /// The server's certificate chain (`cert`).
     pub cert: PathBuf,
@@ -451,6 +457,21 @@ impl http_body::Body for LimitedMessages {
 }
 
 impl ServerTls {
+    /// Serves this certificate chain (PEM) with its private key (PEM).
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
+
+    /// Requires clients to present a certificate signed by this CA (PEM).
+    pub fn client_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_ca = Some(path.into());
+        self
+    }
+
     /// The TLS acceptor for these files (HTTP/2 offered by ALPN), read now so that a bad path
     /// fails the start; errors name the keys of `[servers.<server>.tls]`.
     pub(crate) fn acceptor(&self, server: &str) -> crate::Result<tokio_rustls::TlsAcceptor> {
@@ -479,7 +500,7 @@ impl ServerTls {
             .map_err(|e| error("key", "a PEM private key", format!("{}: {e}", self.key.display())))?;
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+            .unwrap_or_else(|| Arc::new(ring_provider()));
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| error("cert", "a certificate rustls can serve", e.to_string()))?;
@@ -524,6 +545,18 @@ pub(crate) async fn listen(addr: SocketAddr) -> crate::Result<(tokio::net::TcpLi
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, local_addr))
+}
+
+/// rustls' *ring* provider, for processes that installed no default of their own.
+///
+/// rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which only its aws-lc-rs
+/// provider has. jovian keeps *ring* (the provider tonic's `tls-ring` and etcd-client use too,
+/// and no C toolchain to build aws-lc): an application that wants post-quantum key exchange
+/// installs aws-lc-rs as the process default (`CryptoProvider::install_default`), which jovian
+/// uses first.
+#[allow(deprecated)]
+fn ring_provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
+    tokio_rustls::rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]
