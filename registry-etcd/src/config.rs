@@ -251,10 +251,7 @@ impl EtcdConfig {
             };
             config_error(
                 "registry.key_template",
-                &format!(
-                    "a {} key template like \"{example}\" ({reason})",
-                    self.layout.name()
-                ),
+                &format!("a {} key template like \"{example}\" ({reason})", self.layout.name()),
                 &format!("{template:?}"),
             )
         })

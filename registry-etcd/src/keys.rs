@@ -56,7 +56,9 @@ impl Keys {
     pub(crate) fn new(prefix: String, layout: &Layout) -> Result<Self, String> {
         let codec = match layout {
             Layout::Jupiter => Codec::Jupiter,
-            Layout::EtcdNaming { key_template } => Codec::Naming(Template::parse(key_template, &prefix, Shape::Naming)?),
+            Layout::EtcdNaming { key_template } => {
+                Codec::Naming(Template::parse(key_template, &prefix, Shape::Naming)?)
+            }
             Layout::Plain { key_template } => Codec::Plain(Template::parse(key_template, &prefix, Shape::Plain)?),
             Layout::Kratos { key_template } => Codec::Kratos(Template::parse(key_template, &prefix, Shape::Kratos)?),
             Layout::GoZero { key_template } => Codec::GoZero(Template::parse(key_template, &prefix, Shape::GoZero)?),
@@ -361,7 +363,11 @@ mod tests {
             plain.decode("greeter", Some("grpc://127.0.0.1:1"), b"127.0.0.1:1"),
             Ok(info.clone())
         );
-        assert!(plain.decode("greeter", Some("grpc://127.0.0.1:1"), b"127.0.0.1:2").is_err());
+        assert!(
+            plain
+                .decode("greeter", Some("grpc://127.0.0.1:1"), b"127.0.0.1:2")
+                .is_err()
+        );
     }
 
     #[test]
@@ -371,14 +377,20 @@ mod tests {
         let (key, value) = kratos.entry(&info).unwrap();
         assert_eq!(key, "/microservices/greeter/127.0.0.1:1");
         let p = kratos.service("greeter");
-        assert_eq!(kratos.classify(&p, key.as_bytes()), Ok(KeyKind::Instance("127.0.0.1:1")));
+        assert_eq!(
+            kratos.classify(&p, key.as_bytes()),
+            Ok(KeyKind::Instance("127.0.0.1:1"))
+        );
         assert_eq!(
             kratos.classify(&p, b"/microservices/greeter/0b6e-uuid"),
             Ok(KeyKind::Instance("0b6e-uuid"))
         );
         assert!(kratos.classify(&p, b"/microservices/greeter/a/b").is_err());
         assert_eq!(kratos.decode("greeter", None, value.as_bytes()), Ok(info.clone()));
-        assert!(kratos.decode("other", None, value.as_bytes()).is_err(), "another service's value");
+        assert!(
+            kratos.decode("other", None, value.as_bytes()).is_err(),
+            "another service's value"
+        );
         assert_eq!(kratos.provider_service(b"/microservices/greeter/x"), Some("greeter"));
         assert_eq!(kratos.configurator("greeter", "grpc://127.0.0.1:1"), None);
 

@@ -376,7 +376,9 @@ pub(crate) fn decode_kratos(value: &[u8]) -> Result<KratosInstance, String> {
         return Err(format!("value of {} bytes is larger than the limit", value.len()));
     }
     let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(value) else {
-        return Err(r#"a kratos value is a JSON object like {"id":"..","name":"..","endpoints":["grpc://host:port"]}"#.into());
+        return Err(
+            r#"a kratos value is a JSON object like {"id":"..","name":"..","endpoints":["grpc://host:port"]}"#.into(),
+        );
     };
     let text = |field: &str, value: Value| match value {
         Value::String(text) => Ok(text),
@@ -418,7 +420,10 @@ pub(crate) fn decode_kratos(value: &[u8]) -> Result<KratosInstance, String> {
             _ => {}
         }
     }
-    let Some(endpoint) = endpoints.iter().find(|e| scheme_of(e).is_some_and(|s| s.eq_ignore_ascii_case(GRPC))) else {
+    let Some(endpoint) = endpoints
+        .iter()
+        .find(|e| scheme_of(e).is_some_and(|s| s.eq_ignore_ascii_case(GRPC)))
+    else {
         return Err(format!(
             "no grpc:// endpoint among {endpoints:?} (kratos' gRPC clients skip such an instance too)"
         ));
@@ -462,9 +467,15 @@ mod tests {
         assert_eq!(schema.split("etcd:///greeter"), None);
         assert_eq!(schema.split("other/greeter/1"), None);
         let kratos = Template::parse(DEFAULT_KRATOS_TEMPLATE, "jovian", Shape::Kratos).unwrap();
-        assert_eq!((kratos.root.as_str(), kratos.separator.as_str()), ("/microservices/", "/"));
+        assert_eq!(
+            (kratos.root.as_str(), kratos.separator.as_str()),
+            ("/microservices/", "/")
+        );
         let go_zero = Template::parse("{prefix}/{name}.rpc/{id}", "jovian", Shape::GoZero).unwrap();
-        assert_eq!((go_zero.root.as_str(), go_zero.separator.as_str()), ("jovian/", ".rpc/"));
+        assert_eq!(
+            (go_zero.root.as_str(), go_zero.separator.as_str()),
+            ("jovian/", ".rpc/")
+        );
         assert_eq!(go_zero.split("jovian/greeter.rpc/42"), Some(("greeter", "42")));
         for (bad, shape) in [
             ("{name}/{addr}/x", Shape::Plain),
@@ -541,7 +552,10 @@ mod tests {
         // A kratos App with an HTTP and a gRPC server, written by Go: the gRPC endpoint is it.
         let go = br#"{"id":"5f0a-uuid","Name":"greeter","version":"v2","metadata":{"k":"v"},"endpoints":["http://10.0.0.1:8000","grpc://10.0.0.1:9000?isSecure=false"],"extra":1}"#;
         let read = decode_kratos(go).unwrap();
-        assert_eq!((read.name.as_str(), read.address.as_str()), ("greeter", "10.0.0.1:9000"));
+        assert_eq!(
+            (read.name.as_str(), read.address.as_str()),
+            ("greeter", "10.0.0.1:9000")
+        );
         for bad in [
             &br#"{"id":"1","name":"greeter","endpoints":["http://10.0.0.1:8000"]}"#[..],
             br#"{"id":"1","name":"greeter","endpoints":null}"#,
@@ -552,7 +566,11 @@ mod tests {
             br#"null"#,
             b"grpc://h:1",
         ] {
-            assert!(decode_kratos(bad).is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
+            assert!(
+                decode_kratos(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
