@@ -358,7 +358,8 @@ async fn under_id_layouts_each_key_counts_for_the_address_its_value_gives() {
         )
     };
     let go_zero = |_: &str, addr: &str| addr.to_owned();
-    let cases: [(Layout, &str, &dyn Fn(&str, &str) -> String); 2] = [
+    type Value<'a> = &'a dyn Fn(&str, &str) -> String;
+    let cases: [(Layout, &str, Value); 2] = [
         (Layout::kratos(), "/microservices/ids/", &kratos),
         (Layout::go_zero(), "ids/", &go_zero),
     ];
