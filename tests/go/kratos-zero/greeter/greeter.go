@@ -80,6 +80,7 @@ func Load(conn grpc.ClientConnInterface, who string, callers int, duration time.
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
+	end, _ := ctx.Deadline()
 	for range callers {
 		wg.Add(1)
 		go func() {
@@ -88,8 +89,10 @@ func Load(conn grpc.ClientConnInterface, who string, callers int, duration time.
 				call, done := context.WithTimeout(ctx, 2*time.Second)
 				addr, err := Call(call, conn, who)
 				done()
-				if ctx.Err() != nil && err != nil {
-					return // the load ended under the call: not the call's failure
+				if err != nil && (ctx.Err() != nil || !time.Now().Before(end)) {
+					// The load ended under the call (grpc-go may fail it with
+					// DeadlineExceeded a moment before the context says so): not its failure.
+					return
 				}
 				mu.Lock()
 				if err != nil {
