@@ -8,7 +8,7 @@
 //	jupiter server -etcd 127.0.0.1:2379 -name greeter
 //	    serves helloworld.Greeter on 127.0.0.1, registers it, prints "serving ADDR", and on
 //	    SIGTERM unregisters and stops. SayHello replies "ADDR go".
-//	jupiter client -etcd 127.0.0.1:2379 -name greeter [-calls N] [-interval D]
+//	jupiter client -etcd 127.0.0.1:2379 -name greeter [-calls N] [-interval D] [-authority A]
 //	    resolves the service through jupiter's registry and calls SayHello N times (0: until
 //	    killed), printing "ok MESSAGE" or "err CODE MESSAGE" for each call.
 //
@@ -31,6 +31,7 @@ import (
 	"github.com/douyu/jupiter/pkg/core/constant"
 	"github.com/douyu/jupiter/pkg/registry/etcdv3"
 	"github.com/douyu/jupiter/pkg/server/xgrpc"
+	"google.golang.org/grpc"
 )
 
 func main() {
@@ -43,6 +44,7 @@ func main() {
 	name := flags.String("name", "greeter", "the service name")
 	calls := flags.Int("calls", 1, "client: calls to make, 0 for until killed")
 	interval := flags.Duration("interval", 0, "client: pause between calls")
+	authority := flags.String("authority", "", "client: the :authority to send (grpc.WithAuthority)")
 	flags.Parse(os.Args[2:])
 
 	config := fmt.Sprintf("[jupiter.registry.default]\nendpoints = [\"%s\"]\nserviceTTL = \"10s\"\n",
@@ -78,6 +80,11 @@ func main() {
 		config := grpcclient.DefaultConfig()
 		config.RegistryConfig = registryKey
 		config.Addr = fmt.Sprintf("etcd:///grpc:%s:v1:%s", *name, pkg.AppMode())
+		if *authority != "" {
+			// Else grpc-go sends the resolver's ServerName, "grpc:{name}:v1:{mode}/", which is
+			// no valid :authority: servers on Rust's h2 (tonic, jovian) refuse the call.
+			config.WithDialOption(grpc.WithAuthority(*authority))
+		}
 		conn, err := config.Build()
 		if err != nil {
 			fmt.Println("dial:", err)
