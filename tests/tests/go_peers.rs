@@ -442,7 +442,8 @@ async fn etcd_naming_writes_what_a_jovian_app_writes() {
 /// for a jupiter v0.2.7 instance takes it out of jovian clients' pools; jupiter's own client
 /// does not read `configurators/` (nor `enable` or `weight` of an entry: its resolver hands
 /// every provider to grpc-go's round robin), so it keeps calling it. Re-enabled, jovian
-/// clients call it again.
+/// clients call it again. jupiter's service-wide configurators (`configurators/grpc:///routes/1`)
+/// are left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn governance_keys_are_honoured_by_jovian_clients_and_ignored_by_jupiter_v0_2_7() {
     init_logging();
@@ -455,6 +456,22 @@ async fn governance_keys_are_honoured_by_jovian_clients_and_ignored_by_jupiter_v
     let channel = jovian_client(&registry).await;
     let uri = format!("grpc://{}", go.addr());
     let patch = |enable: bool| serde_json::json!({ "enable": enable }).as_object().unwrap().clone();
+    // jupiter's service-wide configurators (routes, as its `swr` balancer reads them) are no
+    // instance's override: jovian leaves them alone, and does not count them as garbage.
+    let route = format!(
+        r#"{{"uri":"/helloworld.Greeter/SayHello","upstream":{{"nodes":{{"{}":10}}}}}}"#,
+        go.addr()
+    );
+    let mut etcd_client = etcd.client().await;
+    for key in [
+        "configurators/grpc:///routes/1",
+        &format!("configurators/grpc://{}/routes/2", go.addr()),
+    ] {
+        etcd_client
+            .put(format!("/jovian/{NAME}/{key}"), route.as_str(), None)
+            .await
+            .unwrap();
+    }
 
     registry.update_override(NAME, &uri, &patch(false)).await.unwrap();
     eventually(WAIT, "the jovian client to leave the disabled instance", || async {
@@ -462,6 +479,12 @@ async fn governance_keys_are_honoured_by_jovian_clients_and_ignored_by_jupiter_v
         replies.iter().all(|r| r.as_ref() == Ok(&j)).then_some(())
     })
     .await;
+    // The watch saw the routes before the override.
+    assert_eq!(
+        registry.stats().bad_entries,
+        0,
+        "jupiter's route configurators are not garbage"
+    );
     let replies = GoClient::calls(stack, &etcd, NAME, CALLS).await;
     both(
         &answered_by(&replies),
