@@ -560,3 +560,28 @@ async fn a_lost_jupiter_lease_heals_for_jovian_clients() {
     })
     .await;
 }
+
+/// docs/etcd.md's `:authority` note with today's grpc-go: a stock client dialing a target that
+/// holds a `/` (`etcd:///services/greeter`, jovian registered under `key_template =
+/// "services/{name}/{addr}"`) resolves the jovian server but sends the target as the
+/// `:authority`, which jovian's server (Rust's h2) refuses with PROTOCOL_ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_go_target_with_a_slash_cannot_call_jovian_servers() {
+    init_logging();
+    let etcd = EtcdCluster::single().await;
+    let layout = jovian_registry_etcd::Layout::etcd_naming().key_template("services/{name}/{addr}");
+    let registry = Arc::new(
+        EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()).layout(layout))
+            .await
+            .unwrap(),
+    );
+    let (_jovian, _j) = jovian_server(&registry).await;
+    let replies = GoClient::calls(Stack::EtcdNaming, &etcd, "services/greeter", 3).await;
+    assert_eq!(replies.len(), 3, "every call printed a line");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| e.contains("PROTOCOL_ERROR"))),
+        "the calls reach the server and are refused by h2: {replies:?}"
+    );
+}
