@@ -72,6 +72,8 @@ func main() {
 		config := grpcclient.DefaultConfig()
 		config.Address = "etcd:///" + *name
 		config.Block = false
+		// One log line a call is noise at the thousands of calls the tests make.
+		config.DisableAccessInterceptor = true
 		conn := config.Build()
 		run(conn, *calls, *interval)
 	default:

@@ -79,6 +79,8 @@ func main() {
 	case "client":
 		config := grpcclient.DefaultConfig()
 		config.RegistryConfig = registryKey
+		// One log line a call is noise at the thousands of calls the tests make.
+		config.DisableAccessInterceptor = true
 		config.Addr = fmt.Sprintf("etcd:///grpc:%s:v1:%s", *name, pkg.AppMode())
 		if *authority != "" {
 			// Else grpc-go sends the resolver's ServerName, "grpc:{name}:v1:{mode}/", which is
