@@ -5,10 +5,11 @@
 //! register, resolve and balance with their own stack's code (`jovian_tests::go_peers`).
 //!
 //! For each stack: its client calls jovian servers; a jovian client calls its servers; one pool
-//! of both is balanced from either client; a jovian registration whose lease is lost heals for
-//! its clients; an instance of either stack killed under load costs the other stack's client no
-//! more failed calls than its own. Then, per stack, the bytes it writes against a jovian App's,
-//! and governance keys (honoured by jovian clients; no jupiter release's client reads them).
+//! of both is balanced from either client; a jovian registration whose lease or key is lost
+//! heals for its clients; an instance of either stack killed under load costs the other
+//! stack's client no more failed calls than its own. Then, per stack, the bytes it writes
+//! against a jovian App's, and governance keys (honoured by jovian clients; no jupiter
+//! release's client reads them), and the `:authority` limits of Go clients of jovian servers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -157,9 +158,10 @@ async fn a_mixed_pool_is_balanced_from_either_client(stack: Stack) {
     both(&answered_by(&replies), &j, go.addr(), stack.what());
 }
 
-/// The jovian server's lease is revoked under the Go client's feet: the registration comes
-/// back on a new lease and the Go client calls it again.
-async fn a_lost_jovian_lease_heals_for_its_clients(stack: Stack) {
+/// The jovian server's registration is lost under the Go client's feet (its lease revoked, or
+/// its key deleted by hand): it comes back (on a new lease, or put back on its own) and the Go
+/// client calls it again.
+async fn a_lost_jovian_registration_heals_for_its_clients(stack: Stack, revoke_lease: bool) {
     init_logging();
     let etcd = EtcdCluster::single().await;
     let registry = registry(&etcd, stack, Duration::from_secs(10)).await;
@@ -173,17 +175,33 @@ async fn a_lost_jovian_lease_heals_for_its_clients(stack: Stack) {
 
     let mut etcd_client = etcd.client().await;
     let lease = etcd_client.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
-    etcd_client.lease_revoke(lease).await.unwrap();
-    let healed = eventually(WAIT, "the registration to come back", || {
+    let lost_at = match revoke_lease {
+        true => etcd_client
+            .lease_revoke(lease)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision(),
+        false => etcd_client
+            .delete(key.as_str(), None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision(),
+    };
+    eventually(WAIT, "the registration to come back", || {
         let mut etcd_client = etcd_client.clone();
         let key = key.clone();
         async move {
             let kvs = etcd_client.get(key, None).await.ok()?.kvs().to_vec();
-            kvs.first().filter(|kv| kv.lease() != lease).map(|kv| kv.lease())
+            let back = kvs.first().filter(|kv| kv.create_revision() > lost_at)?;
+            assert_ne!(back.lease(), 0, "put back on a lease");
+            Some(())
         }
     })
     .await;
-    assert_ne!(healed, 0, "re-registered on a lease");
     let healed_at = client.replies().len();
     eventually(WAIT, "the Go client to call the healed instance", || async {
         let replies = client.replies();
@@ -311,7 +329,12 @@ macro_rules! every_stack {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_lost_jovian_lease_heals_for_its_clients() {
-                super::a_lost_jovian_lease_heals_for_its_clients($stack).await;
+                super::a_lost_jovian_registration_heals_for_its_clients($stack, true).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_deleted_jovian_key_heals_for_its_clients() {
+                super::a_lost_jovian_registration_heals_for_its_clients($stack, false).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
