@@ -12,8 +12,8 @@
 //! release's client reads them), and the `:authority` limits of Go clients of jovian servers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
@@ -210,15 +210,26 @@ async fn a_lost_jovian_registration_heals_for_its_clients(stack: Stack, revoke_l
     .await;
 }
 
-/// Calls `channel` one after the other until `stop`, keeping every reply.
-fn jovian_load(channel: ServiceChannel, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Reply>> {
+/// Calls `channel` one after the other until `stop`, adding every reply to `replies`.
+fn jovian_load(
+    channel: ServiceChannel,
+    replies: Arc<StdMutex<Vec<Reply>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut replies = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            replies.push(call(&channel).await);
+            let reply = call(&channel).await;
+            replies.lock().unwrap().push(reply);
         }
-        replies
     })
+}
+
+/// How many of `replies` since the first `since` went to `addr`.
+fn answered_since(replies: &[Reply], since: usize, addr: &str) -> usize {
+    replies[since.min(replies.len())..]
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|a| a == addr))
+        .count()
 }
 
 fn failures(replies: &[Reply]) -> usize {
@@ -242,14 +253,21 @@ async fn an_instance_killed_under_load(stack: Stack, kill_go: bool) {
     let go_addr = go.addr().to_owned();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = jovian_load(jovian_client(&client_registry).await, stop.clone());
+    let jovian_replies = Arc::new(StdMutex::new(Vec::new()));
+    let load = jovian_load(
+        jovian_client(&client_registry).await,
+        jovian_replies.clone(),
+        stop.clone(),
+    );
     let go_client = GoClient::start(stack, &etcd, NAME, 0, Duration::ZERO).await;
+    let jovian_so_far = || jovian_replies.lock().unwrap().clone();
     eventually(WAIT, "both clients to call both servers", || async {
-        let answered = |addr: &str| go_client.replies().iter().any(|r| r.as_ref().is_ok_and(|a| a == addr));
-        (answered(&j) && answered(&go_addr)).then_some(())
+        let (go_replies, jovian_replies) = (go_client.replies(), jovian_so_far());
+        let both = |replies: &[Reply]| answered_since(replies, 0, &j) > 0 && answered_since(replies, 0, &go_addr) > 0;
+        (both(&go_replies) && both(&jovian_replies)).then_some(())
     })
     .await;
-    let go_before = go_client.replies().len();
+    let (go_before, jovian_before) = (go_client.replies().len(), jovian_so_far().len());
 
     let (survivor, dead_stack) = match kill_go {
         true => {
@@ -262,19 +280,16 @@ async fn an_instance_killed_under_load(stack: Stack, kill_go: bool) {
             (go_addr.clone(), "jovian")
         }
     };
-    // Long enough for both clients to be past the death and on the survivor for a while.
-    eventually(WAIT, "the Go client to call the survivor 50 times since", || async {
-        let replies = go_client.replies();
-        let after = replies[go_before..]
-            .iter()
-            .filter(|r| r.as_ref() == Ok(&survivor))
-            .count();
-        (after >= 50).then_some(())
+    // Both clients past the death and on the survivor for a while.
+    eventually(WAIT, "both clients to call the survivor 50 times since", || async {
+        let go = answered_since(&go_client.replies(), go_before, &survivor);
+        let jovian = answered_since(&jovian_so_far(), jovian_before, &survivor);
+        (go >= 50 && jovian >= 50).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let jovian_replies = within(WAIT, "the jovian load to stop", load).await.unwrap();
+    within(WAIT, "the jovian load to stop", load).await.unwrap();
+    let jovian_replies = jovian_so_far();
     let go_replies = go_client.replies();
     let (jovian_failed, go_failed) = (failures(&jovian_replies), failures(&go_replies));
     eprintln!(
