@@ -221,6 +221,11 @@ impl Keys {
             return Ok(KeyKind::Other);
         };
         match uri.split_once("://") {
+            // jupiter's service-wide configurators (`grpc:///routes/1`, `grpc://host/providers/1`:
+            // routes and provider/consumer configs its console writes) are no instance's
+            // override and no garbage either: left alone, as a jupiter client without the
+            // balancer reading them does.
+            Some((scheme, address)) if !provider && !scheme.is_empty() && address.contains('/') => Ok(KeyKind::Other),
             Some((scheme, address)) if !scheme.is_empty() && !address.is_empty() && !address.contains('/') => {
                 Ok(match provider {
                     true => KeyKind::Provider(Cow::Borrowed(uri)),
@@ -317,6 +322,14 @@ mod tests {
             Ok(KeyKind::Configurator("grpc://h:1"))
         );
         assert_eq!(keys.classify(p, b"/jovian/greeter/consumers/x"), Ok(KeyKind::Other));
+        for jupiters in [
+            &b"/jovian/greeter/configurators/grpc:///routes/1"[..],
+            b"/jovian/greeter/configurators/grpc://h:1/providers/1",
+        ] {
+            assert_eq!(keys.classify(p, jupiters), Ok(KeyKind::Other));
+        }
+        assert!(keys.classify(p, b"/jovian/greeter/configurators/grpc://").is_err());
+        assert!(keys.classify(p, b"/jovian/greeter/providers/grpc:///routes/1").is_err());
         assert_eq!(
             keys.classify(p, b"/jovian/greeter2/providers/grpc://h:1"),
             Ok(KeyKind::Other)
