@@ -194,10 +194,7 @@ async fn registry(etcd: &EtcdCluster, layout: Layout) -> Arc<EtcdRegistry> {
 
 async fn channel(registry: &Arc<EtcdRegistry>, name: &str) -> ServiceChannel {
     ClientBuilder::new(registry.clone())
-        .options(ClientOptions {
-            wait_for_instances: Some(WAIT),
-            ..ClientOptions::default()
-        })
+        .options(ClientOptions::default().wait_for_instances(Some(WAIT)))
         .build(name)
         .await
         .unwrap()

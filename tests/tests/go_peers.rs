@@ -54,10 +54,7 @@ async fn jovian_server(registry: &Arc<EtcdRegistry>) -> (Running, String) {
 
 async fn jovian_client(registry: &Arc<EtcdRegistry>) -> ServiceChannel {
     ClientBuilder::new(registry.clone())
-        .options(ClientOptions {
-            wait_for_instances: Some(WAIT),
-            ..ClientOptions::default()
-        })
+        .options(ClientOptions::default().wait_for_instances(Some(WAIT)))
         .build(NAME)
         .await
         .unwrap()
