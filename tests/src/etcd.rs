@@ -697,6 +697,14 @@ pub fn server() -> &'static EtcdServer {
                 binary.display()
             )
         });
+        let built = format!("{}.{}", version.major, version.minor);
+        if !matches!(release.as_str(), "" | "system") && built != release {
+            panic!(
+                "JOVIAN_ETCD={release} built {}, which says it is etcd {version}: \
+                 tests/go/etcd-{release}/go.mod pins the wrong release",
+                binary.display()
+            );
+        }
         EtcdServer { binary, version }
     })
 }
