@@ -159,7 +159,11 @@ impl EtcdCluster {
     /// for a taken port.
     fn check_alive(&self, i: usize) -> Result<(), Startup> {
         let log = self.log(i);
-        let fatal = log.contains(" C | ") || log.contains("\"level\":\"fatal\"");
+        // 3.4 logs a fatal line as capnslog's ` C | `, 3.5 and later as zap's JSON; a flag a
+        // release does not know (3.7 dropped the `--experimental-` names) stops it at once.
+        let fatal = log.contains(" C | ")
+            || log.contains("\"level\":\"fatal\"")
+            || log.contains("flag provided but not defined");
         match (fatal, log.contains("address already in use")) {
             (false, _) => Ok(()),
             (true, true) => Err(Startup::PortTaken),
