@@ -259,6 +259,7 @@ impl Watcher {
             Ok(stream) => stream.split(),
             Err(error) => return format!("cannot start watching: {error}"),
         };
+        tracing::debug!(service = %view.name, revision = from, "watching from the listed revision");
         let mut stall = StallDetector::new(self.request_timeout);
         let mut ask = tokio::time::interval(PROGRESS_EVERY);
         ask.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
