@@ -98,11 +98,14 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Report> {
     }
     let faults = schedule::generate(options.seed, &shape);
     std::fs::create_dir_all(options.out.join("logs"))?;
+    // The etcd is named first, so a failing run's output says which release it was on
+    // (`JOVIAN_ETCD`, see jovian_tests::etcd).
     println!(
-        "seed {}: {} faults over {:?}",
+        "seed {}: {} faults over {:?} on etcd {}",
         options.seed,
         faults.len(),
-        options.duration
+        options.duration,
+        jovian_tests::etcd::server().version
     );
     for fault in &faults {
         println!(

@@ -20,6 +20,10 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Runs the program with `args`; returns whether it passed and what it printed.
 fn chaos(name: &str, args: &[&str], limit: Duration) -> (bool, String) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Found or built (`JOVIAN_ETCD`) now, not inside the run: a first build of an etcd
+    // release takes longer than the run is given.
+    let etcd = jovian_tests::etcd::server();
+    eprintln!("jovian-chaos {args:?} on etcd {}", etcd.version);
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{name}"));
     let stdout_path = out.with_extension("stdout");
     let stdout = std::fs::File::create(&stdout_path).expect("a file for the run's output");

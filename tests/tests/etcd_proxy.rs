@@ -287,7 +287,11 @@ async fn etcds_periodic_progress_notifications_through_the_proxy_restart_no_watc
     init_logging();
     let options = EtcdOptions {
         stock: true,
-        extra_args: vec!["--experimental-watch-progress-notify-interval=4s".into()],
+        extra_args: vec![
+            jovian_tests::etcd::server()
+                .version
+                .progress_notify_interval_flag(Duration::from_secs(4)),
+        ],
         ..EtcdOptions::default()
     };
     let etcd = EtcdCluster::start(1, options).await;

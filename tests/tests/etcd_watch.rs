@@ -228,3 +228,59 @@ async fn killing_the_leader_drops_no_instance_from_any_snapshot() {
     );
     assert_eq!(reader.list("w").await.unwrap().len(), 4);
 }
+
+/// The premise of starting watches at the listed revision (`registry-etcd/src/watch.rs`): etcd
+/// answers a progress request on a stream whose watches start at or below its revision; from
+/// 3.5 on, not while one starts above it, as a watch from "the list's revision + 1" does on a
+/// quiet etcd. The answer (watch id -1) is what arms the registry's stall detection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_answers_progress_requests_for_a_watch_from_its_revision_and_from_3_5_not_above_it() {
+    init_logging();
+    let etcd = EtcdCluster::stock().await;
+    let version = jovian_tests::etcd::server().version;
+    let mut client = etcd.client().await;
+    client.put("/quiet/a", "1", None).await.unwrap();
+    let current = client
+        .get("/quiet/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let above_answered = version < jovian_tests::etcd::EtcdVersion::new(3, 5, 0);
+    for (start, answered) in [(current, true), (current + 1, above_answered)] {
+        let options = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(start)
+            .with_progress_notify();
+        let (mut requests, mut responses) = client.watch("/quiet/", Some(options)).await.unwrap().split();
+        let created = responses.message().await.unwrap().unwrap();
+        assert!(created.created(), "the first message is the creation notice");
+        if start == current {
+            // The listed revision's own event, which the registry skips.
+            let replayed = responses.message().await.unwrap().unwrap();
+            assert_eq!(replayed.events().len(), 1, "{replayed:?}");
+        }
+        // A watch that starts below etcd's revision is synced in the background (every 100 ms):
+        // ask until answered, for longer than that.
+        let mut answer = None;
+        for _ in 0..5 {
+            requests.request_progress().await.unwrap();
+            if let Ok(message) = tokio::time::timeout(Duration::from_millis(500), responses.message()).await {
+                answer = message.unwrap();
+                break;
+            }
+        }
+        match (answered, answer) {
+            (true, Some(answer)) => {
+                assert!(answer.events().is_empty(), "etcd {version}: {answer:?}");
+                assert_eq!(answer.watch_id(), -1, "etcd {version}: {answer:?}");
+            }
+            (false, None) => {}
+            (expected, answer) => panic!(
+                "etcd {version}, a watch from revision {start} (etcd at {current}): expected an answer: \
+                 {expected}, got {answer:?}"
+            ),
+        }
+    }
+}
