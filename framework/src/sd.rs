@@ -31,21 +31,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{Discovery, ServiceInfo};
 
-/// One governor's metrics target, as a registry keeps it (etcd: a
-/// `/prometheus/job/{app}/{hostname}/{address}` key).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetricsTarget {
-    /// The App's name.
-    pub app: String,
-    /// The host it runs on (may be empty).
-    pub hostname: String,
-    /// What a scraper dials: the governor's `host:port`.
-    pub target: String,
-    /// The provider entries the same App registered (its servers), for labels: service, zone,
-    /// region, version. Empty when it serves none, or when the registry cannot tell which
-    /// entries belong to the App.
-    pub instances: Vec<ServiceInfo>,
-}
+pub use crate::registry::MetricsTarget;
 
 /// The HTTP SD document for `targets`: one group per target, labelled `jovian_app`,
 /// `jovian_hostname` and, from the App's registered servers, `jovian_service`, `jovian_zone`,

@@ -1,4 +1,4 @@
-//! A gRPC server the [`App`](crate::App) binds, serves and registers.
+//! A gRPC server the `App` binds, serves and registers.
 //!
 //! A [`GrpcServer`] is a set of tonic services behind one listener, registered under one service
 //! name. The App binds its listener first (port 0 allowed), so what gets registered is the
@@ -26,12 +26,13 @@ use tonic::service::{Routes, RoutesBuilder};
 use tower::util::{BoxCloneService, Oneshot};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::config::ServerConfig;
 use crate::error::BoxError;
 use crate::metrics::GrpcType;
 use crate::observe::{LearnMethods, Methods};
 use crate::{Error, ServiceInfo};
+pub use config::ServerConfig;
 
+mod config;
 pub(crate) mod connection;
 mod cutoff;
 pub(crate) mod serve;

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpIncoming};
 
+use super::ServerConfig;
 use super::connection::{self, CallService, ConnectionSettings, HANDSHAKE_TIMEOUT};
 use super::cutoff::CutOff;
 use crate::Error;
-use crate::config::ServerConfig;
 
 /// How a server's connections are made and set up.
 pub(crate) struct Listening {
