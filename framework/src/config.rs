@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::{ClientOptions, ClientTls, Filter, HashKey, MethodOptions, Policy};
 use crate::durations::optional_duration;
 pub use crate::durations::{duration, positive_duration};
+pub use crate::http2::tls::read_pem;
 pub use crate::server::ServerConfig;
 use crate::{Error, Result};
 

@@ -20,7 +20,7 @@ use tonic::body::Body;
 
 use crate::ServiceInfo;
 use crate::client::transport::FrameScan;
-use crate::grpc;
+use crate::http2::grpc;
 use crate::server::LimitedMessages;
 
 /// A fuzz target's check of one input: it panics on a finding.

@@ -33,8 +33,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod governor;
-mod grpc;
-mod h2body;
+mod http2;
 mod instances;
 mod lifecycle;
 pub mod metrics;

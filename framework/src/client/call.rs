@@ -25,14 +25,14 @@ use tonic::{Code, Status};
 use tower::ServiceExt;
 
 use super::balancer::{Balancer, error_chain};
-use super::deadline;
 use super::instance::{InFlight, Instance};
 use super::layer::{Attempt, InstanceService};
 use super::metrics::MethodName;
 use super::replay::{self, Ready};
 use super::transport::{Head, Payload, RecvBody, TransportError};
 use crate::error::BoxError;
-use crate::grpc::GRPC_TIMEOUT;
+use crate::http2::deadline;
+use crate::http2::grpc::GRPC_TIMEOUT;
 use crate::metrics::{GrpcType, MethodSeries, grpc_code_name};
 use crate::trace::{TRACEPARENT, TraceContext, propagator};
 
@@ -293,7 +293,7 @@ impl Balancer {
                 Some(Ok(response)) => {
                     instance.succeeded(attempt_started.elapsed());
                     if deadline.is_some_and(|d| Instant::now() >= d)
-                        && crate::grpc::status(response.headers()) == Some(Code::Cancelled)
+                        && crate::http2::grpc::status(response.headers()) == Some(Code::Cancelled)
                     {
                         // The server's copy of the deadline ran out as the caller's did, and a
                         // tonic server says so with Cancelled: the caller's deadline is the news.
@@ -559,7 +559,7 @@ struct End {
 }
 
 fn observe(response: http::Response<Inner>, end: End, deadline: Option<Instant>) -> http::Response<Body> {
-    let code = crate::grpc::status(response.headers()).or_else(|| http_code(response.status()));
+    let code = crate::http2::grpc::status(response.headers()).or_else(|| http_code(response.status()));
     response.map(|inner| {
         let mut body = Observed {
             inner,
@@ -639,7 +639,7 @@ impl http_body::Body for Observed {
         match &polled {
             Some(Ok(frame)) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = crate::grpc::status(trailers).or(self.code);
+                    let code = crate::http2::grpc::status(trailers).or(self.code);
                     self.end(code);
                 }
             }

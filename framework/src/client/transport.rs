@@ -40,12 +40,15 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::body::Body;
 
-use super::now_ms;
+use super::clock::now_ms;
 use super::options::{ClientTls, ConnectionOptions};
 use crate::error::BoxError;
+use crate::http2::keepalive::{Event, Pinger};
+use crate::http2::pump::{Pump, Pumped};
+use crate::http2::tls;
 use crate::service::MIN_PING_INTERVAL_KEY;
 use crate::{Error, ServiceInfo};
 
@@ -144,12 +147,10 @@ impl Connector {
                     .saturating_mul(1 << calm.load(Ordering::Relaxed))
                     .max(pings.min());
                 Some(KeepAlive {
-                    ping: connection.ping_pong()?,
+                    pinger: Pinger::new(connection.ping_pong()?),
                     interval,
                     timeout,
                     limited: matches!(pings, Pings::Limited),
-                    sleep: Box::pin(tokio::time::sleep(interval)),
-                    state: Alive::Idle,
                     frames_at_ping: 0,
                     quiet_pings: 0,
                     last_ping: None,
@@ -191,58 +192,45 @@ pub(crate) fn check_tls(service: &str, tls: &ClientTls) -> crate::Result<()> {
     Tls::new(tls, &tls_section(service)).map(drop)
 }
 
+/// A setting that needs another that is not there.
+fn missing(key: &str, expected: &str) -> Error {
+    Error::Config {
+        key: key.to_owned(),
+        expected: expected.into(),
+        found: "nothing".into(),
+    }
+}
+
 fn tls_section(service: &str) -> String {
     format!("clients.{service}.tls")
 }
 
 impl Tls {
     fn new(tls: &ClientTls, section: &str) -> crate::Result<Self> {
-        let read = |key: &str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| Error::Config {
-                key: format!("{section}.{key}"),
-                expected: "a readable PEM file".into(),
-                found: format!("{}: {e}", path.display()),
-            })
-        };
-        let invalid = |key: &str, path: &std::path::Path, what: String| Error::Config {
-            key: format!("{section}.{key}"),
-            expected: "a valid PEM file".into(),
-            found: format!("{}: {what}", path.display()),
-        };
-        let missing = |key: &str, expected: &str| Error::Config {
-            key: format!("{section}.{key}"),
-            expected: expected.into(),
-            found: "nothing".into(),
-        };
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let key = |name: &str| format!("{section}.{name}");
+        let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| invalid("ca", std::path::Path::new(""), e.to_string()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &tls.ca {
-            let pem = read("ca", ca)?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| invalid("ca", ca, e.to_string()))?;
-                roots.add(cert).map_err(|e| invalid("ca", ca, e.to_string()))?;
-            }
-        }
+            .map_err(|e| Error::Config {
+                key: key("ca"),
+                expected: "TLS settings rustls can use".into(),
+                found: e.to_string(),
+            })?;
+        let roots = match &tls.ca {
+            Some(ca) => tls::roots(&key("ca"), ca)?,
+            None => rustls::RootCertStore::empty(),
+        };
         let builder = builder.with_root_certificates(roots);
         let mut config = match (&tls.cert, &tls.key) {
-            (Some(cert), Some(key)) => {
-                let certs = CertificateDer::pem_slice_iter(&read("cert", cert)?)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| invalid("cert", cert, e.to_string()))?;
-                let private = PrivateKeyDer::from_pem_slice(&read("key", key)?)
-                    .map_err(|e| invalid("key", key, e.to_string()))?;
+            (Some(cert), Some(private)) => {
+                let certs = tls::certificates(&key("cert"), cert)?;
+                let private = tls::private_key(&key("key"), private)?;
                 builder
                     .with_client_auth_cert(certs, private)
-                    .map_err(|e| invalid("cert", cert, e.to_string()))?
+                    .map_err(|e| tls::invalid(&key("cert"), "a certificate to go with tls.key", cert, e))?
             }
             (None, None) => builder.with_no_client_auth(),
-            (Some(_), None) => return Err(missing("key", "the private key of tls.cert")),
-            (None, Some(_)) => return Err(missing("cert", "the certificate of tls.key")),
+            (Some(_), None) => return Err(missing(&key("key"), "the private key of tls.cert")),
+            (None, Some(_)) => return Err(missing(&key("cert"), "the certificate of tls.key")),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         let server_name = tls
@@ -250,7 +238,7 @@ impl Tls {
             .as_ref()
             .map(|name| {
                 ServerName::try_from(name.clone()).map_err(|e| Error::Config {
-                    key: format!("{section}.server_name"),
+                    key: key("server_name"),
                     expected: "a DNS name or an IP address".into(),
                     found: format!("{name}: {e}"),
                 })
@@ -611,65 +599,30 @@ fn strip_connection_headers(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Sends a streaming request body as it comes, within the stream's flow control; resets the
-/// stream if the body fails or the caller gives up on the response.
-///
-/// As hyper's pipe does, a chunk is read before any send capacity is asked for (capacity held
-/// for a body that sends nothing could starve other streams of the connection window), then
-/// a minimal claim waits for some capacity, and the whole chunk is handed to h2, which sends
-/// it as the window allows: one chunk at a time is the backpressure.
-async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>, mut canceled: tokio::sync::oneshot::Receiver<()>) {
-    use http_body::Body as _;
-    let mut waiting: Option<Bytes> = None;
+/// Sends a streaming request body as it comes ([`Pump`]); resets the stream if the body fails
+/// or the caller gives up on the response.
+async fn pipe(body: Body, stream: h2::SendStream<Bytes>, mut canceled: tokio::sync::oneshot::Receiver<()>) {
+    let mut pump = Pump::new(body, stream, false);
     let sent = std::future::poll_fn(|cx| {
-        loop {
-            if Pin::new(&mut canceled).poll(cx).is_ready() {
-                return Poll::Ready(Err(h2::Reason::CANCEL));
-            }
-            if let Poll::Ready(reset) = stream.poll_reset(cx) {
-                return Poll::Ready(Err(reset.unwrap_or(h2::Reason::CANCEL)));
-            }
-            if waiting.is_some() {
-                while stream.capacity() == 0 {
-                    match ready!(stream.poll_capacity(cx)) {
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => return Poll::Ready(Err(h2::Reason::CANCEL)),
-                    }
-                }
-                let data = waiting.take().expect("a chunk is waiting");
-                if stream.send_data(data, false).is_err() {
-                    return Poll::Ready(Err(h2::Reason::CANCEL));
-                }
-                continue;
-            }
-            match ready!(Pin::new(&mut body).poll_frame(cx)) {
-                None => {
-                    return Poll::Ready(stream.send_data(Bytes::new(), true).map_err(|_| h2::Reason::CANCEL));
-                }
-                Some(Err(_)) => return Poll::Ready(Err(h2::Reason::CANCEL)),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => {}
-                    Ok(data) => {
-                        stream.reserve_capacity(1);
-                        waiting = Some(data);
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            return Poll::Ready(stream.send_trailers(trailers).map_err(|_| h2::Reason::CANCEL));
-                        }
-                    }
-                },
-            }
+        if Pin::new(&mut canceled).poll(cx).is_ready() {
+            return Poll::Ready(Err(h2::Reason::CANCEL));
+        }
+        if let Poll::Ready(reset) = pump.stream().poll_reset(cx) {
+            return Poll::Ready(Err(reset.unwrap_or(h2::Reason::CANCEL)));
+        }
+        match ready!(pump.poll(cx)) {
+            Pumped::Sent => Poll::Ready(Ok(())),
+            Pumped::BodyFailed(_) | Pumped::StreamGone => Poll::Ready(Err(h2::Reason::CANCEL)),
         }
     })
     .await;
     if let Err(reason) = sent {
-        stream.send_reset(reason);
+        pump.stream().send_reset(reason);
     }
 }
 
 /// A response body as h2 receives it; it holds what stops a streaming request body's sending.
-pub(super) type RecvBody = crate::h2body::RecvBody<Option<tokio::sync::oneshot::Sender<()>>>;
+pub(super) type RecvBody = crate::http2::body::RecvBody<Option<tokio::sync::oneshot::Sender<()>>>;
 
 /// The status of a call whose response broke off: a lost connection is `Unavailable`, as
 /// gRPC reports transport failures; a reset stream is what its reason says, as tonic maps it.
@@ -740,15 +693,14 @@ impl Future for Driver {
     }
 }
 
-/// HTTP/2 keep-alive while calls are in flight.
+/// HTTP/2 keep-alive while calls are in flight: the shared [`Pinger`], pinging only when a
+/// call is in flight, nothing was read for `interval`, and the instance allows it.
 struct KeepAlive {
-    ping: h2::PingPong,
+    pinger: Pinger,
     interval: Duration,
     timeout: Duration,
     /// Whether the instance is [`Pings::Limited`].
     limited: bool,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    state: Alive,
     /// The peer's HEADERS and DATA frames counted when the last ping went.
     frames_at_ping: u64,
     /// Pings sent since the peer last sent a HEADERS or DATA frame.
@@ -756,40 +708,14 @@ struct KeepAlive {
     last_ping: Option<tokio::time::Instant>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Alive {
-    /// Nothing scheduled: no call in flight when last looked.
-    Idle,
-    /// The sleep is set to when a ping may be due.
-    Scheduled,
-    /// A ping is out; the sleep is set to when it times out.
-    Pinged,
-}
-
 impl KeepAlive {
     /// Ready when a ping went unanswered for the timeout: the connection is dead.
     fn poll(&mut self, cx: &mut Context<'_>, state: &ConnState, in_flight: &AtomicUsize) -> Poll<()> {
         loop {
-            match self.state {
-                Alive::Pinged => {
-                    match self.ping.poll_pong(cx) {
-                        Poll::Ready(Ok(_)) => {
-                            state.last_read_ms.store(now_ms(), Ordering::Relaxed);
-                            self.state = Alive::Idle;
-                            continue;
-                        }
-                        // The connection is failing anyway; its own poll ends the task.
-                        Poll::Ready(Err(_)) => return Poll::Pending,
-                        Poll::Pending => {}
-                    }
-                    ready!(self.sleep.as_mut().poll(cx));
-                    return Poll::Ready(());
-                }
-                Alive::Scheduled => {
-                    ready!(self.sleep.as_mut().poll(cx));
-                    self.state = Alive::Idle;
-                }
-                Alive::Idle => {
+            match ready!(self.pinger.poll(cx)) {
+                Event::Unanswered => return Poll::Ready(()),
+                Event::Answered => state.last_read_ms.store(now_ms(), Ordering::Relaxed),
+                Event::Due => {
                     // Polled again whenever a call starts: h2 wakes this task to send it.
                     if in_flight.load(Ordering::Relaxed) == 0 {
                         return Poll::Pending;
@@ -798,24 +724,20 @@ impl KeepAlive {
                     let due = state.last_read_ms.load(Ordering::Relaxed) + self.interval.as_millis().max(1) as u64;
                     let instant = tokio::time::Instant::now();
                     if now < due {
-                        self.sleep.as_mut().reset(instant + Duration::from_millis(due - now));
-                        self.state = Alive::Scheduled;
+                        self.pinger.wait_until(instant + Duration::from_millis(due - now));
                         continue;
                     }
                     if !self.may_ping(state, instant) {
                         // Quiet too long for a limited instance's patience: looked at again
                         // when the interval has passed, by when it may have spoken.
-                        self.sleep.as_mut().reset(instant + self.interval);
-                        self.state = Alive::Scheduled;
+                        self.pinger.wait_until(instant + self.interval);
                         continue;
                     }
-                    if self.ping.send_ping(h2::Ping::opaque()).is_err() {
+                    if !self.pinger.ping(self.timeout) {
                         return Poll::Pending;
                     }
                     self.quiet_pings += 1;
                     self.last_ping = Some(instant);
-                    self.sleep.as_mut().reset(instant + self.timeout);
-                    self.state = Alive::Pinged;
                 }
             }
         }

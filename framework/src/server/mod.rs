@@ -27,6 +27,7 @@ use tower::util::{BoxCloneService, Oneshot};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::error::BoxError;
+use crate::http2::tls;
 use crate::metrics::GrpcType;
 use crate::observe::{LearnMethods, Methods};
 use crate::{Error, ServiceInfo};
@@ -455,52 +456,28 @@ impl ServerTls {
     /// fails the start; errors name the keys of `[servers.<server>.tls]`.
     pub(crate) fn acceptor(&self, server: &str) -> crate::Result<tokio_rustls::TlsAcceptor> {
         use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-        let error = |key: &str, expected: &str, found: String| Error::Config {
-            key: format!("servers.{server}.tls.{key}"),
-            expected: expected.into(),
-            found,
-        };
-        let read = |key: &str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| error(key, "a readable PEM file", format!("{}: {e}", path.display())))
-        };
-        let certificates = |key: &str, path: &PathBuf| {
-            let pem = read(key, path)?;
-            let certificates = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| error(key, "PEM certificates", format!("{}: {e}", path.display())))?;
-            match certificates.is_empty() {
-                true => Err(error(key, "PEM certificates", format!("{}: none", path.display()))),
-                false => Ok(certificates),
-            }
-        };
-        let chain = certificates("cert", &self.cert)?;
-        let key = PrivateKeyDer::from_pem_slice(&read("key", &self.key)?)
-            .map_err(|e| error("key", "a PEM private key", format!("{}: {e}", self.key.display())))?;
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        let key = |name: &str| format!("servers.{server}.tls.{name}");
+        let chain = tls::certificates(&key("cert"), &self.cert)?;
+        let private = tls::private_key(&key("key"), &self.key)?;
+        let provider = tls::provider();
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| error("cert", "a certificate rustls can serve", e.to_string()))?;
+            .map_err(|e| tls::invalid(&key("cert"), "a certificate rustls can serve", &self.cert, e))?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for certificate in certificates("client_ca", ca)? {
-                    roots
-                        .add(certificate)
-                        .map_err(|e| error("client_ca", "CA certificates", format!("{}: {e}", ca.display())))?;
-                }
+                let roots = tls::roots(&key("client_ca"), ca)?;
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
-                    .map_err(|e| error("client_ca", "CA certificates", format!("{}: {e}", ca.display())))?;
+                    .map_err(|e| tls::invalid(&key("client_ca"), "CA certificates", ca, e))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .map_err(|e| error("key", "the private key of the certificate in `cert`", e.to_string()))?;
+        let mut config = builder.with_single_cert(chain, private).map_err(|e| Error::Config {
+            key: key("key"),
+            expected: "the private key of the certificate in `cert`".into(),
+            found: e.to_string(),
+        })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
