@@ -35,9 +35,8 @@ use tonic::body::Body;
 use tower::Service;
 use tower::util::BoxCloneSyncService;
 
-use super::replay::Ready;
 pub use super::transport::TransportError;
-use super::transport::{Head, Link, Payload};
+use super::transport::{Head, Link};
 use crate::ServiceInfo;
 use crate::error::BoxError;
 
@@ -159,10 +158,7 @@ impl Service<http::Request<Body>> for LinkService {
         let link = Arc::clone(&self.link);
         async move {
             let (parts, body) = request.into_parts();
-            let payload = match super::replay::read_now(body) {
-                Ready::Complete(data) => Payload::Complete(data),
-                Ready::Streaming(body) => Payload::Streaming(body),
-            };
+            let payload = super::replay::read_now(body);
             let head = Head {
                 method: parts.method,
                 path: parts
@@ -172,8 +168,7 @@ impl Service<http::Request<Body>> for LinkService {
                     .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
                 headers: parts.headers,
             };
-            let live = link.connection().await?;
-            let response = link.send(&live, head, payload).await?;
+            let response = link.call(head, payload).await?;
             Ok(response.map(Body::new))
         }
         .boxed()

@@ -116,7 +116,7 @@ impl Connector {
         in_flight: Arc<AtomicUsize>,
         pings: Pings,
         calm: Arc<AtomicU32>,
-    ) -> Result<Live, ConnectFailed> {
+    ) -> Result<Connection, ConnectFailed> {
         let dial = async {
             let tcp = TcpStream::connect(&*address)
                 .await
@@ -175,7 +175,7 @@ impl Connector {
                     io::Error::from(io::ErrorKind::ConnectionAborted),
                 )
             })?;
-            Ok::<_, ConnectFailed>(Live {
+            Ok::<_, ConnectFailed>(Connection {
                 send: Mutex::new(send),
                 state,
             })
@@ -293,7 +293,7 @@ pub(super) struct Link {
     /// How many times the instance closed a connection for too many pings: each doubles the
     /// keep-alive interval of the connections made after it.
     calm: Arc<AtomicU32>,
-    live: ArcSwapOption<Live>,
+    live: ArcSwapOption<Connection>,
     connecting: Mutex<Option<Connecting>>,
 }
 
@@ -334,10 +334,10 @@ impl Pings {
     }
 }
 
-type Connecting = Shared<BoxFuture<'static, Result<Arc<Live>, Arc<ConnectFailed>>>>;
+type Connecting = Shared<BoxFuture<'static, Result<Arc<Connection>, Arc<ConnectFailed>>>>;
 
 /// A connection that was made, alive or not.
-pub(super) struct Live {
+pub(super) struct Connection {
     send: Mutex<h2::client::SendRequest<Bytes>>,
     state: Arc<ConnState>,
 }
@@ -406,7 +406,7 @@ impl Link {
     }
 
     /// The live connection, made now if there is none (one connect for every caller waiting).
-    pub(super) async fn connection(&self) -> Result<Arc<Live>, TransportError> {
+    async fn connection(&self) -> Result<Arc<Connection>, TransportError> {
         if let Some(live) = &*self.live.load()
             && !live.state.is_closed()
         {
@@ -459,7 +459,7 @@ impl Link {
     }
 
     /// The request h2 sends for `head`: its path on this instance's scheme and authority.
-    pub(super) fn request(&self, head: Head) -> http::Request<()> {
+    fn request(&self, head: Head) -> http::Request<()> {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
@@ -473,26 +473,20 @@ impl Link {
         request
     }
 
-    /// Sends `head` with `body` on `live` and waits for the response's head.
-    pub(super) async fn send(
-        &self,
-        live: &Live,
-        head: Head,
-        body: Payload,
-    ) -> Result<http::Response<RecvBody>, TransportError> {
+    /// Sends `head` with `body` on the instance's connection (made now if there is none) and
+    /// waits for the response's head: the one way every attempt reaches the wire, with or
+    /// without the application's layers.
+    pub(super) async fn call(&self, head: Head, body: Payload) -> Result<http::Response<RecvBody>, TransportError> {
+        let connection = self.connection().await?;
         let mut request = Some(self.request(head));
-        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request)).await?;
+        let (response, stream) = std::future::poll_fn(|cx| connection.poll_send(cx, &mut request)).await?;
         let cancel = self.send_body(stream, body);
-        live.response(response, cancel).await
+        connection.response(response, cancel).await
     }
 
     /// Sends a request's body after its head: at once when it is complete, else from a task
     /// of its own; returns what stops that task when the response is dropped.
-    pub(super) fn send_body(
-        &self,
-        mut stream: h2::SendStream<Bytes>,
-        body: Payload,
-    ) -> Option<tokio::sync::oneshot::Sender<()>> {
+    fn send_body(&self, mut stream: h2::SendStream<Bytes>, body: Payload) -> Option<tokio::sync::oneshot::Sender<()>> {
         match body {
             // Even an empty body ends in a DATA frame, not on the HEADERS: grpc-go servers
             // before 1.84 never tell a handler that a request stream ended on its HEADERS
@@ -515,7 +509,7 @@ impl Link {
     }
 }
 
-impl Live {
+impl Connection {
     /// Opens a stream for `request` (taken when it goes), waiting while the connection has
     /// as many streams open as the instance allows. The body follows (`Link::send_body`).
     fn poll_send(
@@ -574,11 +568,12 @@ pub(super) struct Head {
     pub(super) headers: http::HeaderMap,
 }
 
-/// A request's body.
+/// A request's body, as far as it could be read when the call was made
+/// (`replay::read_now`).
 pub(super) enum Payload {
-    /// Complete when the call was made (every unary call's): sent with the head.
+    /// All of it (every unary call's): sent with the head, and again by a later attempt.
     Complete(Bytes),
-    /// Sent as it comes, by a task of its own.
+    /// What was read, then the rest as it comes: sent by a task of its own, once.
     Streaming(Body),
 }
 
@@ -994,11 +989,11 @@ impl TransportError {
         }
     }
 
-    fn sent(live: &Live, what: &'static str, source: impl Into<BoxError>) -> Self {
+    fn sent(connection: &Connection, what: &'static str, source: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::Sent(what),
             source: Some(source.into()),
-            detail: live.state.reason.get().copied(),
+            detail: connection.state.reason.get().copied(),
         }
     }
 
