@@ -42,9 +42,11 @@ pub struct ServerConfig {
     #[serde(with = "optional_duration")]
     pub max_connection_idle: Option<Duration>,
     /// Run each call in the connection's own task as far as it goes before giving it a task
-    /// of its own (default off). Saves about a fifth of the server's CPU on handlers that
-    /// answer in microseconds; but a handler that computes for long without awaiting then
-    /// holds up its connection's other calls, pings and flow control while it does.
+    /// of its own (default off). On handlers that answer in microseconds it saves a little
+    /// server CPU on one busy connection and costs some on several (BENCHMARKS.md, "Calls in
+    /// tasks of their own": 16.6 vs 17.2 µs per call at 1 × 16 streams, 14.8 vs 10.4 at 4 × 16);
+    /// and a handler that computes for long without awaiting then holds up its connection's
+    /// other calls, pings and flow control while it does.
     pub inline_calls: Option<bool>,
     /// Ping every connection this often (HTTP/2 keep-alive); off when unset.
     #[serde(with = "optional_duration")]

@@ -1,7 +1,7 @@
 //! One client connection of a server, driven with `h2` directly.
 //!
-//! Each call runs in a task of its own, as hyper's server runs each request, so calls never
-//! wait for each other, and a handler that computes for seconds without awaiting holds up
+//! Each call runs in a task of its own, as hyper's server runs each request, so (unless
+//! `inline_calls` is set, below) calls never wait for each other, and a handler that computes for seconds without awaiting holds up
 //! neither its connection's other calls nor the answers to its pings and flow-control updates
 //! (which would make a healthy instance look frozen to its clients).
 //!
@@ -10,10 +10,11 @@
 //! its reply), the request is read, the service runs and the response is queued to h2 in the
 //! poll that read the request, and every response that poll made goes out in one write; a
 //! call that has to wait goes on in a task of its own. One call that runs inline for more than
-//! [`SLOW_INLINE`] sends the connection's calls to tasks of their own for a while. Next to a
-//! handler of a few microseconds, the task a call costs is about a tenth of the server's
-//! throughput (BENCHMARKS.md, "Calls in tasks of their own"); but the first slow call still
-//! holds up everything else on its connection while it runs.
+//! [`SLOW_INLINE`] sends the connection's calls to tasks of their own for a while. Since the
+//! connection's task batches the writes of calls in tasks, inline saves little even next to a
+//! handler of a few microseconds, and costs on several busy connections (BENCHMARKS.md,
+//! "Calls in tasks of their own"); and the first slow call still holds up everything else on
+//! its connection while it runs.
 //!
 //! The connection also keeps itself alive (a ping every `http2_keepalive_interval`, closed when
 //! one goes unanswered for `http2_keepalive_timeout`), ages out (`max_connection_age`, then
