@@ -17,10 +17,7 @@ fn channel(runtime: &tokio::runtime::Runtime, n: usize, policy: Policy) -> Servi
             let address = format!("10.{}.{}.{}:50051", i / 65536, (i / 256) % 256, i % 256);
             registry.register(&ServiceInfo::new("picks", address)).await.unwrap();
         }
-        let options = ClientOptions {
-            policy,
-            ..ClientOptions::default()
-        };
+        let options = ClientOptions::default().policy(policy);
         ClientBuilder::new(registry)
             .options(options)
             .build("picks")

@@ -4,8 +4,10 @@ package main
 // resolver and the round_robin policy. It warms up until every expected server has answered,
 // prints "ready", then for each "run IN_FLIGHT MILLIS" line on stdin runs IN_FLIGHT callers
 // calling SayHello back to back for MILLIS ms and prints
-// "result calls=N failed=N p50_ns=N p99_ns=N" (calls are the successful calls that finished).
-// It exits when stdin closes.
+// "result calls=N failed=N p50_ns=N p99_ns=N" (calls are the successful calls that finished);
+// for each "rate PER_SECOND MILLIS" line it starts calls at that steady rate instead (open
+// loop, each call's latency counted from when it was due, so a stall is not hidden by calls
+// that were never sent) and prints the same line. It exits when stdin closes.
 
 import (
 	"bufio"
@@ -62,11 +64,16 @@ func load(args []string) error {
 
 	commands := bufio.NewScanner(os.Stdin)
 	for commands.Scan() {
-		var inFlight, millis int
-		if _, err := fmt.Sscanf(commands.Text(), "run %d %d", &inFlight, &millis); err != nil || inFlight < 1 || millis < 1 {
+		var n, millis int
+		var calls, failed int
+		var latencies []time.Duration
+		if _, err := fmt.Sscanf(commands.Text(), "run %d %d", &n, &millis); err == nil && n >= 1 && millis >= 1 {
+			calls, failed, latencies = drive(conn, n, time.Duration(millis)*time.Millisecond)
+		} else if _, err := fmt.Sscanf(commands.Text(), "rate %d %d", &n, &millis); err == nil && n >= 1 && millis >= 1 {
+			calls, failed, latencies = atRate(conn, n, time.Duration(millis)*time.Millisecond)
+		} else {
 			return fmt.Errorf("bad command %q", commands.Text())
 		}
-		calls, failed, latencies := drive(conn, inFlight, time.Duration(millis)*time.Millisecond)
 		fmt.Printf("result calls=%d failed=%d p50_ns=%d p99_ns=%d\n", calls, failed, quantile(latencies, 0.5), quantile(latencies, 0.99))
 	}
 	return nil
@@ -123,6 +130,37 @@ func drive(conn *grpc.ClientConn, inFlight int, duration time.Duration) (int, in
 			mu.Lock()
 			all = append(all, latencies...)
 			failed += fails
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return len(all), failed, all
+}
+
+// atRate starts perSecond calls a second for duration, each in its own goroutine, and times
+// each from when it was due.
+func atRate(conn *grpc.ClientConn, perSecond int, duration time.Duration) (int, int, []time.Duration) {
+	start := time.Now()
+	total := int(int64(perSecond) * int64(duration) / int64(time.Second))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var all []time.Duration
+	failed := 0
+	request := &helloRequest{Name: "bench"}
+	for i := 0; i < total; i++ {
+		due := start.Add(time.Duration(int64(i) * int64(time.Second) / int64(perSecond)))
+		time.Sleep(time.Until(due))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := conn.Invoke(context.Background(), sayHello, request, new(helloReply))
+			latency := time.Since(due)
+			mu.Lock()
+			if err != nil {
+				failed++
+			} else {
+				all = append(all, latency)
+			}
 			mu.Unlock()
 		}()
 	}

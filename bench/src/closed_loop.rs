@@ -177,3 +177,38 @@ pub(crate) async fn drive(client: &Client, in_flight: usize, duration: Duration)
     }
     Sample::new(&all, failed)
 }
+
+/// Calls started at a steady `per_second` for `duration`, each in a task of its own, whether
+/// or not the ones before have finished (open loop); each call's latency counts from when it
+/// was due, so a stall shows in the tail instead of delaying the calls behind it unseen. A
+/// thread of its own paces the calls with the OS's sleep, as precise as Go's timer: tokio's
+/// millisecond timer would start each call up to a millisecond after it was due and charge
+/// the stack for it.
+pub(crate) async fn at_rate(client: &Client, per_second: u32, duration: Duration) -> Sample {
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
+    let total = (f64::from(per_second) * duration.as_secs_f64()) as u32;
+    let pacer = std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..total {
+            let due = start + Duration::from_secs(1) * i / per_second;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if due_tx.send(due).is_err() {
+                return;
+            }
+        }
+    });
+    let mut started = Vec::with_capacity(total as usize);
+    while let Some(due) = due_rx.recv().await {
+        let mut client = client.clone();
+        started.push(tokio::spawn(async move { client.hello().await.map(|_| due.elapsed()) }));
+    }
+    let _ = pacer.join();
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for call in started {
+        match call.await {
+            Ok(Some(latency)) => all.push(latency),
+            _ => failed += 1,
+        }
+    }
+    Sample::new(&all, failed)
+}

@@ -145,6 +145,22 @@ async fn rolling_restart(etcd: &EtcdCluster, service: &str, duration: Duration) 
 
 /// The `--serve-greeter` mode: a greeter registered in etcd at `endpoints` (or in no registry
 /// when `endpoints` is `-`), until SIGTERM.
+/// Starts a plain tonic greeter (`tonic::transport::Server`, its defaults) in a process of its
+/// own, not registered anywhere: tonic has no registry.
+pub(crate) async fn tonic_server_process() -> anyhow::Result<Process> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("--serve-tonic");
+    Process::start(command, "serving ").await
+}
+
+/// Serves a plain tonic greeter (the `--serve-tonic` process).
+pub(crate) async fn serve_tonic() -> anyhow::Result<()> {
+    let (addr, server) = crate::h2load::start_tonic().await?;
+    println!("serving {addr}");
+    server.await?;
+    Ok(())
+}
+
 pub(crate) async fn serve_greeter(endpoints: &str, service: &str) -> anyhow::Result<()> {
     let registry: Option<Arc<dyn Registry>> = match endpoints {
         "-" => None,

@@ -148,6 +148,17 @@ impl LoadClient {
     }
 }
 
+impl LoadClient {
+    /// Calls started at a steady `per_second` for `duration` (open loop), in the Go process.
+    pub(crate) async fn at_rate(&mut self, per_second: u32, duration: Duration) -> anyhow::Result<Sample> {
+        let answer = self
+            .0
+            .ask(&format!("rate {per_second} {}", duration.as_millis()))
+            .await?;
+        parse_result(&answer).ok_or_else(|| anyhow::anyhow!("the Go client answered {answer:?}"))
+    }
+}
+
 /// Reads `result calls=N failed=N p50_ns=N p99_ns=N`.
 fn parse_result(line: &str) -> Option<Sample> {
     let mut fields = line.strip_prefix("result ")?.split(' ').map(|field| {

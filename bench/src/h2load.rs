@@ -299,7 +299,7 @@ fn request_file() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn start_jovian(inline_calls: bool) -> anyhow::Result<(jovian::Running, SocketAddr)> {
+pub(crate) async fn start_jovian(inline_calls: bool) -> anyhow::Result<(jovian::Running, SocketAddr)> {
     let store = jovian_registry_memory::MemoryStore::new();
     let server = greeter_server("h2load").configure(|s| s.inline_calls = Some(inline_calls));
     let running = App::new()
@@ -313,7 +313,7 @@ async fn start_jovian(inline_calls: bool) -> anyhow::Result<(jovian::Running, So
     Ok((running, addr))
 }
 
-async fn start_tonic() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub(crate) async fn start_tonic() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -186,10 +186,7 @@ async fn measure(
         channel.instance_count()
     );
     let per_instance = (live_bytes() - before) as f64 / n as f64;
-    let hashing = ClientOptions {
-        policy: Policy::ConsistentHash(HashKey::default()),
-        ..ClientOptions::default()
-    };
+    let hashing = ClientOptions::default().policy(Policy::ConsistentHash(HashKey::default()));
     let hashed = ClientBuilder::new(registry).options(hashing).build(service).await?;
 
     let events = RawWatch::start(client, service).await?;

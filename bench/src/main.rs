@@ -16,6 +16,7 @@ mod burst;
 mod closed_loop;
 mod cpu;
 mod failover;
+mod floods;
 mod gopeer;
 mod grpcgo;
 mod h2load;
@@ -43,13 +44,16 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Run only these scenarios (comma-separated): propagation, overhead, picks, large,
-    /// burst, registration, failover, grpc-go, proxy, servers.
+    /// burst, registration, failover, grpc-go, proxy, servers, floods.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Internal: serve a greeter registered in etcd at these endpoints (scenarios 6 and 7), or
     /// in no registry with `-` (scenario 2's allocation count).
     #[arg(long, hide = true)]
     serve_greeter: Option<String>,
+    /// Internal: serve a plain tonic greeter, registered nowhere (scenario 7's tonic stack).
+    #[arg(long, hide = true)]
+    serve_tonic: bool,
     /// Internal: drive one scenario-2 variant (`direct`, `balance`, `jovian`) alone against the
     /// greeters at `--addresses`, for profiling.
     #[arg(long, hide = true)]
@@ -133,6 +137,9 @@ impl Sizes {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.serve_tonic {
+        return failover::serve_tonic().await;
+    }
     if let Some(endpoints) = &args.serve_greeter {
         return failover::serve_greeter(endpoints, &args.service).await;
     }
@@ -178,6 +185,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("servers") {
         sections.push(h2load::run(sizes.clone()).await?);
+    }
+    if wanted("floods") {
+        sections.push(floods::run(sizes.clone()).await?);
     }
     if wanted("proxy") {
         sections.push(watch_proxy::run(sizes.clone()).await?);

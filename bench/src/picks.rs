@@ -33,10 +33,7 @@ pub(crate) async fn channel(n: usize, policy: Policy) -> anyhow::Result<ServiceC
         .with_weight(50 + (i % 3) as u32 * 25);
         registry.register(&info).await?;
     }
-    let options = ClientOptions {
-        policy,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().policy(policy);
     let channel = ClientBuilder::new(registry).options(options).build("picks").await?;
     anyhow::ensure!(
         channel.instances().len() == n,

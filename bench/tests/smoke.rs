@@ -23,6 +23,7 @@ fn a_smoke_run_reports_every_scenario() {
         "6. Failover",
         "7. grpc-go peer",
         "9. Servers under h2load",
+        "10. Legitimate calls beside HTTP/2 floods",
         "watchers through etcd's gRPC proxy",
     ] {
         assert!(stdout.contains(heading), "no {heading} section in:\n{stdout}");

@@ -183,10 +183,7 @@ async fn jovianctl_reads_and_governs_the_registry_and_clients_obey() {
 
     // A client that balances by weight, following the registry.
     let observer = EtcdRegistry::connect(EtcdConfig::new(&endpoints)).await.unwrap();
-    let options = ClientOptions {
-        policy: Policy::WeightedRoundRobin,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().policy(Policy::WeightedRoundRobin);
     let channel = ClientBuilder::new(observer)
         .options(options)
         .build(SERVICE)

@@ -35,9 +35,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ClientOptions, ClientTls, Filter, HashKey, MethodOptions, Policy};
-use crate::durations::optional_duration;
+use crate::client::{
+    ClientOptions, ClientTls, ConnectionOptions, Ejection, Filter, HashKey, MethodOptions, Policy, RetryPolicy,
+};
 pub use crate::durations::{duration, positive_duration};
+use crate::durations::{duration_or_none, optional_duration};
 pub use crate::http2::tls::read_pem;
 pub use crate::server::ServerConfig;
 use crate::{Error, Result};
@@ -66,6 +68,9 @@ pub struct Config {
     pub servers: BTreeMap<String, ServerConfig>,
     /// Client settings, by the service name called.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// The `[app]` section: the application's own settings, kept as written (file, then
+    /// `JOVIAN_APP__*`) and never checked by jovian; read them with [`Config::app`].
+    pub app: figment::value::Dict,
 }
 
 /// The governor HTTP endpoint (`/metrics`, `/healthz`, `/debug/registry`).
@@ -201,6 +206,18 @@ pub enum MethodType {
     BidiStream,
 }
 
+impl From<crate::metrics::GrpcType> for MethodType {
+    fn from(kind: crate::metrics::GrpcType) -> Self {
+        use crate::metrics::GrpcType;
+        match kind {
+            GrpcType::Unary => MethodType::Unary,
+            GrpcType::ClientStream => MethodType::ClientStream,
+            GrpcType::ServerStream => MethodType::ServerStream,
+            GrpcType::BidiStream => MethodType::BidiStream,
+        }
+    }
+}
+
 impl From<MethodType> for crate::metrics::GrpcType {
     fn from(kind: MethodType) -> Self {
         use crate::metrics::GrpcType;
@@ -232,11 +249,22 @@ pub enum PolicyName {
     Random,
 }
 
-/// How calls to one service are balanced, filtered, timed and retried.
+/// How calls to one service are balanced, filtered, timed and retried: the `[clients.NAME]`
+/// section, one key for each setting of [`ClientOptions`].
+///
+/// Its defaults are [`ClientOptions::default`]'s, and it turns into [`ClientOptions`]
+/// ([`ClientConfig::options`]) and back ([`ClientConfig::from_options`]) field by field, with
+/// no field left to a default: an option added to `ClientOptions` does not compile until it
+/// has its key here. Only a custom consistent-hash function ([`HashKey::Custom`]) is for code
+/// alone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClientConfig {
+    /// Fixed `host:port` addresses to call instead of looking the service up in the registry
+    /// (`App::client` then needs no registry): a sidecar, a single
+    /// backend, a test. Balanced, ejected and retried like a registry's instances.
+    pub addresses: Vec<String>,
     /// How an instance is picked for each call.
     pub policy: PolicyName,
     /// For `consistent_hash`: the metadata key holding the request's key.
@@ -256,9 +284,10 @@ pub struct ClientConfig {
     /// How long connecting to an instance may take.
     #[serde(with = "positive_duration")]
     pub connect_timeout: Duration,
-    /// The deadline of a unary call that sets none itself, sent as `grpc-timeout`.
-    #[serde(with = "positive_duration")]
-    pub timeout: Duration,
+    /// The deadline of a unary call that sets none itself, sent as `grpc-timeout`; `"none"`
+    /// sends none.
+    #[serde(with = "duration_or_none")]
+    pub timeout: Option<Duration>,
     /// The deadline of a streaming call that sets none itself; none when unset.
     #[serde(with = "optional_duration")]
     pub stream_timeout: Option<Duration>,
@@ -279,6 +308,10 @@ pub struct ClientConfig {
     pub idempotent_methods: BTreeSet<String>,
     /// Attempts per call at most.
     pub max_attempts: usize,
+    /// Retries of calls that may have reached an instance, as a share of calls (0.0 to 1.0).
+    pub retry_budget_ratio: f32,
+    /// Such retries per second allowed whatever the share.
+    pub retry_budget_min_per_second: u32,
     /// First ejection of a failing instance.
     #[serde(with = "positive_duration")]
     pub ejection_base: Duration,
@@ -301,6 +334,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             servers: BTreeMap::new(),
             clients: BTreeMap::new(),
+            app: figment::value::Dict::new(),
         }
     }
 }
@@ -317,30 +351,7 @@ impl Default for GovernorConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        let options = ClientOptions::default();
-        Self {
-            policy: PolicyName::default(),
-            hash_header: crate::client::HASH_KEY_HEADER.to_owned(),
-            scheme: None,
-            group: None,
-            deployment: None,
-            version: None,
-            zone: None,
-            min_zone_instances: 1,
-            connect_timeout: options.connection.connect_timeout,
-            timeout: options.timeout.unwrap_or(crate::client::DEFAULT_TIMEOUT),
-            stream_timeout: options.stream_timeout,
-            methods: BTreeMap::new(),
-            keepalive_interval: options.connection.keepalive_interval,
-            keepalive_timeout: options.connection.keepalive_timeout,
-            wait_for_instances: Duration::ZERO,
-            idempotent_methods: BTreeSet::new(),
-            max_attempts: options.retry.max_attempts,
-            ejection_base: options.ejection.base,
-            ejection_max: options.ejection.max,
-            ejection_after_timeouts: options.ejection.after_timeouts,
-            tls: None,
-        }
+        Self::from_options(&ClientOptions::default())
     }
 }
 
@@ -367,6 +378,27 @@ impl Config {
     /// Defaults, then `toml` (no file, no environment): for tests and embedding.
     pub fn from_toml(toml: &str) -> Result<Self> {
         extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+    }
+
+    /// The `[app]` section as the application's own type `T`: jovian keeps the section as
+    /// written and never checks it, so an application can keep its settings beside jovian's
+    /// (and operators set them with `JOVIAN_APP__KEY` too). A value that does not fit `T`
+    /// fails with [`Error::Config`] naming the key (`app.greeting`).
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Settings { greeting: String, max_orders: u32 }
+    ///
+    /// let config = jovian::Config::from_toml(
+    ///     "name = \"orders\"\n[app]\ngreeting = \"hi\"\nmax_orders = 20",
+    /// ).unwrap();
+    /// let settings: Settings = config.app().unwrap();
+    /// assert_eq!(settings.max_orders, 20);
+    /// ```
+    pub fn app<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let figment = Figment::from(Serialized::defaults(&self.app));
+        figment.extract().map_err(|error| config_error(&error, "app"))
     }
 
     /// The client settings for `service` (defaults when it has no section).
@@ -411,7 +443,30 @@ impl ClientConfig {
             // Read now, so a wrong file is reported when the config is, not at the first call.
             crate::client::check_tls(service, tls)?;
         }
-        let mut options = ClientOptions {
+        if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
+            return Err(Error::Config {
+                key: key("retry_budget_ratio"),
+                expected: "a share of calls from 0.0 to 1.0".into(),
+                found: self.retry_budget_ratio.to_string(),
+            });
+        }
+        if let Some(address) = self.addresses.iter().find(|address| !is_host_port(address)) {
+            return Err(Error::Config {
+                key: key("addresses"),
+                expected: "host:port addresses, like [\"10.0.0.1:50051\"]".into(),
+                found: format!("{address:?}"),
+            });
+        }
+        if let Some(path) = self.methods.keys().find(|path| !is_method_path(path)) {
+            return Err(Error::Config {
+                key: key(&format!("methods.\"{path}\"")),
+                expected: "a method's path, like \"/package.Service/Method\"".into(),
+                found: format!("{path:?}"),
+            });
+        }
+        // Every field written out (no `..Default::default()`): a new option must be given its
+        // key before this compiles.
+        Ok(ClientOptions {
             policy,
             filter: Filter {
                 scheme: self.scheme.clone(),
@@ -421,40 +476,145 @@ impl ClientConfig {
                 zone: self.zone.clone(),
                 min_zone_instances: self.min_zone_instances,
             },
+            connection: ConnectionOptions {
+                connect_timeout: self.connect_timeout,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+                tls: self.tls.clone(),
+            },
+            ejection: Ejection {
+                base: self.ejection_base,
+                max: self.ejection_max,
+                after_timeouts: self.ejection_after_timeouts,
+            },
+            retry: RetryPolicy {
+                idempotent_methods: self.idempotent_methods.clone(),
+                max_attempts: self.max_attempts,
+                budget_ratio: self.retry_budget_ratio,
+                budget_min_per_second: self.retry_budget_min_per_second,
+            },
             wait_for_instances: (!self.wait_for_instances.is_zero()).then_some(self.wait_for_instances),
-            timeout: Some(self.timeout),
+            timeout: self.timeout,
             stream_timeout: self.stream_timeout,
             methods: self
                 .methods
                 .iter()
                 .map(|(path, method)| {
+                    let MethodConfig { grpc_type, timeout } = method;
                     let options = MethodOptions {
-                        grpc_type: method.grpc_type.map(Into::into),
-                        timeout: method.timeout,
+                        grpc_type: grpc_type.map(Into::into),
+                        timeout: *timeout,
                     };
                     (path.clone(), options)
                 })
                 .collect(),
-            ..ClientOptions::default()
-        };
-        if let Some(path) = self.methods.keys().find(|path| !is_method_path(path)) {
-            return Err(Error::Config {
-                key: key(&format!("methods.\"{path}\"")),
-                expected: "a method's path, like \"/package.Service/Method\"".into(),
-                found: format!("{path:?}"),
-            });
-        }
-        options.connection.connect_timeout = self.connect_timeout;
-        options.connection.keepalive_interval = self.keepalive_interval;
-        options.connection.keepalive_timeout = self.keepalive_timeout;
-        options.connection.tls = self.tls.clone();
-        options.retry.idempotent_methods = self.idempotent_methods.clone();
-        options.retry.max_attempts = self.max_attempts;
-        options.ejection.base = self.ejection_base;
-        options.ejection.max = self.ejection_max;
-        options.ejection.after_timeouts = self.ejection_after_timeouts;
-        Ok(options)
+        })
     }
+
+    /// The section that gives `options`: what [`Config::client`] would turn back into them.
+    /// A custom consistent-hash function has no key; it becomes `consistent_hash` on the
+    /// default header.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jovian::client::{ClientOptions, RetryPolicy};
+    /// use jovian::config::ClientConfig;
+    ///
+    /// let options = ClientOptions::default().retry(RetryPolicy::default().budget(0.1, 5));
+    /// let section = ClientConfig::from_options(&options);
+    /// assert_eq!(section.retry_budget_ratio, 0.1);
+    /// ```
+    pub fn from_options(options: &ClientOptions) -> Self {
+        // Destructured in full, so that an option added to any of these types fails to compile
+        // here until it has a key.
+        let ClientOptions {
+            policy,
+            filter,
+            connection,
+            ejection,
+            retry,
+            wait_for_instances,
+            timeout,
+            stream_timeout,
+            methods,
+        } = options;
+        let Filter {
+            scheme,
+            group,
+            deployment,
+            version,
+            zone,
+            min_zone_instances,
+        } = filter;
+        let ConnectionOptions {
+            connect_timeout,
+            keepalive_interval,
+            keepalive_timeout,
+            tls,
+        } = connection;
+        let Ejection {
+            base,
+            max,
+            after_timeouts,
+        } = ejection;
+        let RetryPolicy {
+            idempotent_methods,
+            max_attempts,
+            budget_ratio,
+            budget_min_per_second,
+        } = retry;
+        let (policy, hash_header) = match policy {
+            Policy::RoundRobin => (PolicyName::RoundRobin, None),
+            Policy::WeightedRoundRobin => (PolicyName::WeightedRoundRobin, None),
+            Policy::PowerOfTwoChoices => (PolicyName::P2c, None),
+            Policy::Random => (PolicyName::Random, None),
+            Policy::ConsistentHash(HashKey::Header(header)) => (PolicyName::ConsistentHash, Some(header.to_string())),
+            Policy::ConsistentHash(HashKey::Custom(_)) => (PolicyName::ConsistentHash, None),
+        };
+        Self {
+            addresses: Vec::new(),
+            policy,
+            hash_header: hash_header.unwrap_or_else(|| crate::client::HASH_KEY_HEADER.to_owned()),
+            scheme: scheme.clone(),
+            group: group.clone(),
+            deployment: deployment.clone(),
+            version: version.clone(),
+            zone: zone.clone(),
+            min_zone_instances: *min_zone_instances,
+            connect_timeout: *connect_timeout,
+            timeout: *timeout,
+            stream_timeout: *stream_timeout,
+            methods: methods
+                .iter()
+                .map(|(path, method)| {
+                    let MethodOptions { grpc_type, timeout } = method;
+                    let config = MethodConfig {
+                        grpc_type: grpc_type.map(Into::into),
+                        timeout: *timeout,
+                    };
+                    (path.clone(), config)
+                })
+                .collect(),
+            keepalive_interval: *keepalive_interval,
+            keepalive_timeout: *keepalive_timeout,
+            wait_for_instances: wait_for_instances.unwrap_or(Duration::ZERO),
+            idempotent_methods: idempotent_methods.clone(),
+            max_attempts: *max_attempts,
+            retry_budget_ratio: *budget_ratio,
+            retry_budget_min_per_second: *budget_min_per_second,
+            ejection_base: *base,
+            ejection_max: *max,
+            ejection_after_timeouts: *after_timeouts,
+            tls: tls.clone(),
+        }
+    }
+}
+
+/// Whether `address` is a `host:port` a client can dial.
+fn is_host_port(address: &str) -> bool {
+    address
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|authority| authority.port_u16().is_some() && !authority.host().is_empty() && !address.contains('@'))
 }
 
 /// Whether `path` looks like a gRPC method's path: `/package.Service/Method`.
@@ -695,6 +855,92 @@ mod tests {
                 "clients.p.methods./a.B/C.type",
             ),
             ("[clients.p]\nkeepalive_timeout = \"0s\"", "clients.p.keepalive_timeout"),
+        ] {
+            let error = Config::from_toml(toml).and_then(|c| c.client("p")).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, .. } if k == key),
+                "{toml}: {error}"
+            );
+        }
+    }
+
+    /// Every option has a key: options with every setting away from its default, written as
+    /// a `[clients.NAME]` section in TOML and read back, are the same options. (That no field
+    /// is left out is also checked by the compiler: both directions name every field.)
+    #[test]
+    fn every_client_option_has_a_key_and_reads_back_from_toml() {
+        use crate::metrics::GrpcType;
+        let options = ClientOptions::default()
+            .policy(Policy::ConsistentHash(HashKey::Header(http::HeaderName::from_static(
+                "x-user",
+            ))))
+            .filter({
+                let mut filter = Filter::default()
+                    .group("blue")
+                    .deployment("internal")
+                    .version("v2")
+                    .zone("z1")
+                    .min_zone_instances(3);
+                filter.scheme = Some("grpcs".into());
+                filter
+            })
+            .connection(
+                ConnectionOptions::default()
+                    .connect_timeout(Duration::from_millis(750))
+                    .keepalive(Duration::from_secs(7), Duration::from_secs(4))
+                    .tls(ClientTls::default().server_name("greeter.internal")),
+            )
+            .ejection(
+                Ejection::default()
+                    .base(Duration::from_millis(300))
+                    .max(Duration::from_secs(9))
+                    .after_timeouts(5),
+            )
+            .retry(RetryPolicy::default().idempotent("*").max_attempts(4).budget(0.5, 3))
+            .wait_for_instances(Duration::from_secs(2))
+            .timeout(None)
+            .stream_timeout(Duration::from_secs(600))
+            .method(
+                "/market.Prices/Watch",
+                MethodOptions::default()
+                    .grpc_type(GrpcType::ServerStream)
+                    .timeout(Duration::from_secs(30)),
+            );
+        // Every part away from its default, so a key that is not read back cannot go unseen.
+        let defaults = ClientOptions::default();
+        assert_ne!(options.filter, defaults.filter);
+        assert_ne!(options.connection, defaults.connection);
+        assert_ne!(options.ejection, defaults.ejection);
+        assert_ne!(options.retry, defaults.retry);
+        let section = toml::to_string(&BTreeMap::from([(
+            "clients",
+            BTreeMap::from([("prices", ClientConfig::from_options(&options))]),
+        )]))
+        .unwrap();
+        assert!(section.contains("retry_budget_ratio = 0.5"), "{section}");
+        assert!(section.contains("timeout = \"none\""), "{section}");
+        let read = Config::from_toml(&section).unwrap().client("prices").unwrap();
+        assert_eq!(format!("{read:?}"), format!("{options:?}"), "{section}");
+    }
+
+    #[test]
+    fn retry_budget_and_no_deadline_come_from_the_config() {
+        let options = Config::from_toml(
+            "[clients.p]\nretry_budget_ratio = 0.05\nretry_budget_min_per_second = 1\ntimeout = \"none\"",
+        )
+        .unwrap()
+        .client("p")
+        .unwrap();
+        assert_eq!(options.retry.budget_ratio, 0.05);
+        assert_eq!(options.retry.budget_min_per_second, 1);
+        assert_eq!(options.timeout, None);
+        let defaults = Config::default().client("p").unwrap();
+        assert_eq!(defaults.retry, RetryPolicy::default());
+        assert_eq!(defaults.timeout, Some(crate::client::DEFAULT_TIMEOUT));
+        for (toml, key) in [
+            ("[clients.p]\nretry_budget_ratio = 1.5", "clients.p.retry_budget_ratio"),
+            ("[clients.p]\nretry_budget = 0.1", "clients.p.retry_budget"),
+            ("[clients.p]\ntimeout = \"never\"", "clients.p.timeout"),
         ] {
             let error = Config::from_toml(toml).and_then(|c| c.client("p")).unwrap_err();
             assert!(

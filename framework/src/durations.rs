@@ -136,6 +136,44 @@ pub mod positive_duration {
     }
 }
 
+/// A [`positive_duration`] or `"none"`, for a deadline that may be turned off.
+pub(crate) mod duration_or_none {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    const NONE: &str = "none";
+
+    pub(crate) fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => super::duration::serialize(duration, serializer),
+            None => serializer.serialize_str(NONE),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        let expected = "a duration greater than zero, like \"2s\", or \"none\"";
+        let duration =
+            match Raw::deserialize(deserializer).map_err(|_| de::Error::custom(format!("expected {expected}")))? {
+                Raw::Text(text) if text.trim() == NONE => return Ok(None),
+                Raw::Seconds(seconds) => Duration::from_secs(seconds),
+                Raw::Text(text) => super::duration::parse(&text).map_err(|why| {
+                    de::Error::invalid_value(de::Unexpected::Str(&text), &format!("{expected} ({why})").as_str())
+                })?,
+            };
+        match duration.is_zero() {
+            true => Err(de::Error::invalid_value(de::Unexpected::Str("0s"), &expected)),
+            false => Ok(Some(duration)),
+        }
+    }
+}
+
 /// An optional [`positive_duration`]: absent or a duration greater than zero.
 pub(crate) mod optional_duration {
     use std::time::Duration;

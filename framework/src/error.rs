@@ -27,7 +27,10 @@ pub enum Error {
     },
 
     /// Clients were asked of an App that has no registry to find services in.
-    #[error("this App has no registry to find services in; give it one with App::registry")]
+    #[error(
+        "this App has no registry to find services in; give it one with App::registry, or give the \
+         service fixed addresses with [clients.NAME] addresses"
+    )]
     NoRegistry,
 
     /// The registry did not answer within the request timeout.

@@ -19,7 +19,7 @@ use tonic::Code;
 use tonic::body::Body;
 
 use crate::ServiceInfo;
-use crate::client::transport::FrameScan;
+use crate::http2::frames::{FrameHead, FrameScan};
 use crate::http2::grpc;
 use crate::server::LimitedMessages;
 
@@ -103,23 +103,31 @@ fn check_timeout_round_trip(timeout: Duration) {
     assert!(back > Duration::ZERO, "{timeout:?} -> {encoded:?} reads as passed");
 }
 
-/// The client's HEADERS/DATA frame count is that of the whole stream read at once by an
-/// independent walk over the frame headers, however the stream is cut (see [`chunks`]).
+/// The frame headers the scanner sees (the client's ping policy and the server's control-frame
+/// budget count them) are those of an independent walk over the whole stream read at once,
+/// however the stream is cut (see [`chunks`]).
 pub fn check_frame_scan(data: &[u8]) {
     let (stream, chunks) = chunks(data);
     let mut scan = FrameScan::default();
-    let counted: u64 = chunks.iter().map(|chunk| scan.scan(chunk)).sum();
-    assert_eq!(counted, frames_by_walking(stream), "chunks {:?}", lengths(&chunks));
+    let mut seen = Vec::new();
+    for chunk in &chunks {
+        scan.scan(chunk, |head| seen.push(head));
+    }
+    assert_eq!(seen, frames_by_walking(stream), "chunks {:?}", lengths(&chunks));
 }
 
-/// HTTP/2 frames whose 9-byte header is all in `stream` and whose type is DATA (0) or
-/// HEADERS (1) (RFC 9113 §4.1), found by jumping from header to header.
-fn frames_by_walking(stream: &[u8]) -> u64 {
-    let (mut at, mut frames) = (0usize, 0);
+/// The HTTP/2 frame headers that are all in `stream` (RFC 9113 §4.1), found by jumping from
+/// header to header.
+fn frames_by_walking(stream: &[u8]) -> Vec<FrameHead> {
+    let (mut at, mut frames) = (0usize, Vec::new());
     while let Some(header) = stream.get(at..at + 9) {
-        let length = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
-        frames += u64::from(header[3] <= 1);
-        at += 9 + length;
+        let length = u32::from(header[0]) << 16 | u32::from(header[1]) << 8 | u32::from(header[2]);
+        frames.push(FrameHead {
+            kind: header[3],
+            flags: header[4],
+            length,
+        });
+        at += 9 + length as usize;
     }
     frames
 }

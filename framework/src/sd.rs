@@ -11,12 +11,8 @@
 //! use jovian::ServiceInfo;
 //! use jovian::sd::{MetricsTarget, document};
 //!
-//! let target = MetricsTarget {
-//!     app: "shop".into(),
-//!     hostname: "host-a".into(),
-//!     target: "10.0.0.7:9090".into(),
-//!     instances: vec![ServiceInfo::new("greeter", "10.0.0.7:50051").with_zone("z1")],
-//! };
+//! let target = MetricsTarget::new("shop", "host-a", "10.0.0.7:9090")
+//!     .with_instances(vec![ServiceInfo::new("greeter", "10.0.0.7:50051").with_zone("z1")]);
 //! let groups = document(&[target]);
 //! assert_eq!(groups[0]["targets"][0], "10.0.0.7:9090");
 //! assert_eq!(groups[0]["labels"]["jovian_service"], "greeter");

@@ -31,8 +31,12 @@ pub const MIN_PING_INTERVAL_KEY: &str = "http2.min_ping_interval_ms";
 /// let json = info.encode();
 /// assert_eq!(ServiceInfo::decode(json.as_bytes()).unwrap(), info);
 /// ```
+///
+/// Fields may be added in any release (jupiter's entry has more): build one with
+/// [`ServiceInfo::new`] and the `with_*` setters, or assign fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct ServiceInfo {
     /// The service name clients look up.
     #[serde(deserialize_with = "null_as_default")]
@@ -143,6 +147,30 @@ impl ServiceInfo {
     /// Sets the zone.
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
         self.zone = zone.into();
+        self
+    }
+
+    /// Sets the region.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = region.into();
+        self
+    }
+
+    /// Sets the release version.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Sets the traffic group.
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// Sets the deployment.
+    pub fn with_deployment(mut self, deployment: impl Into<String>) -> Self {
+        self.deployment = deployment.into();
         self
     }
 

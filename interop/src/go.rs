@@ -2,7 +2,7 @@
 //! interop tests' (grpc-go's interop server and client, a grpc-go server with a slow unary
 //! method, `go/slowserver`, and h2spec, all from the module in `interop/go`, versions pinned by
 //! its go.mod and go.sum: [`programs`]) and, through [`Module`], any other module's (the
-//! bench's grpc-go peer).
+//! bench's grpc-go peer, the Go peers of `tests/go/`).
 //!
 //! The cache is `$JOVIAN_GO_CACHE`, else `$XDG_CACHE_HOME/jovian-go`, else
 //! `~/.cache/jovian-go`: Go's module cache (`mod/`), its build cache (`build/`) and the built

@@ -24,7 +24,11 @@ use crate::layout::Layout;
 ///     .ttl(Duration::from_secs(15))
 ///     .credentials("svc", "secret");
 /// ```
+///
+/// Settings may be added in any release: start from [`EtcdConfig::new`] and its setters (or
+/// assign fields); it cannot be written as a struct literal outside this crate.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct EtcdConfig {
     /// `host:port` (or `http(s)://host:port`) of each member.
     pub endpoints: Vec<String>,
@@ -58,7 +62,15 @@ pub struct EtcdConfig {
 }
 
 /// PEM files for TLS to etcd.
+///
+/// ```
+/// use jovian_registry_etcd::{EtcdConfig, TlsFiles};
+///
+/// let tls = TlsFiles::default().ca("ca.pem").identity("client.pem", "client-key.pem");
+/// let config = EtcdConfig::new(["10.0.0.1:2379"]).tls(tls);
+/// ```
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct TlsFiles {
     /// CA certificate that signed the members' certificates.
     pub ca: Option<PathBuf>,
@@ -218,7 +230,7 @@ impl EtcdConfig {
             (LayoutName::Jupiter, Some(template)) => {
                 return Err(config_error(
                     "registry.key_template",
-                    "no template with layout \"jupiter\" (its keys are fixed); set layout = \"etcd-naming\" or \"plain\"",
+                    "no template with layout \"jupiter\" (its keys are fixed); set layout = \"etcd-naming\", \"plain\", \"kratos\" or \"go-zero\"",
                     &format!("{template:?}"),
                 ));
             }
@@ -228,6 +240,12 @@ impl EtcdConfig {
             (LayoutName::Plain, template) => {
                 Layout::plain().key_template(template.unwrap_or_else(|| DEFAULT_PLAIN_TEMPLATE.into()))
             }
+            (LayoutName::Kratos, template) => {
+                Layout::kratos().key_template(template.unwrap_or_else(|| DEFAULT_KRATOS_TEMPLATE.into()))
+            }
+            (LayoutName::GoZero, template) => {
+                Layout::go_zero().key_template(template.unwrap_or_else(|| DEFAULT_GO_ZERO_TEMPLATE.into()))
+            }
         };
         config.validate()?;
         Ok(config)
@@ -236,13 +254,16 @@ impl EtcdConfig {
     /// The keys of this config's layout; an error names the template that does not work.
     pub(crate) fn keys(&self) -> Result<Keys, Error> {
         Keys::new(self.clean_prefix(), &self.layout).map_err(|reason| {
-            let template = match &self.layout {
-                Layout::EtcdNaming { key_template } | Layout::Plain { key_template } => key_template.as_str(),
-                Layout::Jupiter => "",
+            let template = self.layout.template().unwrap_or_default();
+            let example = match self.layout {
+                Layout::EtcdNaming { .. } => DEFAULT_ETCD_NAMING_TEMPLATE,
+                Layout::Kratos { .. } => DEFAULT_KRATOS_TEMPLATE,
+                Layout::GoZero { .. } => DEFAULT_GO_ZERO_TEMPLATE,
+                _ => DEFAULT_PLAIN_TEMPLATE,
             };
             config_error(
                 "registry.key_template",
-                &format!("a key template like \"{DEFAULT_PLAIN_TEMPLATE}\" ({reason})"),
+                &format!("a {} key template like \"{example}\" ({reason})", self.layout.name()),
                 &format!("{template:?}"),
             )
         })
@@ -362,7 +383,9 @@ impl std::fmt::Debug for EtcdConfig {
 /// The registry kind this crate reads.
 pub(crate) const KIND: &str = "etcd";
 
-use crate::layout::{DEFAULT_ETCD_NAMING_TEMPLATE, DEFAULT_PLAIN_TEMPLATE};
+use crate::layout::{
+    DEFAULT_ETCD_NAMING_TEMPLATE, DEFAULT_GO_ZERO_TEMPLATE, DEFAULT_KRATOS_TEMPLATE, DEFAULT_PLAIN_TEMPLATE,
+};
 
 /// The `[registry]` section as etcd reads it: every key with its default, none other.
 #[derive(Deserialize)]
@@ -399,6 +422,8 @@ enum LayoutName {
     Jupiter,
     EtcdNaming,
     Plain,
+    Kratos,
+    GoZero,
 }
 
 impl Default for Section {
@@ -446,6 +471,25 @@ fn endpoint_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ve
 }
 
 impl TlsFiles {
+    /// Checks the members' certificates against this CA (PEM).
+    pub fn ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM) and its key (PEM).
+    pub fn identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Verifies this name instead of the endpoint's host.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
     fn options(&self) -> Result<TlsOptions, Error> {
         let mut options = TlsOptions::new();
         if let Some(ca) = &self.ca {
@@ -527,6 +571,12 @@ mod tests {
         assert_eq!(plain.relist_grace, Duration::ZERO, "no grace is a choice");
         let naming = from_toml("[registry]\nlayout = \"etcd-naming\"\nkey_template = \"svc/{name}/{addr}\"").unwrap();
         assert_eq!(naming.layout, Layout::etcd_naming().key_template("svc/{name}/{addr}"));
+        let kratos = from_toml("[registry]\nlayout = \"kratos\"").unwrap();
+        assert_eq!(kratos.layout, Layout::kratos());
+        let kratos = from_toml("[registry]\nlayout = \"kratos\"\nkey_template = \"/{prefix}/{name}/{id}\"").unwrap();
+        assert_eq!(kratos.layout, Layout::kratos().key_template("/{prefix}/{name}/{id}"));
+        let go_zero = from_toml("[registry]\nlayout = \"go-zero\"").unwrap();
+        assert_eq!(go_zero.layout, Layout::go_zero());
     }
 
     #[test]
@@ -567,6 +617,22 @@ mod tests {
                 "registry.key_template",
                 "/{addr}",
             ),
+            (
+                "[registry]\nlayout = \"kratos\"\nkey_template = \"/microservices/{name}-{id}\"",
+                "registry.key_template",
+                "{name}/{id}",
+            ),
+            (
+                "[registry]\nlayout = \"kratos\"\nkey_template = \"/microservices/{name}/{addr}\"",
+                "registry.key_template",
+                "end with {id}",
+            ),
+            (
+                "[registry]\nlayout = \"go-zero\"\nkey_template = \"{name}.rpc:{id}\"",
+                "registry.key_template",
+                "/{id}",
+            ),
+            ("[registry]\nlayout = \"gozero\"", "registry.layout", "go-zero"),
             ("[registry]\npassword = \"hunter2\"", "registry.user", "user"),
             ("[registry]\nkind = \"zookeeper\"", "registry.kind", "etcd"),
         ] {

@@ -57,8 +57,9 @@ pub struct LeaseInfo {
     pub granted: Duration,
 }
 
-/// One instance's keys as read: the provider entry with its lease id, the override's value.
-type Found = (Option<(ServiceInfo, i64)>, Option<String>);
+/// One instance's keys as read: the provider entry with its lease id, the override's value,
+/// and the provider's key when it names an id rather than the address (kratos, go-zero).
+type Found = (Option<(ServiceInfo, i64)>, Option<String>, Option<String>);
 
 /// Attempts at a read-modify-write of an override before giving up on contention.
 const OVERRIDE_ATTEMPTS: usize = 16;
@@ -77,8 +78,16 @@ impl EtcdRegistry {
         for kv in &kvs {
             match self.keys.classify(&prefix, kv.key()) {
                 Ok(KeyKind::Provider(uri)) => {
-                    let info = self.keys.decode(name, &uri, kv.value()).ok();
+                    let info = self.keys.decode(name, Some(&uri), kv.value()).ok();
                     records.entry(uri.into_owned()).or_default().0 = info.map(|info| (info, kv.lease()));
+                }
+                Ok(KeyKind::Instance(_)) => {
+                    // A value that does not decode names no instance: nothing to show it under.
+                    if let Ok(info) = self.keys.decode(name, None, kv.value()) {
+                        let record = records.entry(info.uri()).or_default();
+                        record.2 = Some(String::from_utf8_lossy(kv.key()).into_owned());
+                        record.0 = Some((info, kv.lease()));
+                    }
                 }
                 Ok(KeyKind::Configurator(uri)) => {
                     let raw = String::from_utf8_lossy(kv.value()).into_owned();
@@ -89,7 +98,7 @@ impl EtcdRegistry {
         }
         let lease_ids: HashSet<i64> = records
             .values()
-            .filter_map(|(provider, _)| provider.as_ref().map(|(_, lease)| *lease))
+            .filter_map(|(provider, _, _)| provider.as_ref().map(|(_, lease)| *lease))
             .filter(|lease| *lease != 0)
             .collect();
         let mut leases = HashMap::new();
@@ -98,7 +107,7 @@ impl EtcdRegistry {
         }
         Ok(records
             .into_iter()
-            .map(|(uri, (provider, override_raw))| {
+            .map(|(uri, (provider, override_raw, key))| {
                 let parsed = override_raw.as_ref().map(|raw| parse_override(raw.as_bytes()));
                 let override_fields = parsed.clone().and_then(Result::ok);
                 let override_error = parsed.and_then(Result::err);
@@ -109,7 +118,7 @@ impl EtcdRegistry {
                     None => info.clone(),
                 });
                 EntryRecord {
-                    provider_key: self.keys.provider_key(name, &uri),
+                    provider_key: key.unwrap_or_else(|| self.keys.provider_key(name, &uri)),
                     override_key: self.keys.configurator(name, &uri).unwrap_or_default(),
                     uri,
                     provider,
@@ -242,10 +251,12 @@ impl EtcdRegistry {
             let Some(name) = self.keys.provider_service(kv.key()).filter(|_| kv.lease() != 0) else {
                 continue;
             };
-            let Ok(KeyKind::Provider(uri)) = self.keys.classify(&self.keys.service(name), kv.key()) else {
-                continue;
+            let uri = match self.keys.classify(&self.keys.service(name), kv.key()) {
+                Ok(KeyKind::Provider(uri)) => Some(uri),
+                Ok(KeyKind::Instance(_)) => None,
+                _ => continue,
             };
-            if let Ok(info) = self.keys.decode(name, &uri, kv.value())
+            if let Ok(info) = self.keys.decode(name, uri.as_deref(), kv.value())
                 && info.kind == EntryKind::Provider
             {
                 by_lease.entry(kv.lease()).or_default().push(info);
@@ -264,12 +275,8 @@ impl EtcdRegistry {
                     .cloned()
                     .collect();
                 instances.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
-                Some(MetricsTarget {
-                    app: app.to_owned(),
-                    hostname: hostname.to_owned(),
-                    target: if value.is_empty() { address.to_owned() } else { value },
-                    instances,
-                })
+                let target = if value.is_empty() { address.to_owned() } else { value };
+                Some(MetricsTarget::new(app, hostname, target).with_instances(instances))
             })
             .collect();
         found.sort_by(|a, b| (&a.app, &a.hostname, &a.target).cmp(&(&b.app, &b.hostname, &b.target)));

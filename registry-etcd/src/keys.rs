@@ -5,6 +5,8 @@
 //!   partial JSON
 //! - provider (etcd-naming, plain): `{root}{name}{separator}{address}` from the key template →
 //!   etcd's naming JSON, or the bare address
+//! - instance (kratos, go-zero): `{root}{name}{separator}{id}` from the key template → kratos'
+//!   `ServiceInstance` JSON, or the bare address: the address is in the value only
 //! - metrics target (every layout): `/prometheus/job/{name}/{hostname}/{address}` → the
 //!   governor's address
 //!
@@ -16,7 +18,7 @@ use std::borrow::Cow;
 use jovian::service::EntryKind;
 use jovian::{InvalidEntry, ServiceInfo};
 
-use crate::layout::{self, GRPC, Layout, Template};
+use crate::layout::{self, GRPC, Layout, Shape, Template};
 
 /// Where the governors' metrics targets are, whatever the prefix (jupiter's layout).
 pub(crate) const METRICS_ROOT: &str = "/prometheus/job/";
@@ -32,6 +34,8 @@ enum Codec {
     Jupiter,
     Naming(Template),
     Plain(Template),
+    Kratos(Template),
+    GoZero(Template),
 }
 
 /// What a key under a service's prefix is.
@@ -39,6 +43,8 @@ enum Codec {
 pub(crate) enum KeyKind<'a> {
     /// A provider entry of the instance at this `scheme://address`.
     Provider(Cow<'a, str>),
+    /// A provider entry named by this id (kratos, go-zero): its value says where it is.
+    Instance(&'a str),
     /// An operator's override of the instance at this `scheme://address`.
     Configurator(&'a str),
     /// Something this registry does not read (consumers, other tools' keys).
@@ -50,8 +56,12 @@ impl Keys {
     pub(crate) fn new(prefix: String, layout: &Layout) -> Result<Self, String> {
         let codec = match layout {
             Layout::Jupiter => Codec::Jupiter,
-            Layout::EtcdNaming { key_template } => Codec::Naming(Template::parse(key_template, &prefix, true)?),
-            Layout::Plain { key_template } => Codec::Plain(Template::parse(key_template, &prefix, false)?),
+            Layout::EtcdNaming { key_template } => {
+                Codec::Naming(Template::parse(key_template, &prefix, Shape::Naming)?)
+            }
+            Layout::Plain { key_template } => Codec::Plain(Template::parse(key_template, &prefix, Shape::Plain)?),
+            Layout::Kratos { key_template } => Codec::Kratos(Template::parse(key_template, &prefix, Shape::Kratos)?),
+            Layout::GoZero { key_template } => Codec::GoZero(Template::parse(key_template, &prefix, Shape::GoZero)?),
         };
         Ok(Self { prefix, codec })
     }
@@ -65,8 +75,15 @@ impl Keys {
     fn template(&self) -> Option<&Template> {
         match &self.codec {
             Codec::Jupiter => None,
-            Codec::Naming(template) | Codec::Plain(template) => Some(template),
+            Codec::Naming(template) | Codec::Plain(template) | Codec::Kratos(template) | Codec::GoZero(template) => {
+                Some(template)
+            }
         }
+    }
+
+    /// Whether keys name an instance id rather than its address.
+    fn keyed_by_id(&self) -> bool {
+        matches!(self.codec, Codec::Kratos(_) | Codec::GoZero(_))
     }
 
     /// Every key of every service starts with this (`/{prefix}/`, or the template's root,
@@ -142,7 +159,8 @@ impl Keys {
                 info.scheme
             ))),
             Codec::Naming(_) => Ok((key, layout::encode_naming(&info.address))),
-            Codec::Plain(_) => Ok((key, info.address.clone())),
+            Codec::Plain(_) | Codec::GoZero(_) => Ok((key, info.address.clone())),
+            Codec::Kratos(_) => Ok((key, layout::encode_kratos(info))),
         }
     }
 
@@ -151,17 +169,19 @@ impl Keys {
             Codec::Jupiter => "jupiter",
             Codec::Naming(_) => "etcd-naming",
             Codec::Plain(_) => "plain",
+            Codec::Kratos(_) => "kratos",
+            Codec::GoZero(_) => "go-zero",
         }
     }
 
-    /// The provider key of `name`'s instance at `uri` (`scheme://address`).
+    /// The provider key of `name`'s instance at `uri` (`scheme://address`), as jovian writes
+    /// it (under the kratos and go-zero layouts, Go servers choose ids of their own).
     pub(crate) fn provider_key(&self, name: &str, uri: &str) -> String {
-        match self.template() {
-            None => format!("{}providers/{uri}", self.service(name)),
-            Some(_) => {
-                let address = uri.split_once("://").map_or(uri, |(_, address)| address);
-                format!("{}{address}", self.service(name))
-            }
+        let address = uri.split_once("://").map_or(uri, |(_, address)| address);
+        match &self.codec {
+            Codec::Jupiter => format!("{}providers/{uri}", self.service(name)),
+            Codec::GoZero(_) => format!("{}{}", self.service(name), Layout::go_zero_id(address)),
+            Codec::Naming(_) | Codec::Plain(_) | Codec::Kratos(_) => format!("{}{address}", self.service(name)),
         }
     }
 
@@ -186,9 +206,11 @@ impl Keys {
             return Ok(KeyKind::Other);
         };
         if self.template().is_some() {
-            return match !rest.is_empty() && !rest.contains('/') {
-                true => Ok(KeyKind::Provider(layout::grpc_uri(rest))),
-                false => Err("the key has no host:port after the service's prefix"),
+            return match (!rest.is_empty() && !rest.contains('/'), self.keyed_by_id()) {
+                (true, false) => Ok(KeyKind::Provider(layout::grpc_uri(rest))),
+                (true, true) => Ok(KeyKind::Instance(rest)),
+                (false, false) => Err("the key has no host:port after the service's prefix"),
+                (false, true) => Err("the key has no instance id (one path segment) after the service's prefix"),
             };
         }
         let (provider, uri) = if let Some(uri) = rest.strip_prefix("providers/") {
@@ -199,6 +221,11 @@ impl Keys {
             return Ok(KeyKind::Other);
         };
         match uri.split_once("://") {
+            // jupiter's service-wide configurators (`grpc:///routes/1`, `grpc://host/providers/1`:
+            // routes and provider/consumer configs its console writes) are no instance's
+            // override and no garbage either: left alone, as a jupiter client without the
+            // balancer reading them does.
+            Some((scheme, address)) if !provider && !scheme.is_empty() && address.contains('/') => Ok(KeyKind::Other),
             Some((scheme, address)) if !scheme.is_empty() && !address.is_empty() && !address.contains('/') => {
                 Ok(match provider {
                     true => KeyKind::Provider(Cow::Borrowed(uri)),
@@ -209,20 +236,30 @@ impl Keys {
         }
     }
 
-    /// The entry a provider value of service `name` at `uri` holds; an error says why the
-    /// value is unusable (it does not decode, or describes another instance than its key).
-    pub(crate) fn decode(&self, name: &str, uri: &str, value: &[u8]) -> Result<ServiceInfo, String> {
+    /// The entry a provider value of service `name` holds, at `uri` when its key names one
+    /// (`None` for a [`KeyKind::Instance`]); an error says why the value is unusable (it does
+    /// not decode, or describes another instance than its key).
+    pub(crate) fn decode(&self, name: &str, uri: Option<&str>, value: &[u8]) -> Result<ServiceInfo, String> {
         let info = match &self.codec {
             Codec::Jupiter => ServiceInfo::decode(value).map_err(|e| e.to_string())?,
             Codec::Naming(_) => {
                 let (address, labels) = layout::decode_naming(value)?;
                 layout::bare_instance(name, address, labels)
             }
-            Codec::Plain(_) => layout::bare_instance(name, layout::decode_plain(value)?, Vec::new()),
+            Codec::Plain(_) | Codec::GoZero(_) => layout::bare_instance(name, layout::decode_plain(value)?, Vec::new()),
+            Codec::Kratos(_) => {
+                let kratos = layout::decode_kratos(value)?;
+                let mut info = ServiceInfo::new(kratos.name, kratos.address);
+                info.version = kratos.version;
+                info.metadata = kratos.metadata;
+                info
+            }
         };
         info.validate_fields().map_err(|e| e.to_string())?;
-        if info.name != name || info.uri() != uri {
-            return Err(format!("the value describes {info}, not the key's {name}@{uri}"));
+        let wrong_uri = uri.is_some_and(|uri| info.uri() != uri);
+        if info.name != name || wrong_uri {
+            let key = uri.unwrap_or("an instance id");
+            return Err(format!("the value describes {info}, not the key's {name}@{key}"));
         }
         Ok(info)
     }
@@ -285,6 +322,14 @@ mod tests {
             Ok(KeyKind::Configurator("grpc://h:1"))
         );
         assert_eq!(keys.classify(p, b"/jovian/greeter/consumers/x"), Ok(KeyKind::Other));
+        for jupiters in [
+            &b"/jovian/greeter/configurators/grpc:///routes/1"[..],
+            b"/jovian/greeter/configurators/grpc://h:1/providers/1",
+        ] {
+            assert_eq!(keys.classify(p, jupiters), Ok(KeyKind::Other));
+        }
+        assert!(keys.classify(p, b"/jovian/greeter/configurators/grpc://").is_err());
+        assert!(keys.classify(p, b"/jovian/greeter/providers/grpc:///routes/1").is_err());
         assert_eq!(
             keys.classify(p, b"/jovian/greeter2/providers/grpc://h:1"),
             Ok(KeyKind::Other)
@@ -328,9 +373,50 @@ mod tests {
         assert!(plain.classify(&p, b"/jovian/greeter/").is_err());
         assert!(plain.classify(&p, b"/jovian/greeter/a/b").is_err());
         assert_eq!(
-            plain.decode("greeter", "grpc://127.0.0.1:1", b"127.0.0.1:1"),
+            plain.decode("greeter", Some("grpc://127.0.0.1:1"), b"127.0.0.1:1"),
             Ok(info.clone())
         );
-        assert!(plain.decode("greeter", "grpc://127.0.0.1:1", b"127.0.0.1:2").is_err());
+        assert!(
+            plain
+                .decode("greeter", Some("grpc://127.0.0.1:1"), b"127.0.0.1:2")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn id_layouts_name_instances_by_id_and_read_the_address_from_the_value() {
+        let info = ServiceInfo::new("greeter", "127.0.0.1:1");
+        let kratos = Keys::new("jovian".into(), &Layout::kratos()).unwrap();
+        let (key, value) = kratos.entry(&info).unwrap();
+        assert_eq!(key, "/microservices/greeter/127.0.0.1:1");
+        let p = kratos.service("greeter");
+        assert_eq!(
+            kratos.classify(&p, key.as_bytes()),
+            Ok(KeyKind::Instance("127.0.0.1:1"))
+        );
+        assert_eq!(
+            kratos.classify(&p, b"/microservices/greeter/0b6e-uuid"),
+            Ok(KeyKind::Instance("0b6e-uuid"))
+        );
+        assert!(kratos.classify(&p, b"/microservices/greeter/a/b").is_err());
+        assert_eq!(kratos.decode("greeter", None, value.as_bytes()), Ok(info.clone()));
+        assert!(
+            kratos.decode("other", None, value.as_bytes()).is_err(),
+            "another service's value"
+        );
+        assert_eq!(kratos.provider_service(b"/microservices/greeter/x"), Some("greeter"));
+        assert_eq!(kratos.configurator("greeter", "grpc://127.0.0.1:1"), None);
+
+        let go_zero = Keys::new("jovian".into(), &Layout::go_zero()).unwrap();
+        let (key, value) = go_zero.entry(&info).unwrap();
+        assert_eq!(key, format!("greeter/{}", Layout::go_zero_id("127.0.0.1:1")));
+        assert_eq!(value, "127.0.0.1:1");
+        assert_eq!(go_zero.provider_key("greeter", &info.uri()), key);
+        let p = go_zero.service("greeter");
+        assert_eq!(
+            go_zero.classify(&p, b"greeter/7587869577416597000"),
+            Ok(KeyKind::Instance("7587869577416597000"))
+        );
+        assert_eq!(go_zero.decode("greeter", None, b"127.0.0.1:1"), Ok(info));
     }
 }

@@ -4,8 +4,9 @@
 //! Keys (see the design): providers at `/{prefix}/{name}/providers/{scheme}://{address}`,
 //! operator overrides at `/{prefix}/{name}/configurators/{scheme}://{address}`, metrics targets
 //! at `/prometheus/job/{name}/{hostname}/{address}` (a [`EntryKind::Governor`](jovian::service::EntryKind)
-//! registration). That is the default [`Layout`]; etcd's gRPC naming format and plain
-//! `host:port` values are the others, for an etcd shared with other stacks.
+//! registration). That is the default [`Layout`]; etcd's gRPC naming format, plain
+//! `host:port` values, go-kratos' and go-zero's registrations are the others, for an etcd
+//! shared with other stacks.
 //!
 //! [`from_config`] builds the registry a jovian config's `[registry]` section describes (etcd,
 //! or the in-process memory registry); [`EtcdConfig::from_registry_config`] reads the section,
@@ -58,7 +59,9 @@ pub use config::{
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TTL, EtcdConfig, TlsFiles,
 };
 pub use inspect::{EntryRecord, LeaseInfo};
-pub use layout::{DEFAULT_ETCD_NAMING_TEMPLATE, DEFAULT_PLAIN_TEMPLATE, Layout};
+pub use layout::{
+    DEFAULT_ETCD_NAMING_TEMPLATE, DEFAULT_GO_ZERO_TEMPLATE, DEFAULT_KRATOS_TEMPLATE, DEFAULT_PLAIN_TEMPLATE, Layout,
+};
 pub use stats::StatsSnapshot;
 
 use call::{with_client, within};

@@ -415,6 +415,12 @@ struct ServiceView {
     keys: Keys,
     revision: i64,
     providers: HashMap<Arc<str>, Arc<ServiceInfo>>,
+    /// Under layouts whose keys name an id, not an address (kratos, go-zero): the address
+    /// (`uri`) each id's value gave, and how many ids give each address. Go servers restarted
+    /// on the same port announce it under a new id before the old one expires: the address
+    /// stays a provider until the last id giving it is gone.
+    ids: HashMap<Arc<str>, Arc<str>>,
+    ids_per_uri: HashMap<Arc<str>, usize>,
     overrides: HashMap<Arc<str>, Map<String, Value>>,
     /// Instances that went missing across an interruption, each kept until its deadline unless
     /// re-announced (or deleted again once the registry has settled).
@@ -434,6 +440,8 @@ impl ServiceView {
             keys,
             revision: 0,
             providers: HashMap::new(),
+            ids: HashMap::new(),
+            ids_per_uri: HashMap::new(),
             overrides: HashMap::new(),
             kept: HashMap::new(),
             settling_until: None,
@@ -541,6 +549,7 @@ impl ServiceView {
                 self.refresh(&uri);
                 outcome
             }
+            Ok(KeyKind::Instance(id)) => self.put_instance(id, kv.value()),
             Ok(KeyKind::Configurator(uri)) => {
                 let outcome = self.put_override(uri, kv.value());
                 self.refresh(uri);
@@ -557,10 +566,47 @@ impl ServiceView {
     fn put_provider(&mut self, uri: &str, value: &[u8]) -> Result<(), String> {
         // Whatever was there is gone: the key now holds this value, valid or not.
         self.providers.remove(uri);
-        let info = self.keys.decode(&self.name, uri, value)?;
+        let info = self.keys.decode(&self.name, Some(uri), value)?;
         self.kept.remove(uri);
         self.providers.insert(uri.into(), Arc::new(info));
         Ok(())
+    }
+
+    /// A put of the key named by `id`: the instance its value describes is a provider, and
+    /// whatever the key described before is not (unless another id still gives it).
+    fn put_instance(&mut self, id: &str, value: &[u8]) -> Result<(), String> {
+        let decoded = self.keys.decode(&self.name, None, value);
+        let uri: Option<Arc<str>> = decoded.as_ref().ok().map(|info| info.uri().into());
+        let before = self.ids.get(id).cloned();
+        let same = before.is_some() && before == uri;
+        if before.is_some() && !same {
+            // The key now holds another address, or garbage: it was rewritten on purpose.
+            self.release(id, true);
+        }
+        let info = decoded?;
+        let uri = uri.expect("decoded");
+        if !same {
+            self.ids.insert(id.into(), Arc::clone(&uri));
+            *self.ids_per_uri.entry(Arc::clone(&uri)).or_default() += 1;
+        }
+        self.kept.remove(&*uri);
+        self.providers.insert(Arc::clone(&uri), Arc::new(info));
+        self.refresh(&uri);
+        Ok(())
+    }
+
+    /// Forgets that `id` gives its address; the address stops being a provider when no other
+    /// id gives it (`withdrawn` as for [`delete`](Self::delete)).
+    fn release(&mut self, id: &str, withdrawn: bool) {
+        let Some(uri) = self.ids.remove(id) else { return };
+        let left = self.ids_per_uri.get_mut(&uri).map_or(0, |count| {
+            *count -= 1;
+            *count
+        });
+        if left == 0 {
+            self.ids_per_uri.remove(&uri);
+            self.remove_provider(&uri, withdrawn);
+        }
     }
 
     fn put_override(&mut self, uri: &str, value: &[u8]) -> Result<(), String> {
@@ -579,27 +625,31 @@ impl ServiceView {
     /// takes effect even while the registry settles.
     fn delete(&mut self, key: &[u8], withdrawn: bool) {
         match self.keys.classify(&self.prefix, key) {
-            Ok(KeyKind::Provider(uri)) => {
-                let uri: &str = &uri;
-                let removed = self.providers.remove(uri);
-                let settling = self.settling_until.filter(|_| !withdrawn && self.is_settling());
-                match (removed, settling) {
-                    (Some(info), Some(until)) => {
-                        let merged = self.merged(uri, &info);
-                        self.kept.insert(uri.into(), (merged, until));
-                    }
-                    _ => {
-                        self.kept.remove(uri);
-                    }
-                }
-                self.refresh(uri);
-            }
+            Ok(KeyKind::Provider(uri)) => self.remove_provider(&uri, withdrawn),
+            Ok(KeyKind::Instance(id)) => self.release(id, withdrawn),
             Ok(KeyKind::Configurator(uri)) => {
                 self.overrides.remove(uri);
                 self.refresh(uri);
             }
             _ => {}
         }
+    }
+
+    /// The provider at `uri` is gone; kept for the grace while the registry settles, unless
+    /// `withdrawn`.
+    fn remove_provider(&mut self, uri: &str, withdrawn: bool) {
+        let removed = self.providers.remove(uri);
+        let settling = self.settling_until.filter(|_| !withdrawn && self.is_settling());
+        match (removed, settling) {
+            (Some(info), Some(until)) => {
+                let merged = self.merged(uri, &info);
+                self.kept.insert(uri.into(), (merged, until));
+            }
+            _ => {
+                self.kept.remove(uri);
+            }
+        }
+        self.refresh(uri);
     }
 
     /// Brings the published entry at `uri` in line with the provider, its override and the

@@ -169,12 +169,7 @@ impl MemoryStore {
                     .map(|entry| ServiceInfo::clone(entry))
                     .collect();
                 instances.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
-                MetricsTarget {
-                    app: info.name.clone(),
-                    hostname: info.hostname.clone(),
-                    target: info.address.clone(),
-                    instances,
-                }
+                MetricsTarget::new(&info.name, &info.hostname, &info.address).with_instances(instances)
             })
             .collect();
         targets.sort_by(|a, b| (&a.app, &a.hostname, &a.target).cmp(&(&b.app, &b.hostname, &b.target)));

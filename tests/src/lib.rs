@@ -6,6 +6,8 @@
 
 pub mod backends;
 pub mod etcd;
+pub mod floods;
+pub mod go_peers;
 pub mod greeters;
 pub mod h2peer;
 pub mod load;

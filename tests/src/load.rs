@@ -80,6 +80,11 @@ impl Load {
         self.calls.lock().unwrap().len()
     }
 
+    /// Every call ended so far, in the order they ended.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
     /// Waits until `more` calls beyond those ended so far have ended.
     pub async fn wait_for(&self, more: usize) {
         let target = self.count() + more;

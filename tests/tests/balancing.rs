@@ -39,10 +39,7 @@ async fn channel(store: &MemoryStore, name: &str, options: ClientOptions) -> Ser
 }
 
 fn with_policy(policy: Policy) -> ClientOptions {
-    ClientOptions {
-        policy,
-        ..ClientOptions::default()
-    }
+    ClientOptions::default().policy(policy)
 }
 
 async fn call(channel: &ServiceChannel, key: Option<&str>) -> Result<String, tonic::Status> {
@@ -316,15 +313,7 @@ async fn group_deployment_and_version_filters_route_as_configured() {
         i
     })
     .await;
-    let options = ClientOptions {
-        filter: Filter {
-            group: Some("blue".into()),
-            deployment: Some("internal".into()),
-            version: Some("v2".into()),
-            ..Filter::default()
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().filter(Filter::default().group("blue").deployment("internal").version("v2"));
     let channel = channel(&store, "sel", options).await;
     let spread = spread(&channel, 12).await;
     assert_eq!(spread, BTreeMap::from([(addr(&blue_v2), 12)]));
@@ -430,14 +419,12 @@ async fn an_ejected_instance_is_readmitted_when_its_back_off_ends() {
         .register(&ServiceInfo::new("readmit", revived_addr.to_string()))
         .await
         .unwrap();
-    let options = ClientOptions {
-        ejection: Ejection {
-            after_timeouts: 3,
-            base: Duration::from_millis(300),
-            max: Duration::from_secs(1),
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().ejection(
+        Ejection::default()
+            .after_timeouts(3)
+            .base(Duration::from_millis(300))
+            .max(Duration::from_secs(1)),
+    );
     let channel = channel(&store, "readmit", options).await;
     for _ in 0..4 {
         call(&channel, None).await.unwrap();
@@ -639,10 +626,7 @@ async fn building_can_wait_for_a_first_instance() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         start(&later, greeter_server("waited")).await
     });
-    let options = ClientOptions {
-        wait_for_instances: Some(Duration::from_secs(5)),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().wait_for_instances(Duration::from_secs(5));
     let channel = channel(&store, "waited", options).await;
     call(&channel, None)
         .await
@@ -658,18 +642,12 @@ async fn tls_to_instances_with_a_ca_client_certificate_and_server_name() {
     let dir = tempfile::tempdir().unwrap();
     let pki = jovian_tests::pki::Pki::generate(dir.path());
     let store = MemoryStore::new();
-    let tls = ServerTls {
-        cert: pki.server_cert.clone(),
-        key: pki.server_key.clone(),
-        client_ca: Some(pki.ca.clone()),
-    };
+    let tls = ServerTls::new(&pki.server_cert, &pki.server_key).client_ca(&pki.ca);
     let server = start(&store, greeter_server("secure").tls(tls)).await;
-    let client_tls = ClientTls {
-        ca: Some(pki.ca.clone()),
-        cert: Some(pki.client_cert.clone()),
-        key: Some(pki.client_key.clone()),
-        server_name: Some("localhost".into()),
-    };
+    let client_tls = ClientTls::default()
+        .ca(&pki.ca)
+        .identity(&pki.client_cert, &pki.client_key)
+        .server_name("localhost");
     let mut options = ClientOptions::default();
     options.connection.tls = Some(client_tls.clone());
     let secure = channel(&store, "secure", options).await;
@@ -681,11 +659,7 @@ async fn tls_to_instances_with_a_ca_client_certificate_and_server_name() {
         "a plaintext client reached a TLS server"
     );
     let mut without_cert = ClientOptions::default();
-    without_cert.connection.tls = Some(ClientTls {
-        cert: None,
-        key: None,
-        ..client_tls
-    });
+    without_cert.connection.tls = Some(ClientTls::default().ca(&pki.ca).server_name("localhost"));
     let anonymous = channel(&store, "secure", without_cert).await;
     assert!(
         call(&anonymous, None).await.is_err(),
@@ -699,11 +673,7 @@ async fn missing_tls_files_fail_the_start_and_the_build_naming_the_key() {
     use jovian::client::ClientTls;
     init_logging();
     let store = MemoryStore::new();
-    let tls = ServerTls {
-        cert: "/nonexistent/cert.pem".into(),
-        key: "/nonexistent/key.pem".into(),
-        client_ca: None,
-    };
+    let tls = ServerTls::new("/nonexistent/cert.pem", "/nonexistent/key.pem");
     let error = App::new()
         .serve(greeter_server("badtls").tls(tls))
         .start()
@@ -716,17 +686,13 @@ async fn missing_tls_files_fail_the_start_and_the_build_naming_the_key() {
     );
     // A certificate without its key is an error, not a client without a certificate.
     for (tls, key) in [
+        (ClientTls::default().ca("/nonexistent/ca.pem"), "clients.badtls.tls.ca"),
         (
-            ClientTls {
-                ca: Some("/nonexistent/ca.pem".into()),
-                ..ClientTls::default()
-            },
-            "clients.badtls.tls.ca",
-        ),
-        (
-            ClientTls {
-                cert: Some("/nonexistent/cert.pem".into()),
-                ..ClientTls::default()
+            {
+                // A certificate without its key.
+                let mut tls = ClientTls::default();
+                tls.cert = Some("/nonexistent/cert.pem".into());
+                tls
             },
             "clients.badtls.tls.key",
         ),
@@ -754,14 +720,12 @@ async fn an_ejected_instance_is_readmitted_at_once_when_the_registry_reannounces
     let registry = store.registry();
     let dead = ServiceInfo::new("reannounce", dead_address()).with_metadata("started_at", "1");
     registry.register(&dead).await.unwrap();
-    let options = ClientOptions {
-        ejection: Ejection {
-            after_timeouts: 3,
-            base: Duration::from_secs(60),
-            max: Duration::from_secs(60),
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().ejection(
+        Ejection::default()
+            .after_timeouts(3)
+            .base(Duration::from_secs(60))
+            .max(Duration::from_secs(60)),
+    );
     let channel = channel(&store, "reannounce", options).await;
     for _ in 0..4 {
         call(&channel, None).await.unwrap();

@@ -1,14 +1,15 @@
 //! Per-attempt layers on a client, through real calls: a layer's header reaches the server,
 //! a layer sees each attempt on its instance (and the attempt's number across a retry), a
-//! status a layer answers with reaches the caller as it is; and the channel's `poll_ready`
-//! is as documented.
+//! status a layer answers with reaches the caller as it is, a connection failure reaches a
+//! layer as a `ConnectionError` that still moves the call when the layer wraps it; and the
+//! channel's `poll_ready` is as documented.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use jovian::client::{Attempt, ClientOptions, InstanceService};
-use jovian::{ClientBuilder, ServiceChannel};
+use jovian::client::{Attempt, ClientOptions, ConnectionError, InstanceService};
+use jovian::{ClientBuilder, Registrar, ServiceChannel, ServiceInfo};
 use jovian_examples::proto::greeter_server::Greeter;
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest, greeter_server, replying_address};
 use jovian_registry_memory::MemoryStore;
@@ -157,6 +158,69 @@ async fn a_layer_sees_each_attempt_on_its_instance_across_a_retry() {
     // The layer's failure counted against the instance, as a transport failure would.
     let ejected: Vec<String> = channel.ejected().into_iter().map(|i| i.address).collect();
     assert_eq!(ejected, [seen[0].1.clone()]);
+}
+
+/// A layer's own error around what the instance's service returned.
+#[derive(Debug)]
+struct Wrapped(jovian::BoxError);
+
+impl std::fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "through the layer: {}", self.0)
+    }
+}
+
+impl std::error::Error for Wrapped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_reaches_a_layer_as_a_connection_error_and_the_call_moves_on() {
+    init_logging();
+    let store = MemoryStore::new();
+    let live = serve(&store, greeter_server("refused")).await;
+    // An address nothing listens on: connecting is refused, so no call can have reached it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    store
+        .registry()
+        .register(&ServiceInfo::new("refused", dead.clone()))
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
+    let recorder = Arc::clone(&seen);
+    // Not idempotent (the default): the call may move only if the error says it never left.
+    let channel = ClientBuilder::new(store.registry())
+        .layer(tower::util::MapErrLayer::new(move |error: jovian::BoxError| {
+            let connection = error.downcast_ref::<ConnectionError>().expect("a ConnectionError");
+            recorder
+                .lock()
+                .unwrap()
+                .push((connection.never_sent(), connection.to_string()));
+            jovian::BoxError::from(Wrapped(error))
+        }))
+        .build("refused")
+        .await
+        .unwrap();
+    assert_eq!(channel.instance_count(), 2);
+    let expected = live.local_addrs()[0].to_string();
+    for _ in 0..4 {
+        let reply = within(Duration::from_secs(10), "a call", hello(&channel)).await;
+        assert_eq!(
+            replying_address(&reply.expect("the call moved to the live instance")),
+            expected
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the dead instance was tried");
+    assert!(seen.iter().all(|(never_sent, _)| *never_sent), "{seen:?}");
+    let ejected: Vec<String> = channel.ejected().into_iter().map(|i| i.address).collect();
+    assert_eq!(ejected, [dead]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

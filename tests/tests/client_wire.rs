@@ -191,10 +191,7 @@ async fn a_deadline_covers_the_body_and_trailers_and_counts_against_the_instance
         let store = MemoryStore::new();
         let staller = register(&store, "stall", &scripted).await;
         let _healthy = serve(&store, server("stall", PeerEcho)).await;
-        let options = ClientOptions {
-            timeout: Some(Duration::from_millis(300)),
-            ..ClientOptions::default()
-        };
+        let options = ClientOptions::default().timeout(Duration::from_millis(300));
         let channel = channel(&store, "stall", options).await;
         let mut timeouts = 0;
         while stalled.load(Ordering::Relaxed) < 3 {
@@ -587,10 +584,7 @@ async fn a_hostile_instance_costs_calls_their_deadline_and_no_more() {
         let store = MemoryStore::new();
         register(&store, "hostile", &scripted).await;
         let _healthy = serve(&store, server("hostile", PeerEcho)).await;
-        let options = ClientOptions {
-            timeout: Some(Duration::from_millis(300)),
-            ..ClientOptions::default()
-        };
+        let options = ClientOptions::default().timeout(Duration::from_millis(300));
         let channel = channel(&store, "hostile", options).await;
         let mut succeeded = 0;
         for _ in 0..12 {

@@ -135,9 +135,10 @@ async fn registers_in_every_source_and_merges_one_instance_per_address() {
 
     // availability is the strictest: disabled in b only is disabled
     only_b
-        .register(&ServiceInfo {
-            enable: false,
-            ..instance(2).with_weight(90)
+        .register(&{
+            let mut info = instance(2).with_weight(90);
+            info.enable = false;
+            info
         })
         .await
         .unwrap();

@@ -131,6 +131,32 @@ fn the_annotated_example_config_is_valid() {
     EtcdConfig::from_registry_config(&config.registry).expect("its registry section is valid for etcd");
 }
 
+/// Every key of `[clients.NAME]` and `[servers.NAME]` (taken from the types, so a new setting
+/// is a new key) is shown in the annotated example, set or commented out.
+#[test]
+fn the_annotated_example_config_shows_every_client_and_server_key() {
+    let example = include_str!("../../examples/jovian.toml");
+    let shown = |key: &str| {
+        example
+            .lines()
+            .map(|line| line.trim_start_matches(['#', ' ']))
+            .any(|line| {
+                line.starts_with(&format!("{key} ="))
+                    || line.starts_with(&format!("[clients.greeter.{key}"))
+                    || line.starts_with(&format!("[servers.greeter.{key}"))
+            })
+    };
+    let keys = |value: serde_json::Value| match value {
+        serde_json::Value::Object(map) => map.keys().cloned().collect::<Vec<_>>(),
+        other => panic!("not a table: {other}"),
+    };
+    let client = keys(serde_json::to_value(jovian::config::ClientConfig::default()).unwrap());
+    let server = keys(serde_json::to_value(jovian::config::ServerConfig::default()).unwrap());
+    assert!(client.len() > 20 && server.len() > 20, "{client:?} {server:?}");
+    let missing: Vec<_> = client.iter().chain(&server).filter(|key| !shown(key)).collect();
+    assert!(missing.is_empty(), "examples/jovian.toml does not show {missing:?}");
+}
+
 /// Failed on the old code: `App::new()` loaded `jovian.toml` and `JOVIAN_*` by itself, so a
 /// stray variable in a test's environment changed (or broke) every App the test made.
 #[test]
@@ -299,4 +325,157 @@ fn from_config_builds_the_kind_the_config_names() {
         );
         Ok(())
     });
+}
+
+/// `[servers.NAME]`'s registration fields are what the server registers; what the code set
+/// with `map_info` wins, and the metadata of both is merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sections_set_what_the_server_registers() {
+    let store = jovian_registry_memory::MemoryStore::new();
+    let config = Config::from_toml(
+        r#"
+        [servers.orders]
+        zone = "z1"
+        region = "r1"
+        weight = 50
+        version = "v2"
+        group = "blue"
+        deployment = "canary"
+        mode = "prod"
+        [servers.orders.metadata]
+        team = "payments"
+        tier = "gold"
+        "#,
+    )
+    .unwrap();
+    let running = App::from_config(config)
+        .registry(store.registry())
+        .drain_delay(Duration::ZERO)
+        .serve(
+            jovian_examples::greeter_server("orders")
+                .map_info(|info| info.with_zone("z9").with_metadata("tier", "code")),
+        )
+        .start()
+        .await
+        .unwrap();
+    let registered = store.registry().list("orders").await.unwrap();
+    let info = registered.iter().next().expect("the server registered");
+    assert_eq!(info.zone, "z9", "the code's zone wins");
+    assert_eq!(
+        (info.region.as_str(), info.weight, info.version.as_str()),
+        ("r1", 50, "v2")
+    );
+    assert_eq!(
+        (info.group.as_str(), info.deployment.as_str(), info.mode.as_str()),
+        ("blue", "canary", "prod")
+    );
+    assert_eq!(info.metadata["team"], "payments");
+    assert_eq!(info.metadata["tier"], "code", "the code's label wins");
+    running.stop().await.unwrap();
+
+    for (toml, key) in [
+        ("[servers.s]\nweight = \"heavy\"", "servers.s.weight"),
+        ("[servers.s.metadata]\nreplicas = 3", "servers.s.metadata.replicas"),
+        ("[servers.s]\nlabels = { a = \"b\" }", "servers.s.labels"),
+    ] {
+        let error = Config::from_toml(toml).unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key: k, .. } if k == key),
+            "{toml}: {error}"
+        );
+    }
+}
+
+/// The `[app]` section is the application's: jovian does not check it, the application reads it
+/// as its own type (from the file and `JOVIAN_APP__*`), and a wrong value names the key.
+#[test]
+fn the_app_section_belongs_to_the_application() {
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Orders {
+        greeting: String,
+        max_orders: u32,
+        limits: std::collections::BTreeMap<String, u32>,
+    }
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "jovian.toml",
+            r#"
+            name = "orders"
+            [app]
+            greeting = "hello"
+            max_orders = 20
+            [app.limits]
+            ada = 3
+            "#,
+        )?;
+        jail.set_env("JOVIAN_APP__MAX_ORDERS", "25");
+        let config = check(Config::load())?;
+        let orders: Orders = check(config.app())?;
+        assert_eq!(orders.greeting, "hello");
+        assert_eq!(orders.max_orders, 25, "the environment beats the file here too");
+        assert_eq!(orders.limits["ada"], 3);
+
+        jail.set_env("JOVIAN_APP__MAX_ORDERS", "many");
+        let config = check(Config::load())?;
+        let error = config.app::<Orders>().unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "app.max_orders"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+/// `[clients.NAME] addresses` calls fixed addresses, balanced, without any registry; a bad
+/// address names the key; a section without them still needs a registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sections_with_addresses_need_no_registry() {
+    use jovian_examples::{GreeterClient, HelloRequest, replying_address};
+    let servers = [
+        App::new()
+            .drain_delay(Duration::ZERO)
+            .serve(jovian_examples::greeter_server("greeter")),
+        App::new()
+            .drain_delay(Duration::ZERO)
+            .serve(jovian_examples::greeter_server("greeter")),
+    ];
+    let mut running = Vec::new();
+    for app in servers {
+        running.push(app.start().await.unwrap());
+    }
+    let addresses: Vec<String> = running.iter().map(|r| r.local_addrs()[0].to_string()).collect();
+    let config = Config::from_toml(&format!(
+        "[clients.greeter]\naddresses = [\"{}\", \"{}\"]",
+        addresses[0], addresses[1]
+    ))
+    .unwrap();
+    let app = App::from_config(config);
+    let channel = app.client("greeter").await.unwrap();
+    assert_eq!(channel.instance_count(), 2);
+    let mut replied = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let reply = GreeterClient::new(channel.clone())
+            .say_hello(HelloRequest { name: "t".into() })
+            .await
+            .unwrap();
+        replied.insert(replying_address(&reply.into_inner().message).to_owned());
+    }
+    assert_eq!(replied, addresses.iter().cloned().collect(), "both addresses answered");
+    assert!(
+        matches!(app.client("other").await, Err(Error::NoRegistry)),
+        "a section without addresses still needs a registry"
+    );
+
+    for bad in ["10.0.0.1", "grpc://10.0.0.1:1", ""] {
+        let config = Config::from_toml(&format!("[clients.greeter]\naddresses = [\"{bad}\"]")).unwrap();
+        let error = App::from_config(config).client("greeter").await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "clients.greeter.addresses"),
+            "{bad:?}: {error}"
+        );
+    }
+    for running in running {
+        running.stop().await.unwrap();
+    }
 }

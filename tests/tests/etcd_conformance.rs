@@ -1,8 +1,8 @@
 //! The registry conformance suite on a real etcd (one fresh member per test), under every key
 //! layout.
 //!
-//! The etcd-naming and plain layouts store an address only, so three cases cannot hold under
-//! them: `register_list_unregister` (an entry with a zone and metadata must read back exactly
+//! The etcd-naming, plain, kratos and go-zero layouts store an address (kratos a version and
+//! metadata too, but no zone or weight), so three cases cannot hold under them: `register_list_unregister` (an entry with a zone and metadata must read back exactly
 //! as registered), `watch_sees_adds_removals_and_updates` and
 //! `snapshots_of_one_watch_change_by_what_changed` (an instance re-registered with another
 //! weight must be seen updated in place; the layout has no weight, so nothing changes). Every
@@ -56,4 +56,18 @@ mod plain_with_a_schema {
     use jovian_registry_etcd::Layout;
 
     address_only_cases!(EtcdBackend::with_layout(Layout::plain().key_template("etcd:///{name}/{addr}")).await);
+}
+
+mod kratos {
+    use super::*;
+    use jovian_registry_etcd::Layout;
+
+    address_only_cases!(EtcdBackend::with_layout(Layout::kratos()).await);
+}
+
+mod go_zero {
+    use super::*;
+    use jovian_registry_etcd::Layout;
+
+    address_only_cases!(EtcdBackend::with_layout(Layout::go_zero()).await);
 }

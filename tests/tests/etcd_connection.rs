@@ -225,12 +225,9 @@ async fn tls_with_a_client_certificate() {
         ..EtcdOptions::default()
     };
     let etcd = EtcdCluster::start(1, options).await;
-    let tls = TlsFiles {
-        ca: Some(pki.ca.clone()),
-        cert: Some(pki.client_cert.clone()),
-        key: Some(pki.client_key.clone()),
-        domain: None,
-    };
+    let tls = TlsFiles::default()
+        .ca(&pki.ca)
+        .identity(&pki.client_cert, &pki.client_key);
     let config = EtcdConfig::new(etcd.endpoints()).tls(tls.clone());
     let registry = eventually(Duration::from_secs(20), "etcd to serve TLS", || async {
         EtcdRegistry::connect(config.clone()).await.ok()
@@ -242,11 +239,7 @@ async fn tls_with_a_client_certificate() {
         .unwrap();
     assert_eq!(registry.list("tls").await.unwrap().len(), 1);
 
-    let without_cert = TlsFiles {
-        cert: None,
-        key: None,
-        ..tls
-    };
+    let without_cert = TlsFiles::default().ca(&pki.ca);
     let config = EtcdConfig::new(etcd.endpoints())
         .tls(without_cert)
         .dial_timeout(Duration::from_secs(1));
@@ -255,10 +248,7 @@ async fn tls_with_a_client_certificate() {
         "connected without a client certificate"
     );
 
-    let missing = TlsFiles {
-        ca: Some(dir.path().join("nope.pem")),
-        ..Default::default()
-    };
+    let missing = TlsFiles::default().ca(dir.path().join("nope.pem"));
     let error = EtcdRegistry::connect(EtcdConfig::new(etcd.endpoints()).tls(missing))
         .await
         .err()

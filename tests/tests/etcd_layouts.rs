@@ -128,10 +128,7 @@ async fn an_entry_written_as_the_other_system_writes_it_is_discovered_and_callab
         let listed = reader.list(name).await.unwrap();
         assert_eq!(listed.addresses(), [addr.as_str()], "{what}: listed");
         let channel = ClientBuilder::new(reader.clone())
-            .options(ClientOptions {
-                wait_for_instances: Some(WAIT),
-                ..ClientOptions::default()
-            })
+            .options(ClientOptions::default().wait_for_instances(WAIT))
             .build(name)
             .await
             .unwrap();
@@ -342,5 +339,107 @@ fn which_etcd_naming_targets_can_be_an_authority() {
     }
     for refused in ["services/greeter", "jovian/greeter", "services%2Fgreeter", "a b"] {
         assert!(Authority::try_from(refused).is_err(), "{refused} accepted");
+    }
+}
+
+/// Under the kratos and go-zero layouts a key names an instance id and its value the address
+/// (what kratos' registry and go-zero's publisher write, `etcd_kratos_zero.rs` checks against
+/// their code): each key counts for the address its value gives, until it is deleted or holds
+/// another; garbage is skipped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_id_layouts_each_key_counts_for_the_address_its_value_gives() {
+    init_logging();
+    let kratos = |name: &str, addr: &str| {
+        format!(
+            r#"{{"id":"x","name":"{name}","version":"","metadata":null,"endpoints":["http://127.0.0.1:1","grpc://{addr}"]}}"#
+        )
+    };
+    let go_zero = |_: &str, addr: &str| addr.to_owned();
+    type Value<'a> = &'a dyn Fn(&str, &str) -> String;
+    let cases: [(Layout, &str, Value); 2] = [
+        (Layout::kratos(), "/microservices/ids/", &kratos),
+        (Layout::go_zero(), "ids/", &go_zero),
+    ];
+    for (layout, prefix, value) in cases {
+        let what = layout.name();
+        let etcd = EtcdCluster::single().await;
+        let name = "ids";
+        let mut client = etcd.client().await;
+        let reader = registry(&etcd, &layout, Duration::from_secs(10)).await;
+        let mut watch = reader.watch(name).await.unwrap();
+        let key = |id: &str| format!("{prefix}{id}");
+        let writer = client.clone();
+        let put = |id: &str, value: String| {
+            let (mut client, key) = (writer.clone(), key(id));
+            async move { client.put(key, value, None).await.unwrap() }
+        };
+        // A server restarted on its port announces it under a second id before the first goes.
+        put("1", value(name, "127.0.0.1:1")).await;
+        put("2", value(name, "127.0.0.1:1")).await;
+        put("3", value(name, "127.0.0.1:3")).await;
+        let both = within(WAIT, "two addresses", watch.wait_for(|e| e.len() == 2))
+            .await
+            .unwrap();
+        assert_eq!(both.addresses(), ["127.0.0.1:1", "127.0.0.1:3"], "{what}");
+        client.delete(key("1"), None).await.unwrap();
+        put("3", value(name, "127.0.0.1:4")).await; // the key now names another address
+        let moved = within(
+            WAIT,
+            "the rewritten key",
+            watch.wait_for(|e| e.contains("grpc://127.0.0.1:4")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            moved.addresses(),
+            ["127.0.0.1:1", "127.0.0.1:4"],
+            "{what}: id 2 still gives :1"
+        );
+        client.delete(key("2"), None).await.unwrap();
+        within(WAIT, "the last id of :1 gone", watch.wait_for(|e| e.len() == 1))
+            .await
+            .unwrap();
+
+        let mut garbage = vec![
+            (key(""), value(name, "127.0.0.1:5")),
+            (key("6/x"), value(name, "127.0.0.1:6")),
+            (key("7"), "\u{fffd}".repeat(30_000)),
+            (key("3"), String::new()), // the key of :4 now holds garbage: :4 is gone
+        ];
+        if matches!(layout, Layout::Kratos { .. }) {
+            garbage.extend([
+                (key("8"), "not json".to_owned()),
+                (key("9"), value("other", "127.0.0.1:9")),
+                (
+                    key("10"),
+                    r#"{"name":"ids","endpoints":["http://127.0.0.1:10"]}"#.to_owned(),
+                ),
+                (
+                    key("11"),
+                    r#"{"name":"ids","metadata":{"n":1},"endpoints":["grpc://127.0.0.1:11"]}"#.to_owned(),
+                ),
+            ]);
+        }
+        for (key, value) in &garbage {
+            client.put(key.clone(), value.clone(), None).await.unwrap();
+        }
+        put("12", value(name, "127.0.0.1:12")).await;
+        let snapshot = within(
+            WAIT,
+            "the good instance after the garbage",
+            watch.wait_for(|e| e.contains("grpc://127.0.0.1:12")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(snapshot.addresses(), ["127.0.0.1:12"], "{what}");
+        assert_eq!(
+            reader.stats().bad_entries,
+            garbage.len() as u64,
+            "{what}: each counted once"
+        );
+        // A fresh list sees the same.
+        assert_eq!(reader.list(name).await.unwrap().addresses(), ["127.0.0.1:12"], "{what}");
+        let record = reader.entry(name, "grpc://127.0.0.1:12").await.unwrap().unwrap();
+        assert_eq!(record.provider_key, key("12"), "{what}: the key as written");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use jovian::client::{ClientOptions, Ejection};
+use jovian::client::{ClientOptions, Ejection, RetryPolicy};
 use jovian::{App, ClientBuilder, GrpcServer, Registrar, Running, ServiceChannel, ServiceInfo};
 use jovian_examples::proto::greeter_server::{Greeter, GreeterServer};
 use jovian_examples::{GreeterClient, HelloReply, HelloRequest, greeter_server, replying_address};
@@ -127,21 +127,17 @@ async fn concurrent_failures_are_one_ejection() {
         .register(&ServiceInfo::new("episode", dying.clone()))
         .await
         .unwrap();
-    let mut options = ClientOptions {
-        ejection: Ejection {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-            after_timeouts: 3,
-        },
-        ..ClientOptions::default()
-    };
     // A connection the peer slams shut can fail as the request is being written ("broken
     // pipe"), and from the client that cannot be told apart from a request that got there; so
     // these calls may be retried, and the test is about the failures being one episode.
-    options
-        .retry
-        .idempotent_methods
-        .insert("/helloworld.Greeter/SayHello".into());
+    let options = ClientOptions::default()
+        .ejection(
+            Ejection::default()
+                .base(Duration::from_secs(1))
+                .max(Duration::from_secs(30))
+                .after_timeouts(3),
+        )
+        .retry(RetryPolicy::default().idempotent("/helloworld.Greeter/SayHello"));
     let channel = channel(&store, "episode", options).await;
     assert_eq!(channel.instance_count(), 2);
     let calls: Vec<_> = (0..16)
@@ -421,10 +417,7 @@ async fn a_silent_link_is_noticed_by_keep_alive_and_ejected() {
     let registry = store.registry();
     let silent = ServiceInfo::new("silent", proxy.addr().to_string());
     registry.register(&silent).await.unwrap();
-    let options = ClientOptions {
-        timeout: Some(Duration::from_secs(60)),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().timeout(Duration::from_secs(60));
     let channel = channel(&store, "silent", options).await;
     eventually(Duration::from_secs(5), "both instances", || async {
         (channel.instance_count() == 2).then_some(())

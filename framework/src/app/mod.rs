@@ -198,7 +198,17 @@ impl App {
     }
 
     /// How long to wait between unregistering and stopping, so clients stop picking this
-    /// instance before it stops accepting calls.
+    /// instance before it stops accepting calls (1 s unless configured).
+    ///
+    /// Tests whose clients need no such time stop at once with a zero delay (or
+    /// `drain_delay = "0s"` in the config); otherwise every `stop()` waits the delay out:
+    ///
+    /// ```
+    /// # async fn demo(server: jovian::GrpcServer) -> jovian::Result<()> {
+    /// let running = jovian::App::new().drain_delay(std::time::Duration::ZERO).serve(server).start().await?;
+    /// running.stop().await?; // no drain to wait for
+    /// # Ok(()) }
+    /// ```
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.overrides.drain_delay = Some(delay);
         self
@@ -231,15 +241,13 @@ impl App {
 
     /// A balanced channel to `service` over this App's registry, configured by the config's
     /// `[clients.<service>]` section; see [`ServiceChannel`]. The future owns what it needs,
-    /// so it can be spawned; without a registry it fails with [`Error::NoRegistry`].
+    /// so it can be spawned. A section with `addresses` calls those fixed addresses instead
+    /// of looking the service up (a [`Static`](crate::registry::Static) discovery); otherwise,
+    /// without a registry, it fails with [`Error::NoRegistry`].
     pub fn client(&self, service: &str) -> impl Future<Output = Result<ServiceChannel>> + Send + 'static {
-        let prepared = match &self.registry {
-            Some(registry) => self
-                .resolved_config()
-                .and_then(|config| config.client(service))
-                .map(|options| ClientBuilder::new(Arc::clone(registry)).options(options)),
-            None => Err(Error::NoRegistry),
-        };
+        let prepared = self
+            .resolved_config()
+            .and_then(|config| prepare_client(&config, self.registry.as_ref(), service));
         build_client(prepared, service)
     }
 
@@ -281,6 +289,24 @@ impl App {
 
 /// Builds the channel a prepared builder describes; shared by [`App::client`] and
 /// [`Running::client`].
+/// A builder for `service`'s channel as `config` says: over fixed addresses if its section
+/// has some, else over `registry`.
+pub(crate) fn prepare_client(
+    config: &Config,
+    registry: Option<&Arc<dyn Registry>>,
+    service: &str,
+) -> Result<ClientBuilder> {
+    let options = config.client(service)?;
+    match (config.clients.get(service), registry) {
+        (Some(section), _) if !section.addresses.is_empty() => {
+            let fixed = crate::registry::Static::new().service(service, section.addresses.iter().cloned());
+            Ok(ClientBuilder::new(fixed).options(options))
+        }
+        (_, Some(registry)) => Ok(ClientBuilder::new(Arc::clone(registry)).options(options)),
+        (_, None) => Err(Error::NoRegistry),
+    }
+}
+
 pub(crate) fn build_client(
     prepared: Result<ClientBuilder>,
     service: &str,

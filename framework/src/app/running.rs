@@ -12,7 +12,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::{App, Hook, ShutdownHandle, Stage};
-use crate::client::{ClientBuilder, ServiceChannel};
+use crate::client::ServiceChannel;
 use crate::config::ServerConfig;
 use crate::governor::{Governor, GovernorState};
 use crate::observe::ServerObserve;
@@ -85,17 +85,11 @@ impl Running {
         }
     }
 
-    /// A balanced channel to `service` over this App's registry, configured by the config's
-    /// `[clients.<service>]` section. The future owns what it needs, so it can be spawned;
-    /// without a registry it fails with [`Error::NoRegistry`].
+    /// A balanced channel to `service`, as [`App::client`](super::App::client) makes it: over
+    /// the section's fixed `addresses` if it has some, else over this App's registry (without
+    /// one it fails with [`Error::NoRegistry`]).
     pub fn client(&self, service: &str) -> impl Future<Output = Result<ServiceChannel>> + Send + 'static {
-        let prepared = match &self.registry {
-            Some(registry) => self
-                .config
-                .client(service)
-                .map(|options| ClientBuilder::new(Arc::clone(registry)).options(options)),
-            None => Err(Error::NoRegistry),
-        };
+        let prepared = super::prepare_client(&self.config, self.registry.as_ref(), service);
         super::build_client(prepared, service)
     }
 
@@ -380,6 +374,7 @@ async fn bind(server: GrpcServer, app_name: &str, section: &ServerConfig) -> Res
         "the host:port clients should dial, because the server listens on every interface",
     )?;
     let mut info = server.info.clone();
+    settings.register_into(&mut info);
     info.address = address;
     info.kind = EntryKind::Provider;
     if info.app_id.is_empty() {

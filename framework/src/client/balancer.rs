@@ -140,6 +140,7 @@ impl Balancer {
     }
 
     /// One pick exactly as a call makes it, without the call.
+    #[cfg(feature = "bench")]
     pub(super) fn pick_once(&self, key: Option<&[u8]>) -> bool {
         self.set.load().pick(&self.sequence, key.map(hash), &[]).is_some()
     }

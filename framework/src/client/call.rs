@@ -26,7 +26,7 @@ use tower::ServiceExt;
 
 use super::balancer::{Balancer, error_chain};
 use super::instance::{InFlight, Instance};
-use super::layer::{Attempt, InstanceService};
+use super::layer::{Attempt, ConnectionError, InstanceService};
 use super::metrics::MethodName;
 use super::replay;
 use super::transport::{Head, Payload, RecvBody, TransportError};
@@ -513,10 +513,10 @@ impl Balancer {
             .map_err(|error| match error.downcast::<Status>() {
                 Ok(status) => Failure::Status(*status),
                 Err(error) => {
-                    let transport = source_chain(&*error).find_map(|e| e.downcast_ref::<TransportError>());
+                    let transport = source_chain(&*error).find_map(|e| e.downcast_ref::<ConnectionError>());
                     Failure::Attempt {
-                        never_sent: transport.is_some_and(TransportError::never_sent),
-                        closing: transport.is_some_and(TransportError::connection_closing),
+                        never_sent: transport.is_some_and(ConnectionError::never_sent),
+                        closing: transport.is_some_and(ConnectionError::connection_closing),
                         error,
                     }
                 }

@@ -16,8 +16,8 @@
 //!   authorization layer refusing, say); the instance is not blamed and the call not retried;
 //! - any other error: the attempt failed. The instance is ejected as for a transport failure,
 //!   and the call moves to another instance if it certainly never reached this one (the
-//!   error's source chain holds a [`TransportError`] whose
-//!   [`never_sent`](TransportError::never_sent) is true) or, within the retry budget, if its
+//!   error's source chain holds a [`ConnectionError`] whose
+//!   [`never_sent`](ConnectionError::never_sent) is true) or, within the retry budget, if its
 //!   method is idempotent.
 //!
 //! Layers cost the calls of a channel that has any: the request is built as an
@@ -35,8 +35,7 @@ use tonic::body::Body;
 use tower::Service;
 use tower::util::BoxCloneSyncService;
 
-pub use super::transport::TransportError;
-use super::transport::{Head, Link};
+use super::transport::{Head, Link, TransportError};
 use crate::ServiceInfo;
 use crate::error::BoxError;
 
@@ -44,7 +43,7 @@ use crate::error::BoxError;
 ///
 /// Requests carry a path-only URI (`/package.Service/Method`), as tonic's generated clients
 /// make them, and an [`Attempt`] extension; the connection adds the instance's scheme and
-/// authority. Errors are [`TransportError`]s, or what a layer returned.
+/// authority. Errors are [`ConnectionError`]s, or what a layer returned.
 #[derive(Clone)]
 pub struct InstanceService {
     inner: BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>,
@@ -95,6 +94,45 @@ impl fmt::Debug for InstanceService {
         f.debug_struct("InstanceService")
             .field("instance", &self.instance.address)
             .finish_non_exhaustive()
+    }
+}
+
+/// How an attempt failed on the connection to its instance: the error of the innermost
+/// [`InstanceService`], which a layer may pass on (or wrap: the channel looks for it along the
+/// error's source chain).
+///
+/// It is its own type, not the transport's, so the transport can change without changing
+/// what layers see.
+#[derive(Debug)]
+pub struct ConnectionError(TransportError);
+
+impl ConnectionError {
+    /// Whether the request certainly never reached the instance, so sending it to another
+    /// cannot run it twice: no connection could be made, the connection would not take it, or
+    /// the instance refused it unprocessed (`REFUSED_STREAM`, or above a `GOAWAY`'s last
+    /// stream).
+    pub fn never_sent(&self) -> bool {
+        self.0.never_sent()
+    }
+
+    /// Whether the request never reached the instance because the instance was closing the
+    /// connection gracefully (a `GOAWAY` without an error): nothing is wrong with the instance,
+    /// and a new connection to it may take the call.
+    pub fn connection_closing(&self) -> bool {
+        self.0.connection_closing()
+    }
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ConnectionError {
+    // The transport error's own cause, not the transport error: it says the same as this one.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
     }
 }
 
@@ -168,7 +206,7 @@ impl Service<http::Request<Body>> for LinkService {
                     .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
                 headers: parts.headers,
             };
-            let response = link.call(head, payload).await?;
+            let response = link.call(head, payload).await.map_err(ConnectionError)?;
             Ok(response.map(Body::new))
         }
         .boxed()

@@ -67,7 +67,7 @@ use crate::error::BoxError;
 use crate::metrics::GrpcType;
 use crate::{Discovery, Result, ServiceInfo};
 use balancer::Balancer;
-pub use layer::{Attempt, InstanceService, TransportError};
+pub use layer::{Attempt, ConnectionError, InstanceService};
 use layer::{LayerFn, layer_fn};
 pub(crate) use live::{ClientView, live_clients};
 pub use options::{
@@ -211,7 +211,9 @@ impl ServiceChannel {
     }
 
     /// Picks an instance as a call would (`hash_key` for consistent hashing) without calling
-    /// it; true if there was one. For benchmarks of the pick path.
+    /// it; true if there was one. For jovian's benchmarks of the pick path (the `bench`
+    /// feature): not an API, it may change or go in any release.
+    #[cfg(feature = "bench")]
     #[doc(hidden)]
     pub fn bench_pick(&self, hash_key: Option<&[u8]>) -> bool {
         self.balancer.pick_once(hash_key)

@@ -13,18 +13,28 @@ use crate::metrics::GrpcType;
 
 /// How a [`ServiceChannel`](super::ServiceChannel) behaves.
 ///
+/// Start from [`ClientOptions::default`] and chain setters (or assign fields): options may be
+/// added in any release, so none of these types can be written as a struct literal outside
+/// jovian. Every setting also has a key in a config's `[clients.NAME]` section
+/// (`Config::client`).
+///
 /// ```
 /// use std::time::Duration;
-/// use jovian::client::{ClientOptions, Policy};
+/// use jovian::client::{ClientOptions, Filter, Policy, RetryPolicy};
 ///
-/// let mut options = ClientOptions::default();
-/// options.policy = Policy::WeightedRoundRobin;
-/// options.filter.group = Some("blue".into());
-/// options.filter.zone = Some("z1".into());
-/// options.retry.idempotent_methods.insert("/helloworld.Greeter/SayHello".into());
-/// options.wait_for_instances = Some(Duration::from_secs(2));
+/// let options = ClientOptions::default()
+///     .policy(Policy::WeightedRoundRobin)
+///     .filter(Filter::default().group("blue").zone("z1"))
+///     .retry(RetryPolicy::default().idempotent("/helloworld.Greeter/SayHello"))
+///     .wait_for_instances(Duration::from_secs(2));
+/// assert_eq!(options.filter.zone.as_deref(), Some("z1"));
+///
+/// // Fields stay public for reading and changing one setting in place.
+/// let mut options = options;
+/// options.connection.connect_timeout = Duration::from_millis(500);
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// How an instance is chosen for each call.
     pub policy: Policy,
@@ -137,7 +147,13 @@ impl Default for HashKey {
 }
 
 /// Which instances a client may use. Instances must also be enabled and healthy.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// ```
+/// let filter = jovian::client::Filter::default().group("blue").zone("z1").min_zone_instances(2);
+/// assert_eq!(filter.group.as_deref(), Some("blue"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Filter {
     /// Only this scheme (`grpc` unless set).
     pub scheme: Option<String>,
@@ -155,7 +171,18 @@ pub struct Filter {
 }
 
 /// How connections to instances are made.
-#[derive(Clone, Debug)]
+///
+/// ```
+/// use std::time::Duration;
+/// use jovian::client::ConnectionOptions;
+///
+/// let connection = ConnectionOptions::default()
+///     .connect_timeout(Duration::from_millis(500))
+///     .keepalive(Duration::from_secs(10), Duration::from_secs(5));
+/// assert_eq!(connection.keepalive_interval, Duration::from_secs(10));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ConnectionOptions {
     /// How long establishing a connection may take.
     pub connect_timeout: Duration,
@@ -176,8 +203,14 @@ pub struct ConnectionOptions {
 }
 
 /// TLS from a client: to the instances, or to etcd (as the config's `tls` sections).
+///
+/// ```
+/// let tls = jovian::client::ClientTls::default().ca("ca.pem").server_name("greeter.internal");
+/// assert_eq!(tls.server_name.as_deref(), Some("greeter.internal"));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ClientTls {
     /// CA certificate (PEM) the instances' certificates are checked against.
     pub ca: Option<PathBuf>,
@@ -197,7 +230,15 @@ pub struct ClientTls {
 /// When its time is up it gets one call at a time until one succeeds, so an instance that is
 /// still dead costs one call, not a burst. It is readmitted fully at once if the registry
 /// announces it anew. The last available instance is never ejected.
-#[derive(Clone, Debug)]
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let ejection = jovian::client::Ejection::default().base(Duration::from_millis(200)).after_timeouts(5);
+/// assert_eq!(ejection.max, Duration::from_secs(30));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Ejection {
     /// The first ejection's length.
     pub base: Duration,
@@ -212,7 +253,16 @@ pub struct Ejection {
 /// A call that failed before any byte reached an instance (connection refused, connection
 /// closed before sending) always moves to another instance. A call that may have reached one
 /// is sent again only if its method is idempotent, and only while the retry budget allows.
-#[derive(Clone, Debug)]
+///
+/// ```
+/// let retry = jovian::client::RetryPolicy::default()
+///     .idempotent("/helloworld.Greeter/SayHello")
+///     .max_attempts(2)
+///     .budget(0.1, 5);
+/// assert!(retry.is_idempotent("/helloworld.Greeter/SayHello"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Methods (`/package.Service/Method`, or `*` for all) that may run twice.
     pub idempotent_methods: BTreeSet<String>,
@@ -239,6 +289,19 @@ impl Default for ClientOptions {
             timeout: Some(DEFAULT_TIMEOUT),
             stream_timeout: None,
             methods: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Self {
+            scheme: None,
+            group: None,
+            deployment: None,
+            version: None,
+            zone: None,
+            min_zone_instances: 1,
         }
     }
 }
@@ -275,7 +338,187 @@ impl Default for RetryPolicy {
     }
 }
 
+impl ClientOptions {
+    /// Sets how an instance is chosen for each call.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets which instances may be chosen.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Sets how connections are made.
+    pub fn connection(mut self, connection: ConnectionOptions) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Sets when a failing instance is set aside.
+    pub fn ejection(mut self, ejection: Ejection) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// Sets when a failed call is sent again.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets how long building the channel waits for a first instance (`None`: not at all).
+    pub fn wait_for_instances(mut self, wait: impl Into<Option<Duration>>) -> Self {
+        self.wait_for_instances = wait.into();
+        self
+    }
+
+    /// Sets the deadline of unary calls that set none (`None`: no deadline).
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.timeout = timeout.into();
+        self
+    }
+
+    /// Sets the deadline of streaming calls that set none (`None`, the default: no deadline).
+    pub fn stream_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.stream_timeout = timeout.into();
+        self
+    }
+
+    /// Sets the options of one method, by path (`/package.Service/Method`).
+    ///
+    /// ```
+    /// use jovian::client::{ClientOptions, MethodOptions};
+    /// use jovian::metrics::GrpcType;
+    ///
+    /// let options = ClientOptions::default()
+    ///     .method("/market.Prices/Watch", MethodOptions::default().grpc_type(GrpcType::ServerStream));
+    /// ```
+    pub fn method(mut self, path: impl Into<String>, options: MethodOptions) -> Self {
+        self.methods.insert(path.into(), options);
+        self
+    }
+}
+
+// `scheme` has no setter: `Filter::scheme()` reads the scheme in effect. Set the field.
+impl Filter {
+    /// Only instances of this traffic group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Only instances of this deployment.
+    pub fn deployment(mut self, deployment: impl Into<String>) -> Self {
+        self.deployment = Some(deployment.into());
+        self
+    }
+
+    /// Only instances of this version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Prefer instances in this zone.
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Prefer the zone only while at least this many of its instances are available.
+    pub fn min_zone_instances(mut self, count: usize) -> Self {
+        self.min_zone_instances = count;
+        self
+    }
+}
+
+impl ConnectionOptions {
+    /// Sets how long establishing a connection may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the keep-alive ping interval (`Duration::ZERO`: no pings) and how long a ping may
+    /// go unanswered.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Connects with TLS (`None`: plain HTTP/2).
+    pub fn tls(mut self, tls: impl Into<Option<ClientTls>>) -> Self {
+        self.tls = tls.into();
+        self
+    }
+}
+
+impl ClientTls {
+    /// Checks the instances' certificates against this CA (PEM).
+    pub fn ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM) and its key (PEM).
+    pub fn identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Verifies this name instead of the instance's host.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+}
+
+impl Ejection {
+    /// Sets the first ejection's length.
+    pub fn base(mut self, base: Duration) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// Sets the longest ejection.
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Sets how many timed-out calls in a row eject an instance.
+    pub fn after_timeouts(mut self, count: u32) -> Self {
+        self.after_timeouts = count;
+        self
+    }
+}
+
 impl RetryPolicy {
+    /// Lets calls to `path` (`/package.Service/Method`, or `*` for all) run twice.
+    pub fn idempotent(mut self, path: impl Into<String>) -> Self {
+        self.idempotent_methods.insert(path.into());
+        self
+    }
+
+    /// Sets the attempts per call at most, the first included.
+    pub fn max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Sets the retry budget: retries of calls that may have reached an instance, as a share
+    /// of calls (0.0 to 1.0), and per second whatever the share.
+    pub fn budget(mut self, ratio: f32, min_per_second: u32) -> Self {
+        self.budget_ratio = ratio;
+        self.budget_min_per_second = min_per_second;
+        self
+    }
+
     /// Whether calls to `path` may run twice.
     pub fn is_idempotent(&self, path: &str) -> bool {
         self.idempotent_methods.contains(path) || self.idempotent_methods.contains("*")

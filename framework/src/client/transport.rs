@@ -46,6 +46,7 @@ use tonic::body::Body;
 use super::clock::now_ms;
 use super::options::{ClientTls, ConnectionOptions};
 use crate::error::BoxError;
+use crate::http2::frames::{FrameScan, kind};
 use crate::http2::keepalive::{Event, Pinger};
 use crate::http2::pump::{Pump, Pumped};
 use crate::http2::tls;
@@ -754,48 +755,6 @@ impl KeepAlive {
     }
 }
 
-/// Follows the frames a peer sends, by their 9-byte headers, to count its HEADERS and DATA
-/// frames: what a stock gRPC server's ping policy counts as the connection being in use.
-#[derive(Default)]
-pub(crate) struct FrameScan {
-    header: [u8; 9],
-    /// Bytes of `header` read so far.
-    have: usize,
-    /// Bytes of the current frame's payload still to come.
-    skip: usize,
-}
-
-impl FrameScan {
-    const DATA: u8 = 0;
-    const HEADERS: u8 = 1;
-
-    /// Reads `bytes`, the next ones from the peer; returns how many HEADERS and DATA frames
-    /// began in them.
-    pub(crate) fn scan(&mut self, mut bytes: &[u8]) -> u64 {
-        let mut frames = 0;
-        while !bytes.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(bytes.len());
-                self.skip -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            let n = (9 - self.have).min(bytes.len());
-            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
-            self.have += n;
-            bytes = &bytes[n..];
-            if self.have == 9 {
-                self.have = 0;
-                self.skip = u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]) as usize;
-                if matches!(self.header[3], Self::DATA | Self::HEADERS) {
-                    frames += 1;
-                }
-            }
-        }
-        frames
-    }
-}
-
 /// The connection's byte stream, noting when the peer was last heard from.
 struct Tracked {
     io: Io,
@@ -840,7 +799,13 @@ impl AsyncRead for Tracked {
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
         };
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let frames = this.frames.scan(&buf.filled()[before..]);
+            let mut frames = 0;
+            this.frames.scan(&buf.filled()[before..], |head| {
+                // What a stock gRPC server's ping policy counts as the connection in use.
+                if matches!(head.kind, kind::HEADERS | kind::DATA) {
+                    frames += 1;
+                }
+            });
             if frames > 0 {
                 this.state.stream_frames.fetch_add(frames, Ordering::Relaxed);
             }
@@ -1035,35 +1000,6 @@ impl StdError for TransportError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-        let length = (payload.len() as u32).to_be_bytes();
-        let mut frame = vec![length[1], length[2], length[3], kind, 0, 0, 0, 0, 1];
-        frame.extend_from_slice(payload);
-        frame
-    }
-
-    #[test]
-    fn the_frame_scan_counts_headers_and_data_however_the_bytes_are_cut() {
-        const PING: u8 = 6;
-        const SETTINGS: u8 = 4;
-        // A DATA frame whose payload looks like frame headers of the other kinds.
-        let bytes = [
-            frame(SETTINGS, &[0; 6]),
-            frame(FrameScan::HEADERS, &[0x88]),
-            frame(FrameScan::DATA, &frame(PING, &[0; 8])),
-            frame(PING, &[1; 8]),
-            frame(FrameScan::DATA, &[]),
-        ]
-        .concat();
-        for cut in 1..bytes.len() {
-            let mut scan = FrameScan::default();
-            let (a, b) = bytes.split_at(cut);
-            assert_eq!(scan.scan(a) + scan.scan(b), 3, "cut at {cut}");
-        }
-        let mut scan = FrameScan::default();
-        assert_eq!(bytes.iter().map(|b| scan.scan(&[*b])).sum::<u64>(), 3, "byte by byte");
-    }
 
     #[test]
     fn an_instance_is_pinged_freely_only_if_its_entry_says_so() {

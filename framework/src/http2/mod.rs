@@ -5,6 +5,8 @@
 //!   when to ping);
 //! - [`pump`]: a body sent on an h2 stream within its flow control, then its end or trailers;
 //! - [`body`]: a body as h2 receives it;
+//! - [`frames`]: frame boundaries followed through the bytes a connection reads or writes (the
+//!   client's ping policy and the server's control-frame budget count them);
 //! - [`grpc`] and [`deadline`]: what gRPC carries in HTTP/2 headers (`grpc-timeout`,
 //!   `grpc-status`) and the deadlines read from them;
 //! - [`tls`]: certificates and keys read from PEM files, with errors naming the config key.
@@ -14,6 +16,7 @@
 
 pub(crate) mod body;
 pub(crate) mod deadline;
+pub(crate) mod frames;
 pub(crate) mod grpc;
 pub(crate) mod keepalive;
 pub(crate) mod pump;

@@ -50,11 +50,23 @@ pub(crate) fn private_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'stati
     PrivateKeyDer::from_pem_slice(&read_pem(key, path)?).map_err(|e| invalid(key, "a PEM private key", path, e))
 }
 
-/// The crypto provider: the process default if one is installed, else ring's.
+/// The crypto provider: the process default if one is installed, else *ring*'s.
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     rustls::crypto::CryptoProvider::get_default()
         .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .unwrap_or_else(|| Arc::new(ring_provider()))
+}
+
+/// rustls' *ring* provider, for processes that installed no default of their own.
+///
+/// rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which only its aws-lc-rs
+/// provider has. jovian keeps *ring* (the provider tonic's `tls-ring` and etcd-client use too,
+/// and no C toolchain to build aws-lc): an application that wants post-quantum key exchange
+/// installs aws-lc-rs as the process default (`CryptoProvider::install_default`), which jovian
+/// uses first.
+#[allow(deprecated)]
+fn ring_provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
+    tokio_rustls::rustls::crypto::ring::default_provider()
 }
 
 /// The error for a file at `path`, configured as `key`, that is not what `expected` says.

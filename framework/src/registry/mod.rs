@@ -111,7 +111,10 @@ impl<D: Discovery + ?Sized> Discovery for Arc<D> {
 
 /// One governor's metrics target, as a registry keeps it (etcd: a
 /// `/prometheus/job/{app}/{hostname}/{address}` key).
+///
+/// Fields may be added in any release: a registry builds one with [`MetricsTarget::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsTarget {
     /// The App's name.
     pub app: String,
@@ -123,4 +126,23 @@ pub struct MetricsTarget {
     /// region, version. Empty when it serves none, or when the registry cannot tell which
     /// entries belong to the App.
     pub instances: Vec<ServiceInfo>,
+}
+
+impl MetricsTarget {
+    /// The governor of App `app` on `hostname`, scraped at `target` (`host:port`), with no
+    /// instances.
+    pub fn new(app: impl Into<String>, hostname: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            hostname: hostname.into(),
+            target: target.into(),
+            instances: Vec::new(),
+        }
+    }
+
+    /// Sets the provider entries the same App registered.
+    pub fn with_instances(mut self, instances: Vec<ServiceInfo>) -> Self {
+        self.instances = instances;
+        self
+    }
 }

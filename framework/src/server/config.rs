@@ -3,6 +3,7 @@
 //! them; the config module only reads them from outside (and re-exports the type as
 //! `jovian::config::ServerConfig`).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -29,6 +30,22 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     /// Serve TLS with these files (`[servers.NAME.tls]`: `cert`, `key`, `client_ca`).
     pub tls: Option<ServerTls>,
+    /// The zone to register, for zone-preferring clients.
+    pub zone: Option<String>,
+    /// The region to register.
+    pub region: Option<String>,
+    /// The weight to register, for weighted balancing (default 100; 0 takes no calls).
+    pub weight: Option<u32>,
+    /// The release version to register, for clients that select one.
+    pub version: Option<String>,
+    /// The traffic group to register, for clients that select one.
+    pub group: Option<String>,
+    /// The deployment to register: clients that select none never see other deployments.
+    pub deployment: Option<String>,
+    /// The run mode to register (free-form, e.g. `prod`).
+    pub mode: Option<String>,
+    /// Labels to register (`[servers.NAME.metadata]`, string values).
+    pub metadata: BTreeMap<String, String>,
     /// Calls served at once on one connection; more wait their turn.
     pub concurrency_limit_per_connection: Option<usize>,
     /// HTTP/2 streams (calls) a client may open at once on one connection
@@ -80,6 +97,34 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Writes the registration fields that are set into `info`, where `info` (what the code
+    /// made with [`GrpcServer::map_info`](super::GrpcServer::map_info)) still has the
+    /// default: the code's values win, as for every other setting. Metadata merges, the
+    /// code's labels winning.
+    pub(crate) fn register_into(&self, info: &mut crate::ServiceInfo) {
+        let fill = |field: &mut String, value: &Option<String>| {
+            if field.is_empty()
+                && let Some(value) = value
+            {
+                field.clone_from(value);
+            }
+        };
+        fill(&mut info.zone, &self.zone);
+        fill(&mut info.region, &self.region);
+        fill(&mut info.version, &self.version);
+        fill(&mut info.group, &self.group);
+        fill(&mut info.deployment, &self.deployment);
+        fill(&mut info.mode, &self.mode);
+        if info.weight == crate::ServiceInfo::default().weight
+            && let Some(weight) = self.weight
+        {
+            info.weight = weight;
+        }
+        for (key, value) in &self.metadata {
+            info.metadata.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+
     /// These settings, with every one left unset taken from `fallback`.
     pub(crate) fn or(&self, fallback: &ServerConfig) -> ServerConfig {
         ServerConfig {
@@ -87,6 +132,18 @@ impl ServerConfig {
             port: self.port.or(fallback.port),
             advertise: self.advertise.clone().or_else(|| fallback.advertise.clone()),
             tls: self.tls.clone().or_else(|| fallback.tls.clone()),
+            zone: self.zone.clone().or_else(|| fallback.zone.clone()),
+            region: self.region.clone().or_else(|| fallback.region.clone()),
+            weight: self.weight.or(fallback.weight),
+            version: self.version.clone().or_else(|| fallback.version.clone()),
+            group: self.group.clone().or_else(|| fallback.group.clone()),
+            deployment: self.deployment.clone().or_else(|| fallback.deployment.clone()),
+            mode: self.mode.clone().or_else(|| fallback.mode.clone()),
+            metadata: {
+                let mut metadata = fallback.metadata.clone();
+                metadata.extend(self.metadata.clone());
+                metadata
+            },
             concurrency_limit_per_connection: self
                 .concurrency_limit_per_connection
                 .or(fallback.concurrency_limit_per_connection),

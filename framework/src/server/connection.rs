@@ -39,6 +39,7 @@ use tower::limit::ConcurrencyLimit;
 use tower::util::{Either, Oneshot};
 use tower::{Service, ServiceExt};
 
+use super::budget::Budgeted;
 use crate::http2::body::RecvBody;
 use crate::http2::grpc::end_with_status;
 use crate::http2::keepalive::Steady;
@@ -105,6 +106,7 @@ pub(super) async fn serve<I, S, C>(
     S: CallService,
     C: Clone + Send + Sync + 'static,
 {
+    let io = Budgeted::new(io);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, settings.h2.handshake::<_, Bytes>(io));
     // A client still in its handshake when the server stops has no call to finish: it is let
     // go at once, as hyper's server did, rather than holding the stop up until it finishes or

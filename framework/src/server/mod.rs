@@ -33,6 +33,7 @@ use crate::observe::{LearnMethods, Methods};
 use crate::{Error, ServiceInfo};
 pub use config::ServerConfig;
 
+mod budget;
 mod config;
 pub(crate) mod connection;
 mod cutoff;
@@ -78,8 +79,14 @@ pub struct GrpcServer {
 }
 
 /// PEM files for serving TLS: the `[servers.NAME.tls]` section.
+///
+/// ```
+/// let tls = jovian::ServerTls::new("server.pem", "server-key.pem").client_ca("clients-ca.pem");
+/// let server = jovian::GrpcServer::new("greeter").tls(tls);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ServerTls {
     /// The server's certificate chain (`cert`).
     pub cert: PathBuf,
@@ -452,6 +459,21 @@ impl http_body::Body for LimitedMessages {
 }
 
 impl ServerTls {
+    /// Serves this certificate chain (PEM) with its private key (PEM).
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
+
+    /// Requires clients to present a certificate signed by this CA (PEM).
+    pub fn client_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_ca = Some(path.into());
+        self
+    }
+
     /// The TLS acceptor for these files (HTTP/2 offered by ALPN), read now so that a bad path
     /// fails the start; errors name the keys of `[servers.<server>.tls]`.
     pub(crate) fn acceptor(&self, server: &str) -> crate::Result<tokio_rustls::TlsAcceptor> {

@@ -487,11 +487,7 @@ async fn a_connection_still_in_its_tls_handshake_does_not_hold_up_a_stop() {
     let dir = tempfile::tempdir().unwrap();
     let pki = jovian_tests::pki::Pki::generate(dir.path());
     let store = MemoryStore::new();
-    let tls = jovian::ServerTls {
-        cert: pki.server_cert.clone(),
-        key: pki.server_key.clone(),
-        client_ca: None,
-    };
+    let tls = jovian::ServerTls::new(&pki.server_cert, &pki.server_key);
     let running = App::new()
         .registry(store.registry())
         .governor(None)
@@ -801,19 +797,12 @@ async fn mutual_tls_shows_the_peer_and_plaintext_or_junk_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let pki = jovian_tests::pki::Pki::generate(dir.path());
     let store = MemoryStore::new();
-    let tls = ServerTls {
-        cert: pki.server_cert.clone(),
-        key: pki.server_key.clone(),
-        client_ca: Some(pki.ca.clone()),
-    };
+    let tls = ServerTls::new(&pki.server_cert, &pki.server_key).client_ca(&pki.ca);
     let running = start(&store, server("mtls", WhoAreYou).tls(tls)).await;
     let addr = running.local_addr("mtls").unwrap();
-    let client_tls = ClientTls {
-        ca: Some(pki.ca.clone()),
-        cert: Some(pki.client_cert.clone()),
-        key: Some(pki.client_key.clone()),
-        ..ClientTls::default()
-    };
+    let client_tls = ClientTls::default()
+        .ca(&pki.ca)
+        .identity(&pki.client_cert, &pki.client_key);
     let mut options = jovian::client::ClientOptions::default();
     options.connection.tls = Some(client_tls);
     let call = |options: jovian::client::ClientOptions| {

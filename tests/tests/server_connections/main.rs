@@ -4,6 +4,7 @@
 //! real client, and the server must go on serving.
 
 mod adversary;
+mod floods;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
