@@ -1,6 +1,6 @@
 //! Configuration: built-in defaults < `jovian.toml` < `JOVIAN_*` environment < code.
 //!
-//! Nothing is read unless the application asks: an [`App`](crate::App) runs on
+//! Nothing is read unless the application asks: an `App` runs on
 //! [`Config::default`] and what its code sets, so a test or a library is not changed by a
 //! stray file or environment variable. A program that wants operators to configure it loads
 //! the config itself, `App::from_config(Config::load()?)`.
@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,7 +38,11 @@ use serde::{Deserialize, Serialize};
 use crate::client::{
     ClientOptions, ClientTls, ConnectionOptions, Ejection, Filter, HashKey, MethodOptions, Policy, RetryPolicy,
 };
-use crate::{Error, Result, ServerTls};
+pub use crate::durations::{duration, positive_duration};
+use crate::durations::{duration_or_none, optional_duration};
+pub use crate::http2::tls::read_pem;
+pub use crate::server::ServerConfig;
+use crate::{Error, Result};
 
 /// Everything an App and its clients can be told from outside the code.
 ///
@@ -174,88 +178,6 @@ impl fmt::Debug for RegistryConfig {
 /// What `Debug` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// One server: its listener, TLS, and the HTTP/2 and connection settings of its connections.
-///
-/// Every field is optional: `None` takes the default (for the HTTP/2 settings, hyper's server's,
-/// which tonic's server runs on: 1 MiB windows, 16 KiB frames and header lists).
-/// The same settings can be made in code with [`GrpcServer::configure`](crate::GrpcServer::configure)
-/// and its other builders; those win over the config.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Interface to listen on (default 127.0.0.1).
-    pub host: Option<IpAddr>,
-    /// Port (default 0: a free one).
-    pub port: Option<u16>,
-    /// The `host:port` to register instead of the bound address.
-    pub advertise: Option<String>,
-    /// Serve TLS with these files (`[servers.NAME.tls]`: `cert`, `key`, `client_ca`).
-    pub tls: Option<ServerTls>,
-    /// The zone to register, for zone-preferring clients.
-    pub zone: Option<String>,
-    /// The region to register.
-    pub region: Option<String>,
-    /// The weight to register, for weighted balancing (default 100; 0 takes no calls).
-    pub weight: Option<u32>,
-    /// The release version to register, for clients that select one.
-    pub version: Option<String>,
-    /// The traffic group to register, for clients that select one.
-    pub group: Option<String>,
-    /// The deployment to register: clients that select none never see other deployments.
-    pub deployment: Option<String>,
-    /// The run mode to register (free-form, e.g. `prod`).
-    pub mode: Option<String>,
-    /// Labels to register (`[servers.NAME.metadata]`, string values).
-    pub metadata: BTreeMap<String, String>,
-    /// Calls served at once on one connection; more wait their turn.
-    pub concurrency_limit_per_connection: Option<usize>,
-    /// HTTP/2 streams (calls) a client may open at once on one connection
-    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`; default 200, as hyper's server and grpc-go's
-    /// clients expect: a client that opens more waits for a stream to end).
-    pub max_concurrent_streams: Option<u32>,
-    /// Close a connection gracefully (GOAWAY, then the connection ends) once it has had no
-    /// call open for this long (default 5 minutes; grpc-go's `MaxConnectionIdle`): a client
-    /// that connects and never calls holds nothing for long. Clients connect again on their
-    /// next call.
-    #[serde(with = "optional_duration")]
-    pub max_connection_idle: Option<Duration>,
-    /// Run each call in the connection's own task as far as it goes before giving it a task
-    /// of its own (default off). Saves about a fifth of the server's CPU on handlers that
-    /// answer in microseconds; but a handler that computes for long without awaiting then
-    /// holds up its connection's other calls, pings and flow control while it does.
-    pub inline_calls: Option<bool>,
-    /// Ping every connection this often (HTTP/2 keep-alive); off when unset.
-    #[serde(with = "optional_duration")]
-    pub http2_keepalive_interval: Option<Duration>,
-    /// Close a connection whose ping goes unanswered this long (default 20 s).
-    #[serde(with = "optional_duration")]
-    pub http2_keepalive_timeout: Option<Duration>,
-    /// TCP keep-alive on accepted connections; off when unset.
-    #[serde(with = "optional_duration")]
-    pub tcp_keepalive: Option<Duration>,
-    /// Close connections gracefully once they are this old, so clients spread over new
-    /// instances; never when unset.
-    #[serde(with = "optional_duration")]
-    pub max_connection_age: Option<Duration>,
-    /// After `max_connection_age`, how long calls still running get before the connection is
-    /// closed anyway.
-    #[serde(with = "optional_duration")]
-    pub max_connection_age_grace: Option<Duration>,
-    /// The HTTP/2 stream window, in bytes.
-    pub initial_stream_window_size: Option<u32>,
-    /// The HTTP/2 connection window, in bytes.
-    pub initial_connection_window_size: Option<u32>,
-    /// The largest HTTP/2 frame accepted, in bytes.
-    pub max_frame_size: Option<u32>,
-    /// The largest header list (metadata) accepted, in bytes.
-    pub max_header_list_size: Option<u32>,
-    /// The largest request message accepted, in bytes as sent; a larger one fails the call
-    /// with `RESOURCE_EXHAUSTED` before it is read. tonic's generated servers have their own
-    /// limit too (4 MiB unless raised with `max_decoding_message_size`), which still applies.
-    pub max_request_message_bytes: Option<usize>,
-}
-
 /// One method's settings in a client (`[clients.NAME.methods."/pkg.Service/Method"]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -340,7 +262,7 @@ pub enum PolicyName {
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Fixed `host:port` addresses to call instead of looking the service up in the registry
-    /// ([`App::client`](crate::App::client) then needs no registry): a sidecar, a single
+    /// (`App::client` then needs no registry): a sidecar, a single
     /// backend, a test. Balanced, ejected and retried like a registry's instances.
     pub addresses: Vec<String>,
     /// How an instance is picked for each call.
@@ -406,8 +328,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             name: String::new(),
-            drain_delay: crate::app::DEFAULT_DRAIN_DELAY,
-            shutdown_deadline: crate::app::DEFAULT_SHUTDOWN_DEADLINE,
+            drain_delay: crate::lifecycle::DEFAULT_DRAIN_DELAY,
+            shutdown_deadline: crate::lifecycle::DEFAULT_SHUTDOWN_DEADLINE,
             governor: GovernorConfig::default(),
             registry: RegistryConfig::default(),
             servers: BTreeMap::new(),
@@ -482,76 +404,6 @@ impl Config {
     /// The client settings for `service` (defaults when it has no section).
     pub fn client(&self, service: &str) -> Result<ClientOptions> {
         self.clients.get(service).cloned().unwrap_or_default().options(service)
-    }
-}
-
-impl ServerConfig {
-    /// Writes the registration fields that are set into `info`, where `info` (what the code
-    /// made with [`GrpcServer::map_info`](crate::GrpcServer::map_info)) still has the
-    /// default: the code's values win, as for every other setting. Metadata merges, the
-    /// code's labels winning.
-    pub(crate) fn register_into(&self, info: &mut crate::ServiceInfo) {
-        let fill = |field: &mut String, value: &Option<String>| {
-            if field.is_empty()
-                && let Some(value) = value
-            {
-                field.clone_from(value);
-            }
-        };
-        fill(&mut info.zone, &self.zone);
-        fill(&mut info.region, &self.region);
-        fill(&mut info.version, &self.version);
-        fill(&mut info.group, &self.group);
-        fill(&mut info.deployment, &self.deployment);
-        fill(&mut info.mode, &self.mode);
-        if info.weight == crate::ServiceInfo::default().weight
-            && let Some(weight) = self.weight
-        {
-            info.weight = weight;
-        }
-        for (key, value) in &self.metadata {
-            info.metadata.entry(key.clone()).or_insert_with(|| value.clone());
-        }
-    }
-
-    /// These settings, with every one left unset taken from `fallback`.
-    pub(crate) fn or(&self, fallback: &ServerConfig) -> ServerConfig {
-        ServerConfig {
-            host: self.host.or(fallback.host),
-            port: self.port.or(fallback.port),
-            advertise: self.advertise.clone().or_else(|| fallback.advertise.clone()),
-            tls: self.tls.clone().or_else(|| fallback.tls.clone()),
-            zone: self.zone.clone().or_else(|| fallback.zone.clone()),
-            region: self.region.clone().or_else(|| fallback.region.clone()),
-            weight: self.weight.or(fallback.weight),
-            version: self.version.clone().or_else(|| fallback.version.clone()),
-            group: self.group.clone().or_else(|| fallback.group.clone()),
-            deployment: self.deployment.clone().or_else(|| fallback.deployment.clone()),
-            mode: self.mode.clone().or_else(|| fallback.mode.clone()),
-            metadata: {
-                let mut metadata = fallback.metadata.clone();
-                metadata.extend(self.metadata.clone());
-                metadata
-            },
-            concurrency_limit_per_connection: self
-                .concurrency_limit_per_connection
-                .or(fallback.concurrency_limit_per_connection),
-            max_concurrent_streams: self.max_concurrent_streams.or(fallback.max_concurrent_streams),
-            max_connection_idle: self.max_connection_idle.or(fallback.max_connection_idle),
-            inline_calls: self.inline_calls.or(fallback.inline_calls),
-            http2_keepalive_interval: self.http2_keepalive_interval.or(fallback.http2_keepalive_interval),
-            http2_keepalive_timeout: self.http2_keepalive_timeout.or(fallback.http2_keepalive_timeout),
-            tcp_keepalive: self.tcp_keepalive.or(fallback.tcp_keepalive),
-            max_connection_age: self.max_connection_age.or(fallback.max_connection_age),
-            max_connection_age_grace: self.max_connection_age_grace.or(fallback.max_connection_age_grace),
-            initial_stream_window_size: self.initial_stream_window_size.or(fallback.initial_stream_window_size),
-            initial_connection_window_size: self
-                .initial_connection_window_size
-                .or(fallback.initial_connection_window_size),
-            max_frame_size: self.max_frame_size.or(fallback.max_frame_size),
-            max_header_list_size: self.max_header_list_size.or(fallback.max_header_list_size),
-            max_request_message_bytes: self.max_request_message_bytes.or(fallback.max_request_message_bytes),
-        }
     }
 }
 
@@ -796,196 +648,6 @@ fn config_error(error: &figment::Error, section: &str) -> Error {
         ),
     };
     Error::Config { key, expected, found }
-}
-
-/// Durations as `500ms`, `2s`, `1.5s`, `1m30s`, `1h` (or a whole number of seconds): a sum of
-/// numbers, each with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`). Anything that overflows is
-/// an error, never a wrapped or saturated value.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    const EXPECTED: &str = "a duration like \"500ms\", \"2s\", \"1.5s\" or \"1m30s\"";
-
-    /// Writes `duration` in the form [`parse`] reads.
-    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        match duration.subsec_nanos() {
-            0 => serializer.serialize_str(&format!("{}s", duration.as_secs())),
-            n if n % 1_000_000 == 0 => serializer.serialize_str(&format!("{}ms", duration.as_millis())),
-            _ => serializer.serialize_str(&format!("{}ns", duration.as_nanos())),
-        }
-    }
-
-    /// Reads a duration from text or a whole number of seconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer).map_err(|_| de::Error::custom(format!("expected {EXPECTED}")))? {
-            Raw::Seconds(seconds) => Ok(Duration::from_secs(seconds)),
-            Raw::Text(text) => match parse(&text) {
-                Ok(duration) => Ok(duration),
-                Err(why) => Err(de::Error::invalid_value(
-                    de::Unexpected::Str(&text),
-                    &format!("{EXPECTED} ({why})").as_str(),
-                )),
-            },
-        }
-    }
-
-    /// Parses `1.5s`, `1m30s`, `250ms`; says what is wrong otherwise.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use jovian::config::duration::parse;
-    ///
-    /// assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
-    /// assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
-    /// assert!(parse("9999999999999999999h").is_err());
-    /// ```
-    pub fn parse(text: &str) -> Result<Duration, &'static str> {
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return Err("it is empty");
-        }
-        let mut total = Duration::ZERO;
-        while !rest.is_empty() {
-            let number_end = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(rest.len());
-            let (number, after) = rest.split_at(number_end);
-            let unit_end = after
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(after.len());
-            let (unit, after) = after.split_at(unit_end);
-            if number.is_empty() {
-                return Err("it must start with a number");
-            }
-            let nanos_per_unit: u128 = match unit.trim() {
-                "ns" => 1,
-                "us" | "µs" => 1_000,
-                "ms" => 1_000_000,
-                "s" => 1_000_000_000,
-                "m" => 60_000_000_000,
-                "h" => 3_600_000_000_000,
-                "d" => 86_400_000_000_000,
-                "" => return Err("every number needs a unit (ms, s, m, h, ...)"),
-                _ => return Err("the unit is not one of ns, us, ms, s, m, h, d"),
-            };
-            total = total
-                .checked_add(scaled(number, nanos_per_unit)?)
-                .ok_or("it is too long")?;
-            rest = after.trim_start();
-        }
-        Ok(total)
-    }
-
-    /// `number` (digits, maybe with a fraction) times `nanos_per_unit`, exactly or an error.
-    fn scaled(number: &str, nanos_per_unit: u128) -> Result<Duration, &'static str> {
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
-            return Err("a number is written like 2 or 1.5");
-        }
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| "it is too long")?
-        };
-        let mut nanos = whole.checked_mul(nanos_per_unit).ok_or("it is too long")?;
-        let mut scale = nanos_per_unit;
-        for digit in fraction.bytes().take(18) {
-            scale /= 10;
-            nanos += u128::from(digit - b'0') * scale;
-        }
-        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| "it is too long")?;
-        Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
-    }
-}
-
-/// [`duration`], refusing zero: for settings where no time at all means nothing.
-pub mod positive_duration {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer, de};
-
-    /// Writes `duration` as [`duration`](super::duration) does.
-    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        super::duration::serialize(duration, serializer)
-    }
-
-    /// Reads a duration as [`duration`](super::duration) does, refusing zero.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let duration = super::duration::deserialize(deserializer)?;
-        if duration.is_zero() {
-            return Err(de::Error::invalid_value(
-                de::Unexpected::Str("0s"),
-                &"a duration greater than zero, like \"2s\"",
-            ));
-        }
-        Ok(duration)
-    }
-}
-
-/// A [`positive_duration`] or `"none"`, for a deadline that may be turned off.
-mod duration_or_none {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    const NONE: &str = "none";
-
-    pub(super) fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
-        match duration {
-            Some(duration) => super::duration::serialize(duration, serializer),
-            None => serializer.serialize_str(NONE),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        let expected = "a duration greater than zero, like \"2s\", or \"none\"";
-        let duration =
-            match Raw::deserialize(deserializer).map_err(|_| de::Error::custom(format!("expected {expected}")))? {
-                Raw::Text(text) if text.trim() == NONE => return Ok(None),
-                Raw::Seconds(seconds) => Duration::from_secs(seconds),
-                Raw::Text(text) => super::duration::parse(&text).map_err(|why| {
-                    de::Error::invalid_value(de::Unexpected::Str(&text), &format!("{expected} ({why})").as_str())
-                })?,
-            };
-        match duration.is_zero() {
-            true => Err(de::Error::invalid_value(de::Unexpected::Str("0s"), &expected)),
-            false => Ok(Some(duration)),
-        }
-    }
-}
-
-/// An optional [`positive_duration`]: absent or a duration greater than zero.
-mod optional_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
-        match duration {
-            Some(duration) => super::duration::serialize(duration, serializer),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Positive(#[serde(with = "super::positive_duration")] Duration);
-        Ok(Option::<Positive>::deserialize(deserializer)?.map(|Positive(duration)| duration))
-    }
 }
 
 #[cfg(test)]

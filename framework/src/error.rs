@@ -110,7 +110,7 @@ pub enum Error {
     #[error("{stage} hook failed: {source}")]
     Hook {
         /// The stage the hook ran at.
-        stage: crate::app::Stage,
+        stage: crate::lifecycle::Stage,
         /// The hook's error.
         #[source]
         source: BoxError,

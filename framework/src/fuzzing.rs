@@ -19,8 +19,8 @@ use tonic::Code;
 use tonic::body::Body;
 
 use crate::ServiceInfo;
-use crate::grpc;
-use crate::h2frames::{FrameHead, FrameScan};
+use crate::http2::frames::{FrameHead, FrameScan};
+use crate::http2::grpc;
 use crate::server::LimitedMessages;
 
 /// A fuzz target's check of one input: it panics on a finding.

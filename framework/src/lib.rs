@@ -27,15 +27,15 @@
 pub mod app;
 pub mod client;
 pub mod config;
+mod durations;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod governor;
-mod grpc;
-mod h2body;
-mod h2frames;
+mod http2;
 mod instances;
+mod lifecycle;
 pub mod metrics;
 mod observe;
 pub mod registry;
@@ -56,7 +56,6 @@ pub use client::{ClientBuilder, ClientOptions, ServiceChannel};
 pub use config::Config;
 pub use error::{BoxError, Error, Result};
 pub use instances::{Change, Instances, InstancesPublisher, InstancesWatch};
-pub use registry::{Discovery, Registrar, Registry};
-pub use sd::MetricsTarget;
+pub use registry::{Discovery, MetricsTarget, Registrar, Registry};
 pub use server::{GrpcServer, LayeredService, ServerTls};
 pub use service::{InvalidEntry, MAX_ENTRY_BYTES, MIN_PING_INTERVAL_KEY, ServiceInfo};

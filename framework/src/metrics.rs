@@ -130,9 +130,9 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 ///
 /// A call does not say what kind of method it calls, and tonic's generated code does not tell
 /// either. A server takes every method for unary unless told otherwise with
-/// [`GrpcServer::method_type`](crate::GrpcServer::method_type); a client takes a call whose
+/// `GrpcServer::method_type`; a client takes a call whose
 /// request was complete when it was made for unary and any other for bidi-streaming, unless
-/// told otherwise with [`ClientBuilder::method_type`](crate::ClientBuilder::method_type).
+/// told otherwise with `ClientBuilder::method_type`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GrpcType {

@@ -53,7 +53,7 @@ struct ObservedBody {
 impl ObservedBody {
     /// Wraps `response`'s body; a trailers-only response reports its status at once.
     fn observe(response: http::Response<Body>, ending: Ending) -> http::Response<Body> {
-        let code = crate::grpc::status(response.headers());
+        let code = crate::http2::grpc::status(response.headers());
         response.map(|inner| {
             let mut body = ObservedBody {
                 inner,
@@ -83,7 +83,7 @@ impl http_body::Body for ObservedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = crate::grpc::status(trailers).or(self.code);
+                    let code = crate::http2::grpc::status(trailers).or(self.code);
                     self.end(code);
                 }
             }
@@ -252,7 +252,7 @@ where
         let this = self.project();
         let response = ready!(this.call.poll(cx))?;
         if let Some((path, methods)) = this.learn.take() {
-            methods.reached(&path, crate::grpc::status(response.headers()));
+            methods.reached(&path, crate::http2::grpc::status(response.headers()));
         }
         Poll::Ready(Ok(response))
     }

@@ -27,43 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{Discovery, ServiceInfo};
 
-/// One governor's metrics target, as a registry keeps it (etcd: a
-/// `/prometheus/job/{app}/{hostname}/{address}` key).
-///
-/// Fields may be added in any release: a registry builds one with [`MetricsTarget::new`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MetricsTarget {
-    /// The App's name.
-    pub app: String,
-    /// The host it runs on (may be empty).
-    pub hostname: String,
-    /// What a scraper dials: the governor's `host:port`.
-    pub target: String,
-    /// The provider entries the same App registered (its servers), for labels: service, zone,
-    /// region, version. Empty when it serves none, or when the registry cannot tell which
-    /// entries belong to the App.
-    pub instances: Vec<ServiceInfo>,
-}
-
-impl MetricsTarget {
-    /// The governor of App `app` on `hostname`, scraped at `target` (`host:port`), with no
-    /// instances.
-    pub fn new(app: impl Into<String>, hostname: impl Into<String>, target: impl Into<String>) -> Self {
-        Self {
-            app: app.into(),
-            hostname: hostname.into(),
-            target: target.into(),
-            instances: Vec::new(),
-        }
-    }
-
-    /// Sets the provider entries the same App registered.
-    pub fn with_instances(mut self, instances: Vec<ServiceInfo>) -> Self {
-        self.instances = instances;
-        self
-    }
-}
+pub use crate::registry::MetricsTarget;
 
 /// The HTTP SD document for `targets`: one group per target, labelled `jovian_app`,
 /// `jovian_hostname` and, from the App's registered servers, `jovian_service`, `jovian_zone`,

@@ -493,12 +493,12 @@ impl TlsFiles {
     fn options(&self) -> Result<TlsOptions, Error> {
         let mut options = TlsOptions::new();
         if let Some(ca) = &self.ca {
-            options = options.ca_certificate(Certificate::from_pem(read_pem("registry.tls.ca", ca)?));
+            options = options.ca_certificate(Certificate::from_pem(jovian::config::read_pem("registry.tls.ca", ca)?));
         }
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                let cert = read_pem("registry.tls.cert", cert)?;
-                let key = read_pem("registry.tls.key", key)?;
+                let cert = jovian::config::read_pem("registry.tls.cert", cert)?;
+                let key = jovian::config::read_pem("registry.tls.key", key)?;
                 options = options.identity(Identity::from_pem(cert, key));
             }
             (None, None) => {}
@@ -522,10 +522,6 @@ impl TlsFiles {
         }
         Ok(options)
     }
-}
-
-fn read_pem(key: &str, path: &PathBuf) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| config_error(key, "a readable PEM file", &format!("{}: {e}", path.display())))
 }
 
 pub(crate) fn config_error(key: &str, expected: &str, found: &str) -> Error {

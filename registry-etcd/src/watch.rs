@@ -179,6 +179,7 @@ impl Watcher {
                     self.stats.watch_restarted(&view.name);
                 }
             }
+            let interrupted = Instant::now();
             loop {
                 tokio::select! {
                     () = self.stopped.cancelled() => return,
@@ -187,7 +188,7 @@ impl Watcher {
                 }
                 match self.load(&view.name).await {
                     Ok(fresh) => {
-                        view.replace(fresh, self.relist_grace);
+                        view.replace(fresh, self.relist_grace, interrupted.elapsed());
                         publisher.publish(view.snapshot());
                         backoff.reset();
                         break;
@@ -466,10 +467,10 @@ impl ServiceView {
         }
     }
 
-    /// Takes a fresh listing after an interruption. Instances it lacks are kept for `grace`
-    /// while their owners put them back: an outage longer than the TTL expired their leases,
-    /// or etcd lost its data.
-    fn replace(&mut self, fresh: ServiceView, grace: Duration) {
+    /// Takes a fresh listing after an interruption that lasted `outage` (from the watch's end
+    /// to this listing). Instances it lacks are kept for `grace` while their owners put them
+    /// back: an outage longer than the TTL expired their leases, or etcd lost its data.
+    fn replace(&mut self, fresh: ServiceView, grace: Duration, outage: Duration) {
         let mut previous = std::mem::replace(self, fresh);
         if previous.revision > self.revision {
             tracing::warn!(
@@ -482,21 +483,25 @@ impl ServiceView {
         if grace.is_zero() {
             return;
         }
-        // Everything missing now, kept since an earlier interruption or gone in this one, gets
-        // the whole grace from now: its owner could not put it back while etcd was out of reach.
+        // What went missing in this interruption gets the whole grace from now. What was kept
+        // since an earlier one keeps its deadline, put off only by this interruption's length:
+        // its owner could not put it back while etcd was out of reach, but had the time etcd
+        // was reachable. Granting it the whole grace again would keep a dead instance for as
+        // long as watches keep restarting (a stalling etcd, or a client too busy to read its
+        // watch in time).
         let until = Instant::now() + grace;
         self.settle(grace);
         let earlier = std::mem::take(&mut previous.kept)
             .into_iter()
-            .map(|(uri, (info, _))| (uri, info));
+            .map(|(uri, (info, kept_until))| (uri, info, kept_until + outage));
         let now_missing = previous
             .providers
             .iter()
-            .map(|(uri, info)| (Arc::clone(uri), previous.merged(uri, info)));
+            .map(|(uri, info)| (Arc::clone(uri), previous.merged(uri, info), until));
         self.kept = earlier
             .chain(now_missing)
-            .filter(|(uri, _)| !self.providers.contains_key(uri))
-            .map(|(uri, info)| (uri, (info, until)))
+            .filter(|(uri, _, _)| !self.providers.contains_key(uri))
+            .map(|(uri, info, until)| (uri, (info, until)))
             .collect();
         let kept: Vec<Arc<str>> = self.kept.keys().cloned().collect();
         for uri in &kept {
@@ -734,6 +739,39 @@ mod tests {
     /// a TTL of `i64::MAX` nanoseconds, in seconds. Read as "the lease lives", it made lease
     /// expiries look like withdrawals, and clients dropped live instances.
     const LEADER_NOT_CAUGHT_UP: i64 = 9_223_372_036;
+
+    fn view(providers: &[&str]) -> ServiceView {
+        let keys = Keys::new("/jovian".into(), &crate::Layout::Jupiter).unwrap();
+        let mut view = ServiceView::new("s", "/jovian/s/".into(), keys);
+        for address in providers {
+            let info = ServiceInfo::new("s", *address);
+            view.providers.insert(info.uri().into(), Arc::new(info));
+        }
+        view
+    }
+
+    fn deadline(view: &ServiceView, address: &str) -> Instant {
+        view.kept[&*ServiceInfo::new("s", address).uri()].1
+    }
+
+    #[tokio::test]
+    async fn a_relist_puts_a_kept_instance_off_by_the_outage_and_never_grants_the_grace_again() {
+        let grace = Duration::from_secs(10);
+        let mut view = view(&["10.0.0.1:1", "10.0.0.2:1"]);
+        // The first interruption: one instance is missing from the fresh list.
+        let before = Instant::now();
+        view.replace(self::view(&["10.0.0.2:1"]), grace, Duration::from_secs(2));
+        let first = deadline(&view, "10.0.0.1:1");
+        assert!(first >= before + grace, "the whole grace from the relist");
+
+        // A second, short interruption (a stall on a busy machine): the kept instance's
+        // deadline moves by the interruption's length only; the newly missing one gets it all.
+        let outage = Duration::from_millis(300);
+        let before = Instant::now();
+        view.replace(self::view(&[]), grace, outage);
+        assert_eq!(deadline(&view, "10.0.0.1:1"), first + outage);
+        assert!(deadline(&view, "10.0.0.2:1") >= before + grace);
+    }
 
     #[test]
     fn a_lease_etcd_reports_as_never_expiring_is_not_proven_alive() {

@@ -42,6 +42,22 @@ impl Greeter for Sleepy {
     }
 }
 
+/// A [`Sleepy`] Greeter that tells `started` each time a call reaches it, so a test can wait
+/// until a call is certainly in flight on the server instead of sleeping and hoping.
+#[derive(Clone, Debug, Default)]
+pub struct Announcing {
+    /// Notified once per call, as the handler starts (a permit is kept if nobody waits yet).
+    pub started: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[tonic::async_trait]
+impl Greeter for Announcing {
+    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        self.started.notify_one();
+        Sleepy.say_hello(request).await
+    }
+}
+
 /// Starts `server` in an App registered in `store`, with no governor and no drain delay, as
 /// tests want it: stopped at once.
 pub async fn serve(store: &jovian_registry_memory::MemoryStore, server: GrpcServer) -> jovian::Running {

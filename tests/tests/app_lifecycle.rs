@@ -9,7 +9,7 @@ use std::time::Duration;
 use jovian::{App, ClientBuilder, Discovery, Error, Registrar, Registry, Stage};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server};
 use jovian_registry_memory::MemoryStore;
-use jovian_tests::greeters::{Sleepy, server};
+use jovian_tests::greeters::{Announcing, server};
 use jovian_tests::{eventually, init_logging, within};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -107,6 +107,35 @@ async fn listening_everywhere_without_advertise_is_a_config_error() {
     assert!(
         matches!(&error, Error::Config { key, .. } if key == "servers.anywhere.advertise"),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_no_governor_serving() {
+    init_logging();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config =
+        jovian::Config::from_toml(&format!("[governor]\nenabled = true\naddress = \"0.0.0.0:{port}\"")).unwrap();
+    let store = MemoryStore::new();
+    let error = App::from_config(config)
+        .registry(store.registry())
+        .serve(greeter_server("governed"))
+        .start()
+        .await
+        .expect_err("started a governor on every interface without an address to register");
+    assert!(
+        matches!(&error, Error::Config { key, .. } if key == "governor.advertise"),
+        "{error}"
+    );
+    // The governor bound its port before the start failed: the failed start gave it back.
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(
+        refused.is_err(),
+        "the governor of a failed start still answers on port {port}"
     );
 }
 
@@ -225,16 +254,22 @@ async fn stop_unregisters_and_goes_not_serving_before_it_stops_serving() {
 async fn in_flight_calls_finish_during_a_graceful_stop() {
     init_logging();
     let store = MemoryStore::new();
+    let greeter = Announcing::default();
     let running = App::new()
         .registry(store.registry())
         .drain_delay(Duration::ZERO)
-        .serve(server("inflight", Sleepy))
+        .serve(server("inflight", greeter.clone()))
         .start()
         .await
         .unwrap();
     let addr = running.local_addrs()[0];
     let call = tokio::spawn(direct_hello(addr, "600"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    within(
+        Duration::from_secs(10),
+        "the call reaching its handler",
+        greeter.started.notified(),
+    )
+    .await;
     running.stop().await.unwrap();
     assert!(
         call.await
@@ -248,17 +283,23 @@ async fn in_flight_calls_finish_during_a_graceful_stop() {
 async fn calls_past_the_shutdown_deadline_are_cut_off_and_reported() {
     init_logging();
     let store = MemoryStore::new();
+    let greeter = Announcing::default();
     let running = App::new()
         .registry(store.registry())
         .drain_delay(Duration::ZERO)
         .shutdown_deadline(Duration::from_millis(200))
-        .serve(server("deadline", Sleepy))
+        .serve(server("deadline", greeter.clone()))
         .start()
         .await
         .unwrap();
     let addr = running.local_addrs()[0];
     let call = tokio::spawn(direct_hello(addr, "10000"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    within(
+        Duration::from_secs(10),
+        "the call reaching its handler",
+        greeter.started.notified(),
+    )
+    .await;
     let stopped = within(Duration::from_secs(5), "the stop", running.stop()).await;
     assert!(matches!(stopped, Err(Error::ShutdownDeadline(_))), "{stopped:?}");
     assert!(

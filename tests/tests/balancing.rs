@@ -11,7 +11,7 @@ use jovian::client::{ClientOptions, Ejection, Filter, HashKey, Policy};
 use jovian::{App, ClientBuilder, Discovery, GrpcServer, Registrar, Running, ServiceChannel, ServiceInfo};
 use jovian_examples::{GreeterClient, HelloRequest, greeter_server, replying_address};
 use jovian_registry_memory::MemoryStore;
-use jovian_tests::{eventually, init_logging, within};
+use jovian_tests::{eventually, init_logging};
 use tonic::Code;
 
 const SAY_HELLO: &str = "/helloworld.Greeter/SayHello";
@@ -581,22 +581,23 @@ async fn an_instance_registered_under_load_gets_calls_and_one_unregistered_none(
     let info = ServiceInfo::new("join", joined_addr.clone());
     let registered_at = Instant::now();
     registry.register(&info).await.unwrap();
-    let first_call = within(Duration::from_secs(2), "a call to the new instance", async {
-        loop {
-            if let Some((at, _)) = served
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(at, s)| *s == joined_addr && *at >= registered_at)
-            {
-                return *at;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    // How fast is the bench's to measure (propagation); here it only has to happen.
+    // Then it stays in the rotation, not one stray call: it goes on taking its share.
+    let served_by_joined = || {
+        let served = served.lock().unwrap();
+        served
+            .iter()
+            .filter(|(at, s)| *s == joined_addr && *at >= registered_at)
+            .count()
+    };
+    eventually(Duration::from_secs(5), "a call to the new instance", || async {
+        (served_by_joined() >= 1).then_some(())
     })
     .await;
-    // How fast is the bench's to measure (propagation); here it only has to happen.
-    assert!(first_call >= registered_at);
+    eventually(Duration::from_secs(5), "ten calls to the new instance", || async {
+        (served_by_joined() >= 10).then_some(())
+    })
+    .await;
 
     registry.unregister(&info).await.unwrap();
     eventually(Duration::from_secs(2), "the removal to reach the client", || async {

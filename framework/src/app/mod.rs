@@ -40,10 +40,7 @@ use crate::client::{ClientBuilder, ServiceChannel};
 use crate::error::BoxError;
 use crate::{Config, Error, GrpcServer, Registry, Result};
 
-/// How long an App waits after unregistering before it stops serving, by default.
-pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(1);
-/// How long in-flight calls get to finish once serving stops, by default.
-pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+pub use crate::lifecycle::{DEFAULT_DRAIN_DELAY, DEFAULT_SHUTDOWN_DEADLINE, Stage};
 
 /// A microservice process: servers, the registry they register in, and hooks.
 ///
@@ -78,19 +75,6 @@ pub(crate) struct Overrides {
     drain_delay: Option<Duration>,
     shutdown_deadline: Option<Duration>,
     governor: Option<Option<std::net::SocketAddr>>,
-}
-
-/// A point in the App's life where hooks run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// Before any listener is bound.
-    BeforeStart,
-    /// Once every server serves and is registered.
-    AfterStart,
-    /// As stopping begins, before anything is unregistered.
-    BeforeStop,
-    /// Once every server has stopped and everything the App registered is unregistered.
-    AfterStop,
 }
 
 /// A lifecycle hook: runs once, at its stage.
@@ -342,16 +326,5 @@ impl fmt::Debug for App {
             .field("hooks", &self.hooks.iter().map(|(stage, _)| *stage).collect::<Vec<_>>())
             .field("overrides", &self.overrides)
             .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stage::BeforeStart => "before-start",
-            Stage::AfterStart => "after-start",
-            Stage::BeforeStop => "before-stop",
-            Stage::AfterStop => "after-stop",
-        })
     }
 }

@@ -210,7 +210,15 @@ impl Running {
                     governor.local_addr,
                     "governor.advertise",
                     "the host:port scrapers should dial, because the governor listens on every interface",
-                )?;
+                );
+                let address = match address {
+                    Ok(address) => address,
+                    Err(error) => {
+                        // A start that fails leaves nothing serving, the governor included.
+                        governor.stop().await;
+                        return Err(error);
+                    }
+                };
                 let info = governor_info(&config, &bound, address);
                 Some((governor, info))
             }

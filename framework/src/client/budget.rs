@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use super::now_ms;
+use super::clock::now_ms;
 
 /// Tokens are counted in thousandths.
 const TOKEN: i64 = 1000;

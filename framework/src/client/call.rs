@@ -25,14 +25,14 @@ use tonic::{Code, Status};
 use tower::ServiceExt;
 
 use super::balancer::{Balancer, error_chain};
-use super::deadline;
 use super::instance::{InFlight, Instance};
 use super::layer::{Attempt, ConnectionError, InstanceService};
 use super::metrics::MethodName;
-use super::replay::{self, Ready};
+use super::replay;
 use super::transport::{Head, Payload, RecvBody, TransportError};
 use crate::error::BoxError;
-use crate::grpc::GRPC_TIMEOUT;
+use crate::http2::deadline;
+use crate::http2::grpc::GRPC_TIMEOUT;
 use crate::metrics::{GrpcType, MethodSeries, grpc_code_name};
 use crate::trace::{TRACEPARENT, TraceContext, propagator};
 
@@ -53,7 +53,7 @@ pub(super) struct Call {
     /// A copy of the caller's headers for the attempts after the first, if there may be any.
     saved: Saved,
     extensions: http::Extensions,
-    body: Option<Ready>,
+    body: Option<Payload>,
     /// The trace context the channel made, when the caller sent no `traceparent`.
     trace: Option<TraceContext>,
     key: Option<u64>,
@@ -125,12 +125,8 @@ impl Call {
     /// The body of one attempt.
     fn payload(&mut self, last: bool) -> Payload {
         match &self.body {
-            Some(Ready::Complete(data)) if !last => Payload::Complete(data.clone()),
-            _ => match self.body.take() {
-                Some(Ready::Complete(data)) => Payload::Complete(data),
-                Some(Ready::Streaming(body)) => Payload::Streaming(body),
-                None => Payload::Complete(Bytes::new()),
-            },
+            Some(Payload::Complete(data)) if !last => Payload::Complete(data.clone()),
+            _ => self.body.take().unwrap_or(Payload::Complete(Bytes::new())),
         }
     }
 }
@@ -164,6 +160,58 @@ impl From<TransportError> for Failure {
     }
 }
 
+/// One call's way through its attempts: what every attempt and the call's end need.
+struct Run {
+    started: Instant,
+    method: &'static MethodSeries,
+    span: tracing::Span,
+    idempotent: bool,
+    /// Whether the body is kept for another attempt.
+    replayable: bool,
+    max_attempts: usize,
+    /// The instances that failed the call, not to be picked again.
+    tried: Vec<Arc<Instance>>,
+    reconnects: usize,
+    /// The status the last failed attempt would have given the caller.
+    last_failure: Option<Status>,
+}
+
+impl Run {
+    fn start(balancer: &Balancer, call: &Call) -> Self {
+        let method = call.method_metrics;
+        method.started.inc();
+        let replayable = matches!(call.body, Some(Payload::Complete(_)));
+        let retry = &balancer.options.retry;
+        Self {
+            started: Instant::now(),
+            method,
+            span: tracing::Span::current(),
+            idempotent: retry.is_idempotent(call.path.path()),
+            replayable,
+            max_attempts: if replayable { retry.max_attempts.max(1) } else { 1 },
+            tried: Vec::new(),
+            reconnects: 0,
+            last_failure: None,
+        }
+    }
+
+    /// Counts and times a call that failed without a response; returns its status.
+    fn end(&self, status: Status) -> BoxError {
+        self.method.handled(status.code()).inc();
+        self.method.handling.observe(self.started.elapsed().as_secs_f64());
+        self.span.record("code", grpc_code_name(status.code()));
+        status.into()
+    }
+}
+
+/// What a call does after a failed attempt.
+enum Next {
+    /// Another attempt, on another instance or a new connection.
+    Retry,
+    /// Nothing more: the caller gets this.
+    Fail(Status),
+}
+
 impl Balancer {
     /// Reads a call's trace context, deadline and method, and keeps its request for the
     /// attempts; returns it with the `grpc.client` span it is sent in.
@@ -187,7 +235,7 @@ impl Balancer {
             None => builtin_client_span(&self.service, &parts),
         };
         let body = replay::read_now(body);
-        let streaming = matches!(body, Ready::Streaming(_));
+        let streaming = matches!(body, Payload::Streaming(_));
         let path = parts
             .uri
             .path_and_query()
@@ -243,131 +291,158 @@ impl Balancer {
 
     /// Sends a prepared call, within its deadline, moving it to another instance when that is
     /// safe; to be run in the call's span.
+    ///
+    /// Each round is three steps: [`attempt`](Self::attempt) picks an instance and sends the
+    /// call there, once; [`answered`](Self::answered) hands a response to the caller; after a
+    /// failure [`decide`](Self::decide) counts it, ejects the instance if it is to blame, and
+    /// says whether the call goes on to another attempt.
     pub(super) async fn send(self: Arc<Self>, mut call: Call) -> Result<http::Response<Body>, BoxError> {
-        let started = Instant::now();
-        let method = call.method_metrics;
-        method.started.inc();
-        let idempotent = self.options.retry.is_idempotent(call.path.path());
-        let replayable = matches!(call.body, Some(Ready::Complete(_)));
-        let max_attempts = if replayable {
-            self.options.retry.max_attempts.max(1)
-        } else {
-            1
-        };
+        let mut run = Run::start(&self, &call);
         self.budget.deposit();
-        let span = tracing::Span::current();
-        let mut tried: Vec<Arc<Instance>> = Vec::new();
-        let mut reconnects = 0;
-        let mut last_failure = None;
         loop {
-            let picked = self.set.load().pick(&self.sequence, call.key, &tried);
+            let picked = self.set.load().pick(&self.sequence, call.key, &run.tried);
             let Some(instance) = picked else {
                 // Failing fast completes without waiting on anything, so a caller retrying in a
                 // loop would never yield: take from the task's budget like any I/O would.
                 tokio::task::consume_budget().await;
                 // Nothing left to try: say why the last attempt failed, not that none exist.
-                let status = last_failure.unwrap_or_else(|| self.unavailable(&self.set.load()));
-                return Err(ended(method, started, &span, status));
+                let status = match run.last_failure.take() {
+                    Some(status) => status,
+                    None => self.unavailable(&self.set.load()),
+                };
+                return Err(run.end(status));
             };
-            let number = tried.len() + 1;
-            let last = number >= max_attempts;
-            let headers = call.headers();
-            self.picks.inc();
-            span.record("instance", instance.info.address.as_str());
             let attempt_started = Instant::now();
             let in_flight = Arc::clone(&instance).start_call();
-            let deadline = call.deadline;
-            let outcome = if self.layers.is_empty() {
-                let attempt = self.attempt(&instance, &mut call, headers, last);
-                within(deadline, attempt)
-                    .await
-                    .map(|r| r.map(|response| response.map(Inner::H2)))
-            } else {
-                // Boxed: it is big, and only channels with layers pay for it.
-                let attempt = Box::pin(self.layered_attempt(&instance, &mut call, headers, last, number));
-                within(deadline, attempt)
-                    .await
-                    .map(|r| r.map(|response| response.map(Inner::Layered)))
-            };
-            let failure = match outcome {
-                Some(Ok(response)) => {
-                    instance.succeeded(attempt_started.elapsed());
-                    if deadline.is_some_and(|d| Instant::now() >= d)
-                        && crate::grpc::status(response.headers()) == Some(Code::Cancelled)
-                    {
-                        // The server's copy of the deadline ran out as the caller's did, and a
-                        // tonic server says so with Cancelled: the caller's deadline is the news.
-                        let status = Status::deadline_exceeded(format!(
-                            "the call to `{}` did not finish within its deadline (instance {} gave up too)",
-                            self.service, instance.info.address
-                        ));
-                        return Err(ended(method, started, &span, status));
+            match self.attempt(&instance, &mut call, &run).await {
+                Ok(response) => return self.answered(run, in_flight, attempt_started, response, call.deadline),
+                Err(failure) => {
+                    drop(in_flight);
+                    match self.decide(&mut run, instance, failure, attempt_started) {
+                        Next::Retry => continue,
+                        Next::Fail(status) => return Err(run.end(status)),
                     }
-                    let end = End {
-                        in_flight,
-                        method,
-                        started,
-                        attempt_started,
-                        span,
-                        balancer: Arc::clone(&self),
-                    };
-                    return Ok(observe(response, end, deadline));
                 }
-                Some(Err(failure)) => failure,
-                None => Failure::TimedOut,
-            };
-            drop(in_flight);
-            let code = match &failure {
-                Failure::TimedOut => Code::DeadlineExceeded,
-                Failure::Status(status) => status.code(),
-                Failure::Attempt { .. } => Code::Unavailable,
-            };
-            let series = instance.metrics(&self.service);
-            series.latency.observe(attempt_started.elapsed().as_secs_f64());
-            super::metrics::attempt_failed(&self.service, &instance.info.address, code);
-            let (error, never_sent) = match failure {
-                Failure::Status(status) => return Err(ended(method, started, &span, status)),
-                Failure::TimedOut => {
-                    self.timed_out(&instance);
-                    let status = Status::deadline_exceeded(format!(
-                        "the call to `{}` did not finish within its deadline (last instance tried: {})",
-                        self.service, instance.info.address
-                    ));
-                    return Err(ended(method, started, &span, status));
-                }
-                Failure::Attempt {
-                    error, closing: true, ..
-                } if replayable && reconnects < MAX_RECONNECTS => {
-                    // The instance closed its connection gracefully (it got old, or the
-                    // instance is stopping) before the request went: the instance may take it
-                    // on a new connection, and is not to blame.
-                    reconnects += 1;
-                    tracing::debug!(service = %self.service, %error, "sending the call again on a new connection");
-                    continue;
-                }
-                Failure::Attempt { error, never_sent, .. } => (error, never_sent),
-            };
-            self.eject(&self.set.load(), &instance, &error);
-            // gRPC clients report a broken transport as UNAVAILABLE, and retry policies key on it.
-            let failure = Status::unavailable(format!(
-                "instance {} of `{}` failed: {}",
-                instance.info.address,
-                self.service,
-                error_chain(&*error)
-            ));
-            tried.push(instance);
-            let may_retry = tried.len() < max_attempts && (never_sent || (idempotent && self.budget.withdraw()));
-            if !may_retry {
-                return Err(ended(method, started, &span, failure));
             }
-            tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
-            last_failure = Some(failure);
         }
+    }
+
+    /// One attempt of `call` on `instance`, through the application's layers if there are
+    /// any, within the call's deadline.
+    async fn attempt(
+        &self,
+        instance: &Arc<Instance>,
+        call: &mut Call,
+        run: &Run,
+    ) -> Result<http::Response<Inner>, Failure> {
+        let number = run.tried.len() + 1;
+        let last = number >= run.max_attempts;
+        let headers = call.headers();
+        self.picks.inc();
+        run.span.record("instance", instance.info.address.as_str());
+        let deadline = call.deadline;
+        let outcome = if self.layers.is_empty() {
+            let attempt = self.direct_attempt(instance, call, headers, last);
+            within(deadline, attempt)
+                .await
+                .map(|r| r.map(|response| response.map(Inner::H2)))
+        } else {
+            // Boxed: it is big, and only channels with layers pay for it.
+            let attempt = Box::pin(self.layered_attempt(instance, call, headers, last, number));
+            within(deadline, attempt)
+                .await
+                .map(|r| r.map(|response| response.map(Inner::Layered)))
+        };
+        outcome.unwrap_or(Err(Failure::TimedOut))
+    }
+
+    /// Hands a response to the caller, in a body that reports the call's end.
+    fn answered(
+        self: Arc<Self>,
+        run: Run,
+        in_flight: InFlight,
+        attempt_started: Instant,
+        response: http::Response<Inner>,
+        deadline: Option<Instant>,
+    ) -> Result<http::Response<Body>, BoxError> {
+        let instance = &in_flight.instance;
+        instance.succeeded(attempt_started.elapsed());
+        if deadline.is_some_and(|d| Instant::now() >= d)
+            && crate::http2::grpc::status(response.headers()) == Some(Code::Cancelled)
+        {
+            // The server's copy of the deadline ran out as the caller's did, and a tonic server
+            // says so with Cancelled: the caller's deadline is the news.
+            let status = Status::deadline_exceeded(format!(
+                "the call to `{}` did not finish within its deadline (instance {} gave up too)",
+                self.service, instance.info.address
+            ));
+            return Err(run.end(status));
+        }
+        let end = End {
+            in_flight,
+            method: run.method,
+            started: run.started,
+            attempt_started,
+            span: run.span,
+            balancer: self,
+        };
+        Ok(observe(response, end, deadline))
+    }
+
+    /// After a failed attempt on `instance`: counts it, blames the instance if the failure is
+    /// its own, and says whether the call is tried again.
+    fn decide(&self, run: &mut Run, instance: Arc<Instance>, failure: Failure, attempt_started: Instant) -> Next {
+        let code = match &failure {
+            Failure::TimedOut => Code::DeadlineExceeded,
+            Failure::Status(status) => status.code(),
+            Failure::Attempt { .. } => Code::Unavailable,
+        };
+        let series = instance.metrics(&self.service);
+        series.latency.observe(attempt_started.elapsed().as_secs_f64());
+        super::metrics::attempt_failed(&self.service, &instance.info.address, code);
+        let (error, never_sent) = match failure {
+            Failure::Status(status) => return Next::Fail(status),
+            Failure::TimedOut => {
+                self.timed_out(&instance);
+                return Next::Fail(Status::deadline_exceeded(format!(
+                    "the call to `{}` did not finish within its deadline (last instance tried: {})",
+                    self.service, instance.info.address
+                )));
+            }
+            Failure::Attempt {
+                error, closing: true, ..
+            } if run.replayable && run.reconnects < MAX_RECONNECTS => {
+                // The instance closed its connection gracefully (it got old, or the instance
+                // is stopping) before the request went: the instance may take it on a new
+                // connection, and is not to blame.
+                run.reconnects += 1;
+                tracing::debug!(service = %self.service, %error, "sending the call again on a new connection");
+                return Next::Retry;
+            }
+            Failure::Attempt { error, never_sent, .. } => (error, never_sent),
+        };
+        self.eject(&self.set.load(), &instance, &error);
+        // gRPC clients report a broken transport as UNAVAILABLE, and retry policies key on it.
+        let failure = Status::unavailable(format!(
+            "instance {} of `{}` failed: {}",
+            instance.info.address,
+            self.service,
+            error_chain(&*error)
+        ));
+        run.tried.push(instance);
+        let may_retry =
+            run.tried.len() < run.max_attempts && (never_sent || (run.idempotent && self.budget.withdraw()));
+        if !may_retry {
+            return Next::Fail(failure);
+        }
+        tracing::debug!(service = %self.service, %error, never_sent, "sending the call to another instance");
+        run.last_failure = Some(failure);
+        Next::Retry
     }
 
     /// One attempt straight on the instance's connection: one future, the connect (on a new
     /// connection only) and the response the only waits.
-    async fn attempt(
+    async fn direct_attempt(
         &self,
         instance: &Instance,
         call: &mut Call,
@@ -375,13 +450,12 @@ impl Balancer {
         last: bool,
     ) -> Result<http::Response<RecvBody>, Failure> {
         let link = instance.link(&self.connector)?;
-        let live = link.connection().await?;
         let head = Head {
             method: call.method.clone(),
             path: call.path.clone(),
             headers,
         };
-        Ok(link.send(&live, head, call.payload(last)).await?)
+        Ok(link.call(head, call.payload(last)).await?)
     }
 
     /// Counts a call that ran out of time on `instance`, which is ejected after
@@ -501,14 +575,6 @@ fn builtin_client_span(service: &str, parts: &http::request::Parts) -> (tracing:
     (span, context.filter(|_| made))
 }
 
-/// Counts and times a call that failed without a response; returns its status.
-fn ended(method: &MethodSeries, started: Instant, span: &tracing::Span, status: Status) -> BoxError {
-    method.handled(status.code()).inc();
-    method.handling.observe(started.elapsed().as_secs_f64());
-    span.record("code", grpc_code_name(status.code()));
-    status.into()
-}
-
 /// A `traceparent` value for `context`, sampled; marked sensitive, so HTTP/2 header
 /// compression sends it as a literal instead of filling the connection's table with values
 /// that never repeat (and evicting the ones that do).
@@ -559,7 +625,7 @@ struct End {
 }
 
 fn observe(response: http::Response<Inner>, end: End, deadline: Option<Instant>) -> http::Response<Body> {
-    let code = crate::grpc::status(response.headers()).or_else(|| http_code(response.status()));
+    let code = crate::http2::grpc::status(response.headers()).or_else(|| http_code(response.status()));
     response.map(|inner| {
         let mut body = Observed {
             inner,
@@ -639,7 +705,7 @@ impl http_body::Body for Observed {
         match &polled {
             Some(Ok(frame)) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = crate::grpc::status(trailers).or(self.code);
+                    let code = crate::http2::grpc::status(trailers).or(self.code);
                     self.end(code);
                 }
             }

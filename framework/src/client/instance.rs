@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::clock::now_ms;
 use super::layer::InstanceService;
 use super::metrics::InstanceMetrics;
-use super::now_ms;
 use super::transport::{Connector, Link, TransportError};
 use crate::ServiceInfo;
 use crate::error::BoxError;

@@ -35,8 +35,7 @@ use tonic::body::Body;
 use tower::Service;
 use tower::util::BoxCloneSyncService;
 
-use super::replay::Ready;
-use super::transport::{Head, Link, Payload, TransportError};
+use super::transport::{Head, Link, TransportError};
 use crate::ServiceInfo;
 use crate::error::BoxError;
 
@@ -197,10 +196,7 @@ impl Service<http::Request<Body>> for LinkService {
         let link = Arc::clone(&self.link);
         async move {
             let (parts, body) = request.into_parts();
-            let payload = match super::replay::read_now(body) {
-                Ready::Complete(data) => Payload::Complete(data),
-                Ready::Streaming(body) => Payload::Streaming(body),
-            };
+            let payload = super::replay::read_now(body);
             let head = Head {
                 method: parts.method,
                 path: parts
@@ -210,8 +206,7 @@ impl Service<http::Request<Body>> for LinkService {
                     .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
                 headers: parts.headers,
             };
-            let live = link.connection().await.map_err(ConnectionError)?;
-            let response = link.send(&live, head, payload).await.map_err(ConnectionError)?;
+            let response = link.call(head, payload).await.map_err(ConnectionError)?;
             Ok(response.map(Body::new))
         }
         .boxed()

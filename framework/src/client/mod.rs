@@ -42,7 +42,7 @@
 mod balancer;
 mod budget;
 mod call;
-mod deadline;
+mod clock;
 mod instance;
 mod layer;
 mod live;
@@ -273,12 +273,6 @@ impl fmt::Debug for ServiceChannel {
             .field("instances", &self.balancer.len())
             .finish()
     }
-}
-
-/// Milliseconds since the first call, never 0, so it fits an atomic where 0 means "unset".
-fn now_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

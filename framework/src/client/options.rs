@@ -16,7 +16,7 @@ use crate::metrics::GrpcType;
 /// Start from [`ClientOptions::default`] and chain setters (or assign fields): options may be
 /// added in any release, so none of these types can be written as a struct literal outside
 /// jovian. Every setting also has a key in a config's `[clients.NAME]` section
-/// ([`Config::client`](crate::Config::client)).
+/// (`Config::client`).
 ///
 /// ```
 /// use std::time::Duration;

@@ -2,8 +2,9 @@
 //!
 //! An `http::Request` with a streaming body cannot be cloned. But a unary gRPC request's body
 //! (one encoded message) is complete the moment the call is made, so it is read then, without
-//! waiting, and kept: each attempt sends the same bytes. A body that is not complete at once
-//! (a client-streaming call) is sent as it comes, once.
+//! waiting, and kept as a [`Payload::Complete`]: each attempt sends the same bytes. A body that
+//! is not complete at once (a client-streaming call) is a [`Payload::Streaming`], sent as it
+//! comes, once: what was read ahead first, then the rest.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -15,21 +16,14 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use tonic::body::Body;
 
+use super::transport::Payload;
 use crate::error::BoxError;
 
 /// The largest body kept for replay; larger ones are sent once.
 const MAX_REPLAY_BYTES: usize = 1 << 20;
 
-/// A request body as far as it could be read without waiting.
-pub(super) enum Ready {
-    /// All of it.
-    Complete(Bytes),
-    /// What was read, then the rest as it comes.
-    Streaming(Body),
-}
-
 /// Reads `body` as far as it is ready now.
-pub(super) fn read_now(mut body: Body) -> Ready {
+pub(super) fn read_now(mut body: Body) -> Payload {
     let mut first: Option<Bytes> = None;
     let mut more: Vec<Bytes> = Vec::new();
     let mut size = 0;
@@ -37,7 +31,7 @@ pub(super) fn read_now(mut body: Body) -> Ready {
         match body.frame().now_or_never() {
             // The body ended: everything is in hand.
             Some(None) => {
-                return Ready::Complete(match first {
+                return Payload::Complete(match first {
                     None => Bytes::new(),
                     Some(first) if more.is_empty() => first,
                     Some(first) => concat(first, more),
@@ -64,12 +58,12 @@ pub(super) fn read_now(mut body: Body) -> Ready {
     }
 }
 
-fn streaming(read: impl Iterator<Item = Result<Frame<Bytes>, tonic::Status>>, rest: Body) -> Ready {
+fn streaming(read: impl Iterator<Item = Result<Frame<Bytes>, tonic::Status>>, rest: Body) -> Payload {
     let frames: VecDeque<_> = read.collect();
     if frames.is_empty() {
-        return Ready::Streaming(rest);
+        return Payload::Streaming(rest);
     }
-    Ready::Streaming(Body::new(Replay {
+    Payload::Streaming(Body::new(ReadAhead {
         frames,
         rest: Some(rest),
     }))
@@ -83,12 +77,12 @@ fn concat(first: Bytes, more: Vec<Bytes>) -> Bytes {
 }
 
 /// Frames already read, then the rest of the original body.
-struct Replay {
+struct ReadAhead {
     frames: VecDeque<Result<Frame<Bytes>, tonic::Status>>,
     rest: Option<Body>,
 }
 
-impl http_body::Body for Replay {
+impl http_body::Body for ReadAhead {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -114,8 +108,8 @@ mod tests {
     #[tokio::test]
     async fn complete_bodies_are_kept_and_others_pass_through_whole() {
         let one = Body::new(http_body_util::Full::new(Bytes::from_static(b"hello")));
-        assert!(matches!(read_now(one), Ready::Complete(b) if b == "hello"));
-        assert!(matches!(read_now(Body::empty()), Ready::Complete(b) if b.is_empty()));
+        assert!(matches!(read_now(one), Payload::Complete(b) if b == "hello"));
+        assert!(matches!(read_now(Body::empty()), Payload::Complete(b) if b.is_empty()));
 
         // Two chunks now, a third later: all three arrive, in order.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(4);
@@ -123,7 +117,7 @@ mod tests {
         tx.send(Ok(Frame::data(Bytes::from_static(b"b")))).await.unwrap();
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let body = Body::new(http_body_util::StreamBody::new(stream));
-        let Ready::Streaming(body) = read_now(body) else {
+        let Payload::Streaming(body) = read_now(body) else {
             panic!("a body still streaming is not complete");
         };
         tx.send(Ok(Frame::data(Bytes::from_static(b"c")))).await.unwrap();

@@ -40,13 +40,16 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::body::Body;
 
-use super::now_ms;
+use super::clock::now_ms;
 use super::options::{ClientTls, ConnectionOptions};
 use crate::error::BoxError;
-use crate::h2frames::{FrameScan, kind};
+use crate::http2::frames::{FrameScan, kind};
+use crate::http2::keepalive::{Event, Pinger};
+use crate::http2::pump::{Pump, Pumped};
+use crate::http2::tls;
 use crate::service::MIN_PING_INTERVAL_KEY;
 use crate::{Error, ServiceInfo};
 
@@ -114,7 +117,7 @@ impl Connector {
         in_flight: Arc<AtomicUsize>,
         pings: Pings,
         calm: Arc<AtomicU32>,
-    ) -> Result<Live, ConnectFailed> {
+    ) -> Result<Connection, ConnectFailed> {
         let dial = async {
             let tcp = TcpStream::connect(&*address)
                 .await
@@ -145,12 +148,10 @@ impl Connector {
                     .saturating_mul(1 << calm.load(Ordering::Relaxed))
                     .max(pings.min());
                 Some(KeepAlive {
-                    ping: connection.ping_pong()?,
+                    pinger: Pinger::new(connection.ping_pong()?),
                     interval,
                     timeout,
                     limited: matches!(pings, Pings::Limited),
-                    sleep: Box::pin(tokio::time::sleep(interval)),
-                    state: Alive::Idle,
                     frames_at_ping: 0,
                     quiet_pings: 0,
                     last_ping: None,
@@ -175,7 +176,7 @@ impl Connector {
                     io::Error::from(io::ErrorKind::ConnectionAborted),
                 )
             })?;
-            Ok::<_, ConnectFailed>(Live {
+            Ok::<_, ConnectFailed>(Connection {
                 send: Mutex::new(send),
                 state,
             })
@@ -192,58 +193,45 @@ pub(crate) fn check_tls(service: &str, tls: &ClientTls) -> crate::Result<()> {
     Tls::new(tls, &tls_section(service)).map(drop)
 }
 
+/// A setting that needs another that is not there.
+fn missing(key: &str, expected: &str) -> Error {
+    Error::Config {
+        key: key.to_owned(),
+        expected: expected.into(),
+        found: "nothing".into(),
+    }
+}
+
 fn tls_section(service: &str) -> String {
     format!("clients.{service}.tls")
 }
 
 impl Tls {
     fn new(tls: &ClientTls, section: &str) -> crate::Result<Self> {
-        let read = |key: &str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| Error::Config {
-                key: format!("{section}.{key}"),
-                expected: "a readable PEM file".into(),
-                found: format!("{}: {e}", path.display()),
-            })
-        };
-        let invalid = |key: &str, path: &std::path::Path, what: String| Error::Config {
-            key: format!("{section}.{key}"),
-            expected: "a valid PEM file".into(),
-            found: format!("{}: {what}", path.display()),
-        };
-        let missing = |key: &str, expected: &str| Error::Config {
-            key: format!("{section}.{key}"),
-            expected: expected.into(),
-            found: "nothing".into(),
-        };
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(ring_provider()));
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let key = |name: &str| format!("{section}.{name}");
+        let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| invalid("ca", std::path::Path::new(""), e.to_string()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &tls.ca {
-            let pem = read("ca", ca)?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| invalid("ca", ca, e.to_string()))?;
-                roots.add(cert).map_err(|e| invalid("ca", ca, e.to_string()))?;
-            }
-        }
+            .map_err(|e| Error::Config {
+                key: key("ca"),
+                expected: "TLS settings rustls can use".into(),
+                found: e.to_string(),
+            })?;
+        let roots = match &tls.ca {
+            Some(ca) => tls::roots(&key("ca"), ca)?,
+            None => rustls::RootCertStore::empty(),
+        };
         let builder = builder.with_root_certificates(roots);
         let mut config = match (&tls.cert, &tls.key) {
-            (Some(cert), Some(key)) => {
-                let certs = CertificateDer::pem_slice_iter(&read("cert", cert)?)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| invalid("cert", cert, e.to_string()))?;
-                let private = PrivateKeyDer::from_pem_slice(&read("key", key)?)
-                    .map_err(|e| invalid("key", key, e.to_string()))?;
+            (Some(cert), Some(private)) => {
+                let certs = tls::certificates(&key("cert"), cert)?;
+                let private = tls::private_key(&key("key"), private)?;
                 builder
                     .with_client_auth_cert(certs, private)
-                    .map_err(|e| invalid("cert", cert, e.to_string()))?
+                    .map_err(|e| tls::invalid(&key("cert"), "a certificate to go with tls.key", cert, e))?
             }
             (None, None) => builder.with_no_client_auth(),
-            (Some(_), None) => return Err(missing("key", "the private key of tls.cert")),
-            (None, Some(_)) => return Err(missing("cert", "the certificate of tls.key")),
+            (Some(_), None) => return Err(missing(&key("key"), "the private key of tls.cert")),
+            (None, Some(_)) => return Err(missing(&key("cert"), "the certificate of tls.key")),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         let server_name = tls
@@ -251,7 +239,7 @@ impl Tls {
             .as_ref()
             .map(|name| {
                 ServerName::try_from(name.clone()).map_err(|e| Error::Config {
-                    key: format!("{section}.server_name"),
+                    key: key("server_name"),
                     expected: "a DNS name or an IP address".into(),
                     found: format!("{name}: {e}"),
                 })
@@ -306,7 +294,7 @@ pub(super) struct Link {
     /// How many times the instance closed a connection for too many pings: each doubles the
     /// keep-alive interval of the connections made after it.
     calm: Arc<AtomicU32>,
-    live: ArcSwapOption<Live>,
+    live: ArcSwapOption<Connection>,
     connecting: Mutex<Option<Connecting>>,
 }
 
@@ -347,10 +335,10 @@ impl Pings {
     }
 }
 
-type Connecting = Shared<BoxFuture<'static, Result<Arc<Live>, Arc<ConnectFailed>>>>;
+type Connecting = Shared<BoxFuture<'static, Result<Arc<Connection>, Arc<ConnectFailed>>>>;
 
 /// A connection that was made, alive or not.
-pub(super) struct Live {
+pub(super) struct Connection {
     send: Mutex<h2::client::SendRequest<Bytes>>,
     state: Arc<ConnState>,
 }
@@ -419,7 +407,7 @@ impl Link {
     }
 
     /// The live connection, made now if there is none (one connect for every caller waiting).
-    pub(super) async fn connection(&self) -> Result<Arc<Live>, TransportError> {
+    async fn connection(&self) -> Result<Arc<Connection>, TransportError> {
         if let Some(live) = &*self.live.load()
             && !live.state.is_closed()
         {
@@ -472,7 +460,7 @@ impl Link {
     }
 
     /// The request h2 sends for `head`: its path on this instance's scheme and authority.
-    pub(super) fn request(&self, head: Head) -> http::Request<()> {
+    fn request(&self, head: Head) -> http::Request<()> {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
@@ -486,26 +474,20 @@ impl Link {
         request
     }
 
-    /// Sends `head` with `body` on `live` and waits for the response's head.
-    pub(super) async fn send(
-        &self,
-        live: &Live,
-        head: Head,
-        body: Payload,
-    ) -> Result<http::Response<RecvBody>, TransportError> {
+    /// Sends `head` with `body` on the instance's connection (made now if there is none) and
+    /// waits for the response's head: the one way every attempt reaches the wire, with or
+    /// without the application's layers.
+    pub(super) async fn call(&self, head: Head, body: Payload) -> Result<http::Response<RecvBody>, TransportError> {
+        let connection = self.connection().await?;
         let mut request = Some(self.request(head));
-        let (response, stream) = std::future::poll_fn(|cx| live.poll_send(cx, &mut request)).await?;
+        let (response, stream) = std::future::poll_fn(|cx| connection.poll_send(cx, &mut request)).await?;
         let cancel = self.send_body(stream, body);
-        live.response(response, cancel).await
+        connection.response(response, cancel).await
     }
 
     /// Sends a request's body after its head: at once when it is complete, else from a task
     /// of its own; returns what stops that task when the response is dropped.
-    pub(super) fn send_body(
-        &self,
-        mut stream: h2::SendStream<Bytes>,
-        body: Payload,
-    ) -> Option<tokio::sync::oneshot::Sender<()>> {
+    fn send_body(&self, mut stream: h2::SendStream<Bytes>, body: Payload) -> Option<tokio::sync::oneshot::Sender<()>> {
         match body {
             // Even an empty body ends in a DATA frame, not on the HEADERS: grpc-go servers
             // before 1.84 never tell a handler that a request stream ended on its HEADERS
@@ -528,7 +510,7 @@ impl Link {
     }
 }
 
-impl Live {
+impl Connection {
     /// Opens a stream for `request` (taken when it goes), waiting while the connection has
     /// as many streams open as the instance allows. The body follows (`Link::send_body`).
     fn poll_send(
@@ -587,11 +569,12 @@ pub(super) struct Head {
     pub(super) headers: http::HeaderMap,
 }
 
-/// A request's body.
+/// A request's body, as far as it could be read when the call was made
+/// (`replay::read_now`).
 pub(super) enum Payload {
-    /// Complete when the call was made (every unary call's): sent with the head.
+    /// All of it (every unary call's): sent with the head, and again by a later attempt.
     Complete(Bytes),
-    /// Sent as it comes, by a task of its own.
+    /// What was read, then the rest as it comes: sent by a task of its own, once.
     Streaming(Body),
 }
 
@@ -612,65 +595,30 @@ fn strip_connection_headers(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Sends a streaming request body as it comes, within the stream's flow control; resets the
-/// stream if the body fails or the caller gives up on the response.
-///
-/// As hyper's pipe does, a chunk is read before any send capacity is asked for (capacity held
-/// for a body that sends nothing could starve other streams of the connection window), then
-/// a minimal claim waits for some capacity, and the whole chunk is handed to h2, which sends
-/// it as the window allows: one chunk at a time is the backpressure.
-async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>, mut canceled: tokio::sync::oneshot::Receiver<()>) {
-    use http_body::Body as _;
-    let mut waiting: Option<Bytes> = None;
+/// Sends a streaming request body as it comes ([`Pump`]); resets the stream if the body fails
+/// or the caller gives up on the response.
+async fn pipe(body: Body, stream: h2::SendStream<Bytes>, mut canceled: tokio::sync::oneshot::Receiver<()>) {
+    let mut pump = Pump::new(body, stream, false);
     let sent = std::future::poll_fn(|cx| {
-        loop {
-            if Pin::new(&mut canceled).poll(cx).is_ready() {
-                return Poll::Ready(Err(h2::Reason::CANCEL));
-            }
-            if let Poll::Ready(reset) = stream.poll_reset(cx) {
-                return Poll::Ready(Err(reset.unwrap_or(h2::Reason::CANCEL)));
-            }
-            if waiting.is_some() {
-                while stream.capacity() == 0 {
-                    match ready!(stream.poll_capacity(cx)) {
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => return Poll::Ready(Err(h2::Reason::CANCEL)),
-                    }
-                }
-                let data = waiting.take().expect("a chunk is waiting");
-                if stream.send_data(data, false).is_err() {
-                    return Poll::Ready(Err(h2::Reason::CANCEL));
-                }
-                continue;
-            }
-            match ready!(Pin::new(&mut body).poll_frame(cx)) {
-                None => {
-                    return Poll::Ready(stream.send_data(Bytes::new(), true).map_err(|_| h2::Reason::CANCEL));
-                }
-                Some(Err(_)) => return Poll::Ready(Err(h2::Reason::CANCEL)),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => {}
-                    Ok(data) => {
-                        stream.reserve_capacity(1);
-                        waiting = Some(data);
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            return Poll::Ready(stream.send_trailers(trailers).map_err(|_| h2::Reason::CANCEL));
-                        }
-                    }
-                },
-            }
+        if Pin::new(&mut canceled).poll(cx).is_ready() {
+            return Poll::Ready(Err(h2::Reason::CANCEL));
+        }
+        if let Poll::Ready(reset) = pump.stream().poll_reset(cx) {
+            return Poll::Ready(Err(reset.unwrap_or(h2::Reason::CANCEL)));
+        }
+        match ready!(pump.poll(cx)) {
+            Pumped::Sent => Poll::Ready(Ok(())),
+            Pumped::BodyFailed(_) | Pumped::StreamGone => Poll::Ready(Err(h2::Reason::CANCEL)),
         }
     })
     .await;
     if let Err(reason) = sent {
-        stream.send_reset(reason);
+        pump.stream().send_reset(reason);
     }
 }
 
 /// A response body as h2 receives it; it holds what stops a streaming request body's sending.
-pub(super) type RecvBody = crate::h2body::RecvBody<Option<tokio::sync::oneshot::Sender<()>>>;
+pub(super) type RecvBody = crate::http2::body::RecvBody<Option<tokio::sync::oneshot::Sender<()>>>;
 
 /// The status of a call whose response broke off: a lost connection is `Unavailable`, as
 /// gRPC reports transport failures; a reset stream is what its reason says, as tonic maps it.
@@ -741,15 +689,14 @@ impl Future for Driver {
     }
 }
 
-/// HTTP/2 keep-alive while calls are in flight.
+/// HTTP/2 keep-alive while calls are in flight: the shared [`Pinger`], pinging only when a
+/// call is in flight, nothing was read for `interval`, and the instance allows it.
 struct KeepAlive {
-    ping: h2::PingPong,
+    pinger: Pinger,
     interval: Duration,
     timeout: Duration,
     /// Whether the instance is [`Pings::Limited`].
     limited: bool,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    state: Alive,
     /// The peer's HEADERS and DATA frames counted when the last ping went.
     frames_at_ping: u64,
     /// Pings sent since the peer last sent a HEADERS or DATA frame.
@@ -757,40 +704,14 @@ struct KeepAlive {
     last_ping: Option<tokio::time::Instant>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Alive {
-    /// Nothing scheduled: no call in flight when last looked.
-    Idle,
-    /// The sleep is set to when a ping may be due.
-    Scheduled,
-    /// A ping is out; the sleep is set to when it times out.
-    Pinged,
-}
-
 impl KeepAlive {
     /// Ready when a ping went unanswered for the timeout: the connection is dead.
     fn poll(&mut self, cx: &mut Context<'_>, state: &ConnState, in_flight: &AtomicUsize) -> Poll<()> {
         loop {
-            match self.state {
-                Alive::Pinged => {
-                    match self.ping.poll_pong(cx) {
-                        Poll::Ready(Ok(_)) => {
-                            state.last_read_ms.store(now_ms(), Ordering::Relaxed);
-                            self.state = Alive::Idle;
-                            continue;
-                        }
-                        // The connection is failing anyway; its own poll ends the task.
-                        Poll::Ready(Err(_)) => return Poll::Pending,
-                        Poll::Pending => {}
-                    }
-                    ready!(self.sleep.as_mut().poll(cx));
-                    return Poll::Ready(());
-                }
-                Alive::Scheduled => {
-                    ready!(self.sleep.as_mut().poll(cx));
-                    self.state = Alive::Idle;
-                }
-                Alive::Idle => {
+            match ready!(self.pinger.poll(cx)) {
+                Event::Unanswered => return Poll::Ready(()),
+                Event::Answered => state.last_read_ms.store(now_ms(), Ordering::Relaxed),
+                Event::Due => {
                     // Polled again whenever a call starts: h2 wakes this task to send it.
                     if in_flight.load(Ordering::Relaxed) == 0 {
                         return Poll::Pending;
@@ -799,24 +720,20 @@ impl KeepAlive {
                     let due = state.last_read_ms.load(Ordering::Relaxed) + self.interval.as_millis().max(1) as u64;
                     let instant = tokio::time::Instant::now();
                     if now < due {
-                        self.sleep.as_mut().reset(instant + Duration::from_millis(due - now));
-                        self.state = Alive::Scheduled;
+                        self.pinger.wait_until(instant + Duration::from_millis(due - now));
                         continue;
                     }
                     if !self.may_ping(state, instant) {
                         // Quiet too long for a limited instance's patience: looked at again
                         // when the interval has passed, by when it may have spoken.
-                        self.sleep.as_mut().reset(instant + self.interval);
-                        self.state = Alive::Scheduled;
+                        self.pinger.wait_until(instant + self.interval);
                         continue;
                     }
-                    if self.ping.send_ping(h2::Ping::opaque()).is_err() {
+                    if !self.pinger.ping(self.timeout) {
                         return Poll::Pending;
                     }
                     self.quiet_pings += 1;
                     self.last_ping = Some(instant);
-                    self.sleep.as_mut().reset(instant + self.timeout);
-                    self.state = Alive::Pinged;
                 }
             }
         }
@@ -1037,11 +954,11 @@ impl TransportError {
         }
     }
 
-    fn sent(live: &Live, what: &'static str, source: impl Into<BoxError>) -> Self {
+    fn sent(connection: &Connection, what: &'static str, source: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::Sent(what),
             source: Some(source.into()),
-            detail: live.state.reason.get().copied(),
+            detail: connection.state.reason.get().copied(),
         }
     }
 
@@ -1078,18 +995,6 @@ impl StdError for TransportError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
     }
-}
-
-/// rustls' *ring* provider, for processes that installed no default of their own.
-///
-/// rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which only its aws-lc-rs
-/// provider has. jovian keeps *ring* (the provider tonic's `tls-ring` and etcd-client use too,
-/// and no C toolchain to build aws-lc): an application that wants post-quantum key exchange
-/// installs aws-lc-rs as the process default (`CryptoProvider::install_default`), which jovian
-/// uses first.
-#[allow(deprecated)]
-fn ring_provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
-    tokio_rustls::rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]

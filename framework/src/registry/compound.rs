@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::sd::MetricsTarget;
+use super::MetricsTarget;
 use crate::service::EntryKind;
 use crate::{Discovery, Error, Instances, InstancesWatch, Registrar, Registry, Result, ServiceInfo};
 

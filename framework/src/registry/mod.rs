@@ -2,7 +2,7 @@
 //!
 //! Split the way kratos splits it: a [`Registrar`] registers, a [`Discovery`] finds, and a
 //! [`Registry`] does both. A read-only source (a static list, DNS) implements [`Discovery`]
-//! alone and clients take it as they take a full registry; an [`App`](crate::App) needs a
+//! alone and clients take it as they take a full registry; an `App` needs a
 //! [`Registry`], since it registers its servers and builds clients from the same place.
 //!
 //! Implementations live in their own crates (`jovian-registry-memory`, `jovian-registry-etcd`)
@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::sd::MetricsTarget;
 use crate::{Instances, InstancesWatch, Result, ServiceInfo};
 
 pub use compound::{Compound, CompoundBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RETRY_DELAY, Pending};
@@ -66,7 +65,7 @@ pub trait Discovery: Send + Sync + 'static {
     /// Every governor's metrics target (the
     /// [`EntryKind::Governor`](crate::service::EntryKind) entries Apps register), each with
     /// the provider entries of its App for labels, sorted by app, hostname and target; read
-    /// now, for Prometheus service discovery ([`crate::sd`]).
+    /// now, for Prometheus service discovery (`jovian::sd`).
     ///
     /// The default finds none: a source that keeps no governor entries (a static list, DNS)
     /// need not implement it.
@@ -75,7 +74,7 @@ pub trait Discovery: Send + Sync + 'static {
     }
 }
 
-/// A registry that both registers and discovers: what an [`App`](crate::App) runs on.
+/// A registry that both registers and discovers: what an `App` runs on.
 /// Implemented for everything that is both a [`Registrar`] and a [`Discovery`].
 pub trait Registry: Registrar + Discovery {}
 
@@ -107,5 +106,43 @@ impl<D: Discovery + ?Sized> Discovery for Arc<D> {
     }
     async fn metrics_targets(&self) -> Result<Vec<MetricsTarget>> {
         (**self).metrics_targets().await
+    }
+}
+
+/// One governor's metrics target, as a registry keeps it (etcd: a
+/// `/prometheus/job/{app}/{hostname}/{address}` key).
+///
+/// Fields may be added in any release: a registry builds one with [`MetricsTarget::new`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsTarget {
+    /// The App's name.
+    pub app: String,
+    /// The host it runs on (may be empty).
+    pub hostname: String,
+    /// What a scraper dials: the governor's `host:port`.
+    pub target: String,
+    /// The provider entries the same App registered (its servers), for labels: service, zone,
+    /// region, version. Empty when it serves none, or when the registry cannot tell which
+    /// entries belong to the App.
+    pub instances: Vec<ServiceInfo>,
+}
+
+impl MetricsTarget {
+    /// The governor of App `app` on `hostname`, scraped at `target` (`host:port`), with no
+    /// instances.
+    pub fn new(app: impl Into<String>, hostname: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            hostname: hostname.into(),
+            target: target.into(),
+            instances: Vec::new(),
+        }
+    }
+
+    /// Sets the provider entries the same App registered.
+    pub fn with_instances(mut self, instances: Vec<ServiceInfo>) -> Self {
+        self.instances = instances;
+        self
     }
 }

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::h2frames::{ACK, END_STREAM, FrameHead, FrameScan, kind};
+use crate::http2::frames::{ACK, END_STREAM, FrameHead, FrameScan, kind};
 
 /// Control frames a connection may send before it has done anything else.
 pub(super) const ALLOWANCE: f64 = 2_000.0;
@@ -211,7 +211,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Budgeted<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h2frames::frame;
+    use crate::http2::frames::frame;
 
     fn spend_all(budget: &mut Budget, now: Instant) -> usize {
         (0..).take_while(|_| budget.spend(|| now)).count()

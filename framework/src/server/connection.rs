@@ -1,7 +1,7 @@
 //! One client connection of a server, driven with `h2` directly.
 //!
-//! Each call runs in a task of its own, as hyper's server runs each request, so calls never
-//! wait for each other, and a handler that computes for seconds without awaiting holds up
+//! Each call runs in a task of its own, as hyper's server runs each request, so (unless
+//! `inline_calls` is set, below) calls never wait for each other, and a handler that computes for seconds without awaiting holds up
 //! neither its connection's other calls nor the answers to its pings and flow-control updates
 //! (which would make a healthy instance look frozen to its clients).
 //!
@@ -10,10 +10,11 @@
 //! its reply), the request is read, the service runs and the response is queued to h2 in the
 //! poll that read the request, and every response that poll made goes out in one write; a
 //! call that has to wait goes on in a task of its own. One call that runs inline for more than
-//! [`SLOW_INLINE`] sends the connection's calls to tasks of their own for a while. Next to a
-//! handler of a few microseconds, the task a call costs is about a tenth of the server's
-//! throughput (BENCHMARKS.md, "Calls in tasks of their own"); but the first slow call still
-//! holds up everything else on its connection while it runs.
+//! [`SLOW_INLINE`] sends the connection's calls to tasks of their own for a while. Since the
+//! connection's task batches the writes of calls in tasks, inline saves little even next to a
+//! handler of a few microseconds, and costs on several busy connections (BENCHMARKS.md,
+//! "Calls in tasks of their own"); and the first slow call still holds up everything else on
+//! its connection while it runs.
 //!
 //! The connection also keeps itself alive (a ping every `http2_keepalive_interval`, closed when
 //! one goes unanswered for `http2_keepalive_timeout`), ages out (`max_connection_age`, then
@@ -39,7 +40,10 @@ use tower::util::{Either, Oneshot};
 use tower::{Service, ServiceExt};
 
 use super::budget::Budgeted;
-use crate::h2body::RecvBody;
+use crate::http2::body::RecvBody;
+use crate::http2::grpc::end_with_status;
+use crate::http2::keepalive::Steady;
+use crate::http2::pump::{Pump, Pumped};
 
 /// How long a client has to finish the TLS and HTTP/2 handshakes once connected.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,7 +145,7 @@ struct Driver<I, S, C> {
     connect_info: C,
     calls: TaskTracker,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
-    keepalive: Option<KeepAlive>,
+    keepalive: Option<Steady>,
     /// When the connection is too old: first a graceful stop, then, after the grace, the end.
     aging: Option<Pin<Box<Sleep>>>,
     grace: Option<Duration>,
@@ -175,16 +179,9 @@ where
         stop: CancellationToken,
         calls: TaskTracker,
     ) -> Self {
-        let keepalive = settings.keepalive.and_then(|(interval, timeout)| {
-            let ping = connection.ping_pong()?;
-            Some(KeepAlive {
-                ping,
-                interval,
-                timeout,
-                sleep: Box::pin(tokio::time::sleep(interval)),
-                pinged: false,
-            })
-        });
+        let keepalive = settings
+            .keepalive
+            .and_then(|(interval, timeout)| Some(Steady::new(connection.ping_pong()?, interval, timeout)));
         Self {
             connection,
             service,
@@ -311,43 +308,6 @@ where
     }
 }
 
-/// Pings the client every `interval`; one unanswered for `timeout` ends the connection.
-struct KeepAlive {
-    ping: h2::PingPong,
-    interval: Duration,
-    timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
-    pinged: bool,
-}
-
-impl KeepAlive {
-    /// Ready when a ping went unanswered: the client is gone or frozen.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.pinged {
-                match self.ping.poll_pong(cx) {
-                    Poll::Ready(Ok(_)) => {
-                        self.pinged = false;
-                        self.sleep.as_mut().reset(Instant::now() + self.interval);
-                        continue;
-                    }
-                    // The connection is failing; its own poll says so.
-                    Poll::Ready(Err(_)) => return Poll::Pending,
-                    Poll::Pending => {}
-                }
-                ready!(self.sleep.as_mut().poll(cx));
-                return Poll::Ready(());
-            }
-            ready!(self.sleep.as_mut().poll(cx));
-            if self.ping.send_ping(h2::Ping::opaque()).is_err() {
-                return Poll::Pending;
-            }
-            self.pinged = true;
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
-        }
-    }
-}
-
 pin_project_lite::pin_project! {
     /// One call: the service's answer, then its body sent within the stream's flow control.
     /// Dropped (the handler with it) when the client resets the stream or the connection ends.
@@ -369,11 +329,7 @@ impl<S: CallService> Call<S> {
         service: &S,
         connect_info: &C,
     ) -> Self {
-        let deadline = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| crate::grpc::parse_timeout(value.as_bytes()))
-            .and_then(|timeout| Instant::now().checked_add(timeout));
+        let deadline = crate::http2::deadline::of(request.headers(), None).map(Instant::from_std);
         let mut request = request.map(|recv| Body::new(RecvBody::new(recv, request_body_status, ())));
         request.extensions_mut().insert(connect_info.clone());
         Self {
@@ -469,13 +425,10 @@ impl<S: CallService> Call<S> {
     }
 }
 
-/// A response body on its way: one chunk at a time handed to h2, each once the stream has some
-/// send window (the first goes at once), then the trailers.
+/// A response body on its way ([`Pump`]; its first chunk goes at once), ended early when the
+/// client resets the stream or the call's deadline passes.
 struct Sending {
-    body: Body,
-    stream: h2::SendStream<Bytes>,
-    sent_data: bool,
-    waiting: Option<Bytes>,
+    pump: Pump,
     /// The call's deadline, and its timer once the body has had to wait.
     deadline: Option<(Instant, Option<Pin<Box<Sleep>>>)>,
 }
@@ -497,84 +450,34 @@ impl Sending {
                 return None;
             }
         };
-        (!end).then_some(Self {
-            body,
-            stream,
-            sent_data: false,
-            waiting: None,
+        (!end).then(|| Self {
+            pump: Pump::new(body, stream, true),
             deadline,
         })
     }
 
     /// Ends the response with `status` in its trailers.
     fn fail(&mut self, status: &tonic::Status) {
-        let mut trailers = http::HeaderMap::new();
-        match status.add_header(&mut trailers) {
-            Ok(()) => {
-                let _ = self.stream.send_trailers(trailers);
-            }
-            Err(_) => self.stream.send_reset(h2::Reason::INTERNAL_ERROR),
-        }
+        end_with_status(self.pump.stream(), status);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if let Some(data) = self.waiting.take() {
-                if self.stream.capacity() == 0 {
-                    self.waiting = Some(data);
-                    match self.stream.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(_))) => continue,
-                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
-                        Poll::Pending => return self.pending(cx),
-                    }
-                }
-                if self.stream.send_data(data, false).is_err() {
-                    return Poll::Ready(());
-                }
-                continue;
+        match self.pump.poll(cx) {
+            Poll::Ready(Pumped::Sent | Pumped::StreamGone) => Poll::Ready(()),
+            // tonic's bodies end in trailers with the status; a body that fails instead fails
+            // the call with what it said.
+            Poll::Ready(Pumped::BodyFailed(status)) => {
+                self.fail(&status);
+                Poll::Ready(())
             }
-            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => return self.pending(cx),
-                Poll::Ready(frame) => frame,
-            };
-            match frame {
-                None => {
-                    let _ = self.stream.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
-                }
-                Some(Err(error)) => {
-                    // tonic's bodies end in trailers with the status; a body that fails instead
-                    // fails the call with what it said.
-                    self.fail(&error);
-                    return Poll::Ready(());
-                }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => {}
-                    Ok(data) if !self.sent_data => {
-                        self.sent_data = true;
-                        if self.stream.send_data(data, false).is_err() {
-                            return Poll::Ready(());
-                        }
-                    }
-                    Ok(data) => {
-                        self.stream.reserve_capacity(1);
-                        self.waiting = Some(data);
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            let _ = self.stream.send_trailers(trailers);
-                        }
-                        return Poll::Ready(());
-                    }
-                },
-            }
+            Poll::Pending => self.pending(cx),
         }
     }
 
     /// While waiting on the body or on send window: over when the client resets the stream,
     /// or when the call's deadline passes.
     fn pending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.stream.poll_reset(cx).is_ready() {
+        if self.pump.stream().poll_reset(cx).is_ready() {
             return Poll::Ready(());
         }
         if let Some((deadline, timer)) = &mut self.deadline {

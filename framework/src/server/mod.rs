@@ -1,4 +1,4 @@
-//! A gRPC server the [`App`](crate::App) binds, serves and registers.
+//! A gRPC server the `App` binds, serves and registers.
 //!
 //! A [`GrpcServer`] is a set of tonic services behind one listener, registered under one service
 //! name. The App binds its listener first (port 0 allowed), so what gets registered is the
@@ -26,13 +26,15 @@ use tonic::service::{Routes, RoutesBuilder};
 use tower::util::{BoxCloneService, Oneshot};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::config::ServerConfig;
 use crate::error::BoxError;
+use crate::http2::tls;
 use crate::metrics::GrpcType;
 use crate::observe::{LearnMethods, Methods};
 use crate::{Error, ServiceInfo};
+pub use config::ServerConfig;
 
 mod budget;
+mod config;
 pub(crate) mod connection;
 mod cutoff;
 pub(crate) mod serve;
@@ -476,52 +478,28 @@ impl ServerTls {
     /// fails the start; errors name the keys of `[servers.<server>.tls]`.
     pub(crate) fn acceptor(&self, server: &str) -> crate::Result<tokio_rustls::TlsAcceptor> {
         use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-        let error = |key: &str, expected: &str, found: String| Error::Config {
-            key: format!("servers.{server}.tls.{key}"),
-            expected: expected.into(),
-            found,
-        };
-        let read = |key: &str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| error(key, "a readable PEM file", format!("{}: {e}", path.display())))
-        };
-        let certificates = |key: &str, path: &PathBuf| {
-            let pem = read(key, path)?;
-            let certificates = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| error(key, "PEM certificates", format!("{}: {e}", path.display())))?;
-            match certificates.is_empty() {
-                true => Err(error(key, "PEM certificates", format!("{}: none", path.display()))),
-                false => Ok(certificates),
-            }
-        };
-        let chain = certificates("cert", &self.cert)?;
-        let key = PrivateKeyDer::from_pem_slice(&read("key", &self.key)?)
-            .map_err(|e| error("key", "a PEM private key", format!("{}: {e}", self.key.display())))?;
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(ring_provider()));
+        let key = |name: &str| format!("servers.{server}.tls.{name}");
+        let chain = tls::certificates(&key("cert"), &self.cert)?;
+        let private = tls::private_key(&key("key"), &self.key)?;
+        let provider = tls::provider();
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| error("cert", "a certificate rustls can serve", e.to_string()))?;
+            .map_err(|e| tls::invalid(&key("cert"), "a certificate rustls can serve", &self.cert, e))?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for certificate in certificates("client_ca", ca)? {
-                    roots
-                        .add(certificate)
-                        .map_err(|e| error("client_ca", "CA certificates", format!("{}: {e}", ca.display())))?;
-                }
+                let roots = tls::roots(&key("client_ca"), ca)?;
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
-                    .map_err(|e| error("client_ca", "CA certificates", format!("{}: {e}", ca.display())))?;
+                    .map_err(|e| tls::invalid(&key("client_ca"), "CA certificates", ca, e))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .map_err(|e| error("key", "the private key of the certificate in `cert`", e.to_string()))?;
+        let mut config = builder.with_single_cert(chain, private).map_err(|e| Error::Config {
+            key: key("key"),
+            expected: "the private key of the certificate in `cert`".into(),
+            found: e.to_string(),
+        })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
@@ -545,18 +523,6 @@ pub(crate) async fn listen(addr: SocketAddr) -> crate::Result<(tokio::net::TcpLi
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, local_addr))
-}
-
-/// rustls' *ring* provider, for processes that installed no default of their own.
-///
-/// rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which only its aws-lc-rs
-/// provider has. jovian keeps *ring* (the provider tonic's `tls-ring` and etcd-client use too,
-/// and no C toolchain to build aws-lc): an application that wants post-quantum key exchange
-/// installs aws-lc-rs as the process default (`CryptoProvider::install_default`), which jovian
-/// uses first.
-#[allow(deprecated)]
-fn ring_provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
-    tokio_rustls::rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpIncoming};
 
+use super::ServerConfig;
 use super::connection::{self, CallService, ConnectionSettings, HANDSHAKE_TIMEOUT};
 use super::cutoff::CutOff;
 use crate::Error;
-use crate::config::ServerConfig;
 
 /// How a server's connections are made and set up.
 pub(crate) struct Listening {
@@ -106,8 +106,19 @@ pub(crate) fn serve<S: CallService>(
 /// connection (aborted, refused by a firewall) or a passing shortage (out of file descriptors or
 /// memory), and the listener goes on.
 fn breaks_the_listener(error: &io::Error) -> bool {
-    // EBADF, EFAULT, EINVAL (not listening), ENOTSOCK, EOPNOTSUPP.
-    matches!(error.raw_os_error(), Some(9 | 14 | 22 | 88 | 95))
+    // By the platform's own numbers: std gives most of these no `ErrorKind` of their own.
+    #[cfg(unix)]
+    if let Some(code) = error.raw_os_error() {
+        return [
+            libc::EBADF,
+            libc::EFAULT,
+            libc::EINVAL,
+            libc::ENOTSOCK,
+            libc::EOPNOTSUPP,
+        ]
+        .contains(&code);
+    }
+    matches!(error.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported)
 }
 
 /// Streams a client may open at once on one connection, unless configured: hyper's server's.
@@ -151,5 +162,25 @@ impl ServerConfig {
             max_age: self.max_connection_age,
             max_age_grace: self.max_connection_age_grace,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_of_the_listener_itself_stop_accepting() {
+        assert!(!breaks_the_listener(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+        assert!(breaks_the_listener(&io::Error::from(io::ErrorKind::InvalidInput)));
+        #[cfg(unix)]
+        {
+            // Out of file descriptors passes; a closed or non-listening socket does not.
+            assert!(!breaks_the_listener(&io::Error::from_raw_os_error(libc::EMFILE)));
+            assert!(!breaks_the_listener(&io::Error::from_raw_os_error(libc::ECONNABORTED)));
+            assert!(breaks_the_listener(&io::Error::from_raw_os_error(libc::EBADF)));
+            assert!(breaks_the_listener(&io::Error::from_raw_os_error(libc::EINVAL)));
+            assert!(breaks_the_listener(&io::Error::from_raw_os_error(libc::ENOTSOCK)));
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Call deadlines, as gRPC carries them: the `grpc-timeout` header.
 //!
 //! A call's deadline is the one its caller set (tonic's `Request::set_timeout` writes the
-//! header) or else the client's default. It spans every attempt: each attempt sends the time
+//! header) or else the client's default; a server reads the same header for its copy. It spans every attempt: each attempt sends the time
 //! that is left, so the instance can give up when the caller has.
 
 use std::cell::RefCell;
@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 
-use crate::grpc::{GRPC_TIMEOUT, encode_timeout, parse_timeout};
+use super::grpc::{GRPC_TIMEOUT, encode_timeout, parse_timeout};
 
 /// When a call with `headers` must be done by: its own `grpc-timeout`, else `default` from now.
-pub(super) fn of(headers: &http::HeaderMap, default: Option<Duration>) -> Option<Instant> {
+pub(crate) fn of(headers: &http::HeaderMap, default: Option<Duration>) -> Option<Instant> {
     let own = headers
         .get(GRPC_TIMEOUT)
         .and_then(|value| parse_timeout(value.as_bytes()));
-    own.or(default).map(|timeout| Instant::now() + timeout)
+    // Checked: a peer's `grpc-timeout` may be years, which some clocks cannot add.
+    own.or(default).and_then(|timeout| Instant::now().checked_add(timeout))
 }
 
 /// The `grpc-timeout` value for the time left until `deadline`.
@@ -28,7 +29,7 @@ pub(super) fn of(headers: &http::HeaderMap, default: Option<Duration>) -> Option
 /// starts when the request arrives, so the caller's deadline, which the client enforces
 /// itself, passes first and the caller sees `DeadlineExceeded`, not what a server answers when
 /// its copy runs out (tonic's own servers answer `Cancelled`).
-pub(super) fn remaining(deadline: Instant) -> HeaderValue {
+pub(crate) fn remaining(deadline: Instant) -> HeaderValue {
     thread_local! {
         static LAST: RefCell<Option<(u128, HeaderValue)>> = const { RefCell::new(None) };
     }

@@ -49,6 +49,18 @@ pub(crate) fn encode_timeout(timeout: Duration) -> String {
     format!("{}S", timeout.as_nanos().div_ceil(1_000_000_000).min(MAX))
 }
 
+/// Ends a response stream with `status` in its trailers (a reset when the status cannot be
+/// written as headers).
+pub(crate) fn end_with_status(stream: &mut h2::SendStream<bytes::Bytes>, status: &tonic::Status) {
+    let mut trailers = HeaderMap::new();
+    match status.add_header(&mut trailers) {
+        Ok(()) => {
+            let _ = stream.send_trailers(trailers);
+        }
+        Err(_) => stream.send_reset(h2::Reason::INTERNAL_ERROR),
+    }
+}
+
 /// The status in `headers` (a response's head, or its trailers), if it has a valid one.
 pub(crate) fn status(headers: &HeaderMap) -> Option<Code> {
     let status = headers.get(GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
