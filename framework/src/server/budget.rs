@@ -213,6 +213,15 @@ mod tests {
     use super::*;
     use crate::http2::frames::frame;
 
+    /// A connection's stream whose budget the clock does not refill while the test runs (a
+    /// slow run would otherwise earn frames by the second).
+    fn frozen_clock() -> Budgeted<tokio::io::Empty> {
+        let mut io = Budgeted::new(tokio::io::empty());
+        io.reads = FrameScan::default();
+        io.budget.refilled = Instant::now() + std::time::Duration::from_secs(3600);
+        io
+    }
+
     fn spend_all(budget: &mut Budget, now: Instant) -> usize {
         (0..).take_while(|_| budget.spend(|| now)).count()
     }
@@ -230,8 +239,7 @@ mod tests {
 
     #[test]
     fn calls_earn_control_frames_and_acks_cost_nothing() {
-        let mut io = Budgeted::new(tokio::io::empty());
-        io.reads = FrameScan::default();
+        let mut io = frozen_clock();
         let ping = frame(kind::PING, 0, &[0; 8]);
         let pong = frame(kind::PING, ACK, &[0; 8]);
         let call = [frame(kind::HEADERS, 0, &[0x88]), frame(kind::DATA, END_STREAM, &[0; 5])].concat();
@@ -246,8 +254,7 @@ mod tests {
 
     #[test]
     fn data_sent_earns_its_window_updates() {
-        let mut io = Budgeted::new(tokio::io::empty());
-        io.reads = FrameScan::default();
+        let mut io = frozen_clock();
         let update = frame(kind::WINDOW_UPDATE, 0, &[0, 0, 0, 1]);
         assert!((0..ALLOWANCE as usize).all(|_| io.read(&update)));
         io.wrote(&frame(kind::DATA, 0, &[0; 100]).repeat(10));
