@@ -150,6 +150,19 @@ enum Failure {
     TimedOut,
 }
 
+impl Failure {
+    /// The failure as the caller sees it when it came with the call's `deadline` passed: an
+    /// instance that gave up as its copy of the deadline ran out (grpc-go's server resets the
+    /// stream) can be heard before the client's own timer fires, and then the deadline is the
+    /// news, and the instance is not to blame for a broken transport.
+    fn after(self, deadline: Option<Instant>) -> Self {
+        match self {
+            Failure::Attempt { .. } if deadline.is_some_and(|d| Instant::now() >= d) => Failure::TimedOut,
+            failure => failure,
+        }
+    }
+}
+
 impl From<TransportError> for Failure {
     fn from(error: TransportError) -> Self {
         Failure::Attempt {
@@ -318,6 +331,7 @@ impl Balancer {
                 Ok(response) => return self.answered(run, in_flight, attempt_started, response, call.deadline),
                 Err(failure) => {
                     drop(in_flight);
+                    let failure = failure.after(call.deadline);
                     match self.decide(&mut run, instance, failure, attempt_started) {
                         Next::Retry => continue,
                         Next::Fail(status) => return Err(run.end(status)),
@@ -709,6 +723,18 @@ impl http_body::Body for Observed {
                     self.end(code);
                 }
             }
+            Some(Err(status)) if self.deadline.is_some_and(|d| Instant::now() >= d) => {
+                // The instance gave up on the call as its deadline passed (grpc-go's server
+                // resets the stream), heard before this body's own timer fired: the caller's
+                // deadline is the news, not how the instance said so.
+                let status = Status::deadline_exceeded(format!(
+                    "the call did not finish within its deadline (the instance ended it: {})",
+                    status.message()
+                ));
+                self.inner = Inner::TimedOut;
+                self.end(Some(Code::DeadlineExceeded));
+                return Poll::Ready(Some(Err(status)));
+            }
             Some(Err(status)) => self.end(Some(status.code())),
             None => {
                 let code = self.code;
@@ -760,6 +786,24 @@ fn http_code(status: http::StatusCode) -> Option<Code> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_attempt_heard_after_the_deadline_is_the_deadline() {
+        use std::time::Duration;
+        let broken = || Failure::Attempt {
+            error: "stream error received: stream no longer needed".into(),
+            never_sent: false,
+            closing: false,
+        };
+        let passed = Instant::now() - Duration::from_millis(1);
+        let ahead = Instant::now() + Duration::from_secs(60);
+        assert!(matches!(broken().after(Some(passed)), Failure::TimedOut));
+        assert!(matches!(broken().after(Some(ahead)), Failure::Attempt { .. }));
+        assert!(matches!(broken().after(None), Failure::Attempt { .. }));
+        // A layer's own status is the caller's answer, deadline or not.
+        let status = Failure::Status(Status::cancelled("a layer said so"));
+        assert!(matches!(status.after(Some(passed)), Failure::Status(_)));
+    }
 
     #[test]
     fn traceparent_values_parse_back() {
