@@ -515,6 +515,10 @@ impl GrpcProxy {
             .args(["grpc-proxy", "start"])
             .arg(format!("--endpoints={}", self.endpoints.join(",")))
             .arg(format!("--listen-addr=127.0.0.1:{}", self.port))
+            // Its default (127.0.0.1:23790) is where etcd 3.5 and 3.6's proxy dials itself at
+            // start; on any other port it gives up after 5 s ("context deadline exceeded")
+            // and exits.
+            .arg(format!("--advertise-client-url=127.0.0.1:{}", self.port))
             // Its default (`default.proxy`) is relative to the working directory.
             .arg("--data-dir")
             .arg(self.dir.path().join("proxy.data"))
