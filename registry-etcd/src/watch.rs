@@ -740,39 +740,6 @@ mod tests {
     /// expiries look like withdrawals, and clients dropped live instances.
     const LEADER_NOT_CAUGHT_UP: i64 = 9_223_372_036;
 
-    fn view(providers: &[&str]) -> ServiceView {
-        let keys = Keys::new("/jovian".into(), &crate::Layout::Jupiter).unwrap();
-        let mut view = ServiceView::new("s", "/jovian/s/".into(), keys);
-        for address in providers {
-            let info = ServiceInfo::new("s", *address);
-            view.providers.insert(info.uri().into(), Arc::new(info));
-        }
-        view
-    }
-
-    fn deadline(view: &ServiceView, address: &str) -> Instant {
-        view.kept[&*ServiceInfo::new("s", address).uri()].1
-    }
-
-    #[tokio::test]
-    async fn a_relist_puts_a_kept_instance_off_by_the_outage_and_never_grants_the_grace_again() {
-        let grace = Duration::from_secs(10);
-        let mut view = view(&["10.0.0.1:1", "10.0.0.2:1"]);
-        // The first interruption: one instance is missing from the fresh list.
-        let before = Instant::now();
-        view.replace(self::view(&["10.0.0.2:1"]), grace, Duration::from_secs(2));
-        let first = deadline(&view, "10.0.0.1:1");
-        assert!(first >= before + grace, "the whole grace from the relist");
-
-        // A second, short interruption (a stall on a busy machine): the kept instance's
-        // deadline moves by the interruption's length only; the newly missing one gets it all.
-        let outage = Duration::from_millis(300);
-        let before = Instant::now();
-        view.replace(self::view(&[]), grace, outage);
-        assert_eq!(deadline(&view, "10.0.0.1:1"), first + outage);
-        assert!(deadline(&view, "10.0.0.2:1") >= before + grace);
-    }
-
     #[test]
     fn a_lease_etcd_reports_as_never_expiring_is_not_proven_alive() {
         assert!(!proves_alive(LEADER_NOT_CAUGHT_UP, 3));
