@@ -179,7 +179,6 @@ impl Watcher {
                     self.stats.watch_restarted(&view.name);
                 }
             }
-            let interrupted = Instant::now();
             loop {
                 tokio::select! {
                     () = self.stopped.cancelled() => return,
@@ -188,7 +187,7 @@ impl Watcher {
                 }
                 match self.load(&view.name).await {
                     Ok(fresh) => {
-                        view.replace(fresh, self.relist_grace, interrupted.elapsed());
+                        view.replace(fresh, self.relist_grace);
                         publisher.publish(view.snapshot());
                         backoff.reset();
                         break;
@@ -467,10 +466,10 @@ impl ServiceView {
         }
     }
 
-    /// Takes a fresh listing after an interruption that lasted `outage` (from the watch's end
-    /// to this listing). Instances it lacks are kept for `grace` while their owners put them
-    /// back: an outage longer than the TTL expired their leases, or etcd lost its data.
-    fn replace(&mut self, fresh: ServiceView, grace: Duration, outage: Duration) {
+    /// Takes a fresh listing after an interruption. Instances it lacks are kept for `grace`
+    /// while their owners put them back: an outage longer than the TTL expired their leases,
+    /// or etcd lost its data.
+    fn replace(&mut self, fresh: ServiceView, grace: Duration) {
         let mut previous = std::mem::replace(self, fresh);
         if previous.revision > self.revision {
             tracing::warn!(
@@ -483,25 +482,21 @@ impl ServiceView {
         if grace.is_zero() {
             return;
         }
-        // What went missing in this interruption gets the whole grace from now. What was kept
-        // since an earlier one keeps its deadline, put off only by this interruption's length:
-        // its owner could not put it back while etcd was out of reach, but had the time etcd
-        // was reachable. Granting it the whole grace again would keep a dead instance for as
-        // long as watches keep restarting (a stalling etcd, or a client too busy to read its
-        // watch in time).
+        // Everything missing now, kept since an earlier interruption or gone in this one, gets
+        // the whole grace from now: its owner could not put it back while etcd was out of reach.
         let until = Instant::now() + grace;
         self.settle(grace);
         let earlier = std::mem::take(&mut previous.kept)
             .into_iter()
-            .map(|(uri, (info, kept_until))| (uri, info, kept_until + outage));
+            .map(|(uri, (info, _))| (uri, info));
         let now_missing = previous
             .providers
             .iter()
-            .map(|(uri, info)| (Arc::clone(uri), previous.merged(uri, info), until));
+            .map(|(uri, info)| (Arc::clone(uri), previous.merged(uri, info)));
         self.kept = earlier
             .chain(now_missing)
-            .filter(|(uri, _, _)| !self.providers.contains_key(uri))
-            .map(|(uri, info, until)| (uri, (info, until)))
+            .filter(|(uri, _)| !self.providers.contains_key(uri))
+            .map(|(uri, info)| (uri, (info, until)))
             .collect();
         let kept: Vec<Arc<str>> = self.kept.keys().cloned().collect();
         for uri in &kept {
