@@ -683,7 +683,9 @@ async fn unknown_methods_and_services_are_unimplemented() {
         let (response, mut body) = client
             .send_request(grpc_request(path).body(()).unwrap(), false)
             .unwrap();
-        body.send_data(frame(b""), true).unwrap();
+        // The server may answer (and end the stream) from the headers alone, before the body
+        // goes: then the stream is closed and the body has nowhere to go, which is fine.
+        let _ = body.send_data(frame(b""), true);
         let response = within(Duration::from_secs(5), "an answer", response).await.unwrap();
         let status = within(Duration::from_secs(5), "the status", grpc_status(response)).await;
         assert_eq!(status.as_deref(), Some("12"), "UNIMPLEMENTED for {path}");
