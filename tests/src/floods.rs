@@ -25,6 +25,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
+use crate::h2peer::{ACK, END_HEADERS, END_STREAM, PREFACE, code, frame, grpc_frame, header_block, kind};
+
 /// One class of HTTP/2 flood.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flood {
@@ -240,7 +242,7 @@ impl Writer {
     async fn handshake(&mut self, settings: &[(u16, u32)]) -> std::io::Result<()> {
         let mut start = PREFACE.to_vec();
         start.extend(settings_frame(settings));
-        start.extend(frame(kind::SETTINGS, flag::ACK, 0, &[]));
+        start.extend(frame(kind::SETTINGS, ACK, 0, &[]));
         self.send(&start).await
     }
 }
@@ -257,9 +259,9 @@ async fn flood_connection(flood: Flood, lane: usize, writer: &mut Writer) -> std
             loop {
                 let mut batch = Vec::new();
                 for _ in 0..BATCH {
-                    batch.extend(frame(kind::HEADERS, flag::END_HEADERS, stream, &request));
+                    batch.extend(frame(kind::HEADERS, END_HEADERS, stream, &request));
                     if flood == Flood::RapidReset {
-                        batch.extend(frame(kind::RST_STREAM, 0, stream, &CANCEL.to_be_bytes()));
+                        batch.extend(frame(kind::RST_STREAM, 0, stream, &code::CANCEL.to_be_bytes()));
                     } else {
                         batch.extend(frame(kind::WINDOW_UPDATE, 0, stream, &0u32.to_be_bytes()));
                     }
@@ -271,8 +273,9 @@ async fn flood_connection(flood: Flood, lane: usize, writer: &mut Writer) -> std
         Flood::Continuation => {
             writer.handshake(&[]).await?;
             writer.send(&frame(kind::HEADERS, 0, 1, &request)).await?;
-            let mut field = literal(b"x-c", b"");
-            field.pop();
+            // A literal without indexing, its 16,000-byte value to follow.
+            let mut field = vec![0x00];
+            field.extend(hpack_string(b"x-c"));
             field.extend(hpack_length(16_000));
             field.resize(field.len() + 16_000, b'v');
             let continuation = frame(kind::CONTINUATION, 0, 1, &field);
@@ -291,7 +294,7 @@ async fn flood_connection(flood: Flood, lane: usize, writer: &mut Writer) -> std
             first.resize(first.len() + 4_000, b'b');
             first.resize(first.len() + 12_000, 0x80 | 62);
             writer
-                .send(&frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, &first))
+                .send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &first))
                 .await?;
             let mut block = request.clone();
             block.resize(block.len() + 16_000, 0x80 | 62);
@@ -299,12 +302,7 @@ async fn flood_connection(flood: Flood, lane: usize, writer: &mut Writer) -> std
             loop {
                 let mut batch = Vec::new();
                 for _ in 0..10 {
-                    batch.extend(frame(
-                        kind::HEADERS,
-                        flag::END_HEADERS | flag::END_STREAM,
-                        stream,
-                        &block,
-                    ));
+                    batch.extend(frame(kind::HEADERS, END_HEADERS | END_STREAM, stream, &block));
                     stream = next_stream(stream)?;
                 }
                 writer.send(&batch).await?;
@@ -327,7 +325,7 @@ async fn flood_connection(flood: Flood, lane: usize, writer: &mut Writer) -> std
             let mut batch = Vec::new();
             let mut stream = 1u32;
             for _ in 0..1_000 {
-                batch.extend(frame(kind::HEADERS, flag::END_HEADERS, stream, &request));
+                batch.extend(frame(kind::HEADERS, END_HEADERS, stream, &request));
                 stream += 2;
             }
             writer.send(&batch).await?;
@@ -335,12 +333,12 @@ async fn flood_connection(flood: Flood, lane: usize, writer: &mut Writer) -> std
         }
         Flood::SlowRead => {
             writer.handshake(&[(SETTINGS_INITIAL_WINDOW_SIZE, 0)]).await?;
-            let message = grpc_message(&hello(&"s".repeat(500)));
+            let message = grpc_frame(&hello(&"s".repeat(500)));
             let mut batch = Vec::new();
             let mut stream = 1u32;
             for _ in 0..BATCH {
-                batch.extend(frame(kind::HEADERS, flag::END_HEADERS, stream, &request));
-                batch.extend(frame(kind::DATA, flag::END_STREAM, stream, &message));
+                batch.extend(frame(kind::HEADERS, END_HEADERS, stream, &request));
+                batch.extend(frame(kind::DATA, END_STREAM, stream, &message));
                 stream += 2;
             }
             writer.send(&batch).await?;
@@ -351,7 +349,7 @@ async fn flood_connection(flood: Flood, lane: usize, writer: &mut Writer) -> std
                 PREFACE.to_vec()
             } else {
                 writer.handshake(&[]).await?;
-                frame(kind::HEADERS, flag::END_HEADERS, 1, &request)
+                frame(kind::HEADERS, END_HEADERS, 1, &request)
             };
             for byte in dribble.iter().cycle() {
                 writer.send(&[*byte]).await?;
@@ -393,11 +391,11 @@ pub async fn hand_made_call(addr: SocketAddr, name: &str) -> std::io::Result<Vec
     writer.handshake(&[]).await?;
     let mut call = frame(
         kind::HEADERS,
-        flag::END_HEADERS,
+        END_HEADERS,
         1,
         &request_block("/helloworld.Greeter/SayHello"),
     );
-    call.extend(frame(kind::DATA, flag::END_STREAM, 1, &grpc_message(&hello(name))));
+    call.extend(frame(kind::DATA, END_STREAM, 1, &grpc_frame(&hello(name))));
     writer.send(&call).await?;
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -421,7 +419,7 @@ pub async fn hand_made_call(addr: SocketAddr, name: &str) -> std::io::Result<Vec
             if stream == 1 && kind == kind::DATA {
                 answer.extend_from_slice(&bytes[9..9 + length]);
             }
-            if stream == 1 && flags & flag::END_STREAM != 0 {
+            if stream == 1 && flags & END_STREAM != 0 {
                 return Ok(answer);
             }
             bytes.drain(..9 + length);
@@ -500,33 +498,7 @@ pub async fn legit_calls(
 // ---------------------------------------------------------------------------------------------
 // Frames and HPACK, by hand
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const CANCEL: u32 = 0x8;
 const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
-
-mod kind {
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PING: u8 = 0x6;
-    pub const WINDOW_UPDATE: u8 = 0x8;
-    pub const CONTINUATION: u8 = 0x9;
-}
-
-mod flag {
-    pub const ACK: u8 = 0x1;
-    pub const END_STREAM: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    frame.extend_from_slice(&[kind, flags]);
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
 
 fn settings_frame(settings: &[(u16, u32)]) -> Vec<u8> {
     let payload: Vec<u8> = settings
@@ -536,28 +508,16 @@ fn settings_frame(settings: &[(u16, u32)]) -> Vec<u8> {
     frame(kind::SETTINGS, 0, 0, &payload)
 }
 
-/// A gRPC request's header block: every field a literal without indexing, so the block means
-/// the same whatever the server's dynamic table holds.
+/// A gRPC request's header block.
 fn request_block(path: &str) -> Vec<u8> {
-    [
+    header_block(&[
         (":method", "POST"),
         (":scheme", "http"),
         (":path", path),
         (":authority", "flood"),
         ("content-type", "application/grpc"),
         ("te", "trailers"),
-    ]
-    .iter()
-    .flat_map(|(name, value)| literal(name.as_bytes(), value.as_bytes()))
-    .collect()
-}
-
-/// A header field as an HPACK literal without indexing, with a new name.
-fn literal(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut field = vec![0x00];
-    field.extend(hpack_string(name));
-    field.extend(hpack_string(value));
-    field
+    ])
 }
 
 /// An HPACK string literal, not Huffman-coded.
@@ -593,14 +553,6 @@ fn hello(name: &str) -> Vec<u8> {
     message.push(length as u8);
     message.extend_from_slice(name.as_bytes());
     message
-}
-
-/// A gRPC message: not compressed, its length, itself.
-fn grpc_message(message: &[u8]) -> Vec<u8> {
-    let mut framed = vec![0];
-    framed.extend((message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(message);
-    framed
 }
 
 #[cfg(test)]

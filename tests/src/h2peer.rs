@@ -24,13 +24,15 @@ pub mod kind {
     pub const PING: u8 = 6;
     pub const GOAWAY: u8 = 7;
     pub const WINDOW_UPDATE: u8 = 8;
+    pub const CONTINUATION: u8 = 9;
 }
 
 /// The END_STREAM flag of DATA and HEADERS.
 pub const END_STREAM: u8 = 0x1;
 /// The ACK flag of SETTINGS and PING.
 pub const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
+/// The END_HEADERS flag of HEADERS and CONTINUATION.
+pub const END_HEADERS: u8 = 0x4;
 
 /// Error codes (RFC 9113 §7).
 #[allow(missing_docs)]
@@ -39,10 +41,12 @@ pub mod code {
     pub const PROTOCOL_ERROR: u32 = 1;
     pub const INTERNAL_ERROR: u32 = 2;
     pub const REFUSED_STREAM: u32 = 7;
+    pub const CANCEL: u32 = 8;
     pub const ENHANCE_YOUR_CALM: u32 = 11;
 }
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The client's connection preface.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// One frame as it went over the wire.
 #[derive(Clone, Debug)]
@@ -114,11 +118,7 @@ impl Peer {
 
     /// Writes one frame.
     pub async fn write(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) -> std::io::Result<()> {
-        let length = (payload.len() as u32).to_be_bytes();
-        let mut frame = vec![length[1], length[2], length[3], kind, flags];
-        frame.extend_from_slice(&stream.to_be_bytes());
-        frame.extend_from_slice(payload);
-        self.io.write_all(&frame).await
+        self.io.write_all(&frame(kind, flags, stream, payload)).await
     }
 
     /// A gRPC response's head: `:status 200`, `content-type: application/grpc`.
@@ -160,6 +160,15 @@ impl Peer {
     }
 }
 
+/// One frame's bytes: its 9-byte header, then `payload`.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// `message` with gRPC's length prefix (uncompressed).
 pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
     let mut framed = vec![0];
@@ -168,8 +177,9 @@ pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
     framed
 }
 
-/// A header block of literals without indexing (names lowercase, under 127 bytes).
-fn header_block(headers: &[(&str, &str)]) -> Vec<u8> {
+/// A header block of literals without indexing (names lowercase, under 127 bytes), which
+/// means the same whatever the other side's dynamic table holds.
+pub fn header_block(headers: &[(&str, &str)]) -> Vec<u8> {
     let mut block = Vec::new();
     for (name, value) in headers {
         block.push(0);
